@@ -1,0 +1,32 @@
+"""The ``dep-lightning`` command (also ``python -m dep_lightning``).
+
+Subcommands:
+  prepare   any review source -> DPL-format dataset on disk + table-4 statistics
+"""
+
+from __future__ import annotations
+
+import sys
+
+from dep_lightning.data.errors import InputError
+
+
+def _commands() -> dict:
+    from dep_lightning.prepare import prepare
+
+    return {"prepare": prepare}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from jsonargparse import CLI
+
+    # Source classes must be importable by short name (``--source FiveCoreSource``).
+    import dep_lightning.data.sources  # noqa: F401
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        CLI(_commands(), args=argv, parser_mode="omegaconf", as_positional=False)
+    except (InputError, FileNotFoundError) as error:
+        # Bad input is the user's to fix: a one-line message, not a traceback.
+        print(f"dep-lightning: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,80 @@
+"""Bad-input reporting: every rejected record names its file, line, field and value.
+
+Readers never drop a record silently. Under ``on_error="raise"`` (the default) the first
+bad record stops the run with an :class:`InputError`; under ``on_error="skip"`` it is
+skipped and counted in an :class:`ErrorLog`, whose report is printed at the end.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+OnError = Literal["raise", "skip"]
+
+_MAX_VALUE_CHARS = 80
+
+
+def show_value(value: object) -> str:
+    """A short printable form of a bad value (long texts are cut, bytes are escaped)."""
+    text = repr(value)
+    if len(text) > _MAX_VALUE_CHARS:
+        text = text[: _MAX_VALUE_CHARS - 3] + "..."
+    return text
+
+
+class InputError(ValueError):
+    """A record that cannot be used, located precisely.
+
+    ``kind`` is a short stable category ("malformed JSON", "missing field", ...) used to
+    count skipped records; the message names file, line, field and value.
+    """
+
+    def __init__(self, path: str, line: int | None, field: str | None, value: object, kind: str, detail: str = ""):
+        self.path = str(path)
+        self.line = line
+        self.field = field
+        self.value = value
+        self.kind = kind
+        self.detail = detail
+        where = self.path if line is None else f"{self.path}:{line}"
+        parts = [f"{where}: {kind}"]
+        if field is not None:
+            parts.append(f"field {field!r}")
+        parts.append(f"value {show_value(value)}")
+        message = ", ".join(parts)
+        if detail:
+            message += f" ({detail})"
+        super().__init__(message)
+
+
+@dataclass
+class ErrorLog:
+    """Collects skipped records by kind; raises instead when ``on_error == "raise"``."""
+
+    on_error: OnError = "raise"
+    counts: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+
+    def handle(self, error: InputError) -> None:
+        if self.on_error == "raise":
+            raise error
+        self.counts[error.kind] += 1
+        self.examples.setdefault(error.kind, str(error))
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.counts.values())
+
+    def report(self) -> str:
+        if not self.counts:
+            return "bad input: none"
+        lines = [f"bad input: {self.skipped} record(s) skipped (on_error=skip)"]
+        for kind, n in self.counts.most_common():
+            lines.append(f"  {n:>8}  {kind}  e.g. {self.examples[kind]}")
+        return "\n".join(lines)

@@ -1,0 +1,206 @@
+"""DPL-main / DPL-meta as published: parquet, an HF ``datasets`` folder, or JSON lines.
+
+Layout looked for under a root folder, per config (category) and split::
+
+    <root>/<config>/<split>*.parquet            (HF hub layout: train-00000-of-00001.parquet)
+    <root>/<config>/<split>*.jsonl[.gz] | .json[.gz]
+    <root>/<config>/  holding dataset_dict.json  (DatasetDict.save_to_disk)
+    <root>/<config>/<split>/ holding state.json  (Dataset.save_to_disk)
+
+DPL-main rows: ``user_id``, ``profile`` (list of reviews, ascending time), ``data`` (the
+target review); a review is ``{rating, title, text, asin, timestamp (ms)}``.
+DPL-meta rows (split ``full``): ``asin``, ``title``, ``description``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dep_lightning.data.errors import ErrorLog, InputError
+from dep_lightning.data.readers.records import Fields, iter_json_lines
+from dep_lightning.data.schema import DPLRow, Item, PreparedData, Review, time_order_key
+
+REVIEW_FIELDS = ("rating", "title", "text", "asin", "timestamp")
+_REVIEW_TYPE = pa.struct([("rating", pa.float64()), ("title", pa.string()), ("text", pa.string()),
+                          ("asin", pa.string()), ("timestamp", pa.int64())])
+MAIN_SCHEMA = pa.schema([("user_id", pa.string()), ("profile", pa.list_(_REVIEW_TYPE)), ("data", _REVIEW_TYPE)])
+META_SCHEMA = pa.schema([("asin", pa.string()), ("title", pa.string()), ("description", pa.string())])
+_BATCH_ROWS = 1024
+
+
+def split_files(root: Path, config: str, split: str) -> list[Path]:
+    """The files (or HF folders) holding one config's split, in a stable order."""
+    folder = Path(root) / config
+    if (folder / "dataset_dict.json").is_file():
+        return [folder / split] if (folder / split).is_dir() else []
+    if (folder / split / "state.json").is_file():
+        return [folder / split]
+    found = []
+    for pattern in ("*.parquet", "*.jsonl", "*.jsonl.gz", "*.json", "*.json.gz"):
+        found += [p for p in folder.glob(split + pattern) if p.is_file()]
+        found += [p for p in folder.glob(f"{split}-*{pattern[1:]}") if p.is_file() and p not in found]
+    return sorted(set(found))
+
+
+def iter_records(path: Path, errors: ErrorLog) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(row_number, record)`` from a parquet file, an HF dataset folder or JSON lines.
+
+    Parquet and Arrow are read in batches (memory-mapped for HF folders), never whole.
+    """
+    if path.is_dir():
+        import datasets  # imported lazily: slow to import, only needed for this layout
+
+        dataset = datasets.load_from_disk(str(path))
+        for start in range(0, len(dataset), _BATCH_ROWS):
+            batch = dataset[start : start + _BATCH_ROWS]
+            keys = list(batch)
+            for offset in range(len(batch[keys[0]]) if keys else 0):
+                yield start + offset + 1, {key: batch[key][offset] for key in keys}
+    elif path.suffix == ".parquet":
+        row = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS):
+            for record in batch.to_pylist():
+                row += 1
+                yield row, record
+    else:
+        yield from iter_json_lines(path, errors)
+
+
+def parse_review(fields: Fields, user_id: str, category: str) -> Review:
+    return Review(
+        user_id=user_id,
+        item_id=fields.string("asin", allow_empty=False),
+        rating=fields.number("rating", low=1.0, high=5.0),
+        title=fields.string("title", default=""),
+        text=fields.string("text", allow_empty=False),
+        timestamp=fields.integer("timestamp", low=0),
+        category=category,
+    )
+
+
+def parse_main_row(fields: Fields, category: str) -> DPLRow:
+    user_id = fields.string("user_id", allow_empty=False)
+    profile = [parse_review(entry, user_id, category) for entry in fields.records("profile")]
+    # DPL keeps one review per user and item, so a repeated item is a duplicated review.
+    seen: dict[str, int] = {}
+    for index, review in enumerate(profile):
+        if review.item_id in seen:
+            raise fields.error(f"profile[{index}].asin", review.item_id, "duplicate review",
+                               f"same item as profile[{seen[review.item_id]}]")
+        seen[review.item_id] = index
+    target = parse_review(fields.nested("data"), user_id, category)
+    # Published profiles are ascending already; sorting makes the documented order certain.
+    return DPLRow(user_id, tuple(sorted(profile, key=time_order_key)), target, category)
+
+
+def parse_meta_row(fields: Fields, category: str) -> Item:
+    return Item(
+        item_id=fields.string("asin", allow_empty=False),
+        title=fields.string("title", default=""),
+        description=fields.text_or_list("description", default=""),
+        category=category,
+    )
+
+
+def read_main(path: Path, category: str, errors: ErrorLog) -> Iterator[tuple[int, DPLRow]]:
+    for line, record in iter_records(path, errors):
+        try:
+            yield line, parse_main_row(Fields(record, str(path), line), category)
+        except InputError as error:
+            errors.handle(error)
+
+
+def read_meta(path: Path, category: str, errors: ErrorLog) -> Iterator[Item]:
+    for line, record in iter_records(path, errors):
+        try:
+            yield parse_meta_row(Fields(record, str(path), line), category)
+        except InputError as error:
+            errors.handle(error)
+
+
+def load_dpl(main_root: Path, meta_root: Path | None, categories: list[str], splits: list[str],
+             errors: ErrorLog) -> PreparedData:
+    """Read DPL-main (and DPL-meta when given) into :class:`PreparedData`.
+
+    With metadata, every review's item must be in it: a missing item is an
+    ``InputError`` (or a skipped row under ``on_error="skip"``).
+    """
+    data = PreparedData()
+    for category in categories:
+        if meta_root is not None:
+            meta_files = split_files(Path(meta_root), category, "full")
+            if not meta_files:
+                raise FileNotFoundError(f"{meta_root}: no DPL-meta files for config {category!r} split 'full'")
+            for path in meta_files:
+                for item in read_meta(path, category, errors):
+                    data.items[item.item_id] = item
+        for split in splits:
+            files = split_files(Path(main_root), category, split)
+            if not files:
+                raise FileNotFoundError(f"{main_root}: no DPL-main files for config {category!r} split {split!r}")
+            rows = data.rows.setdefault(category, {}).setdefault(split, [])
+            for path in files:
+                for line, row in read_main(path, category, errors):
+                    if meta_root is not None and not _items_known(row, data.items, path, line, errors):
+                        continue
+                    rows.append(row)
+    return data
+
+
+def _items_known(row: DPLRow, items: dict[str, Item], path: Path, line: int, errors: ErrorLog) -> bool:
+    checks = [("data.asin", row.target.item_id)] + [(f"profile[{i}].asin", r.item_id) for i, r in enumerate(row.profile)]
+    for field, item_id in checks:
+        if item_id not in items:
+            errors.handle(InputError(str(path), line, field, item_id, "item missing from meta"))
+            return False
+    return True
+
+
+def _review_dict(review: Review) -> dict[str, Any]:
+    return {"rating": review.rating, "title": review.title, "text": review.text,
+            "asin": review.item_id, "timestamp": review.timestamp}
+
+
+def main_records(rows: list[DPLRow]) -> list[dict[str, Any]]:
+    return [{"user_id": r.user_id, "profile": [_review_dict(p) for p in r.profile], "data": _review_dict(r.target)}
+            for r in rows]
+
+
+def write_dpl(data: PreparedData, out: Path, fmt: str = "parquet") -> list[Path]:
+    """Write ``data`` in the published layout: ``out/DPL-main/<cat>/<split>.<ext>``, ``out/DPL-meta/<cat>/full.<ext>``.
+
+    Files are written to a temporary name and renamed, so a crash never leaves a
+    half-written split that a later read would take as complete.
+    """
+    import json
+
+    if fmt not in ("parquet", "jsonl"):
+        raise ValueError(f"format must be 'parquet' or 'jsonl', got {fmt!r}")
+    written = []
+
+    def emit(records: list[dict[str, Any]], schema: pa.Schema, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        if fmt == "parquet":
+            pq.write_table(pa.Table.from_pylist(records, schema=schema), tmp)
+        else:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                for record in records:
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        tmp.replace(target)
+        written.append(target)
+
+    for category in data.categories:
+        for split, rows in sorted(data.rows[category].items()):
+            emit(main_records(rows), MAIN_SCHEMA, Path(out) / "DPL-main" / category / f"{split}.{fmt}")
+        used = sorted({r.item_id for rows in data.rows[category].values() for row in rows
+                       for r in (*row.profile, row.target)})
+        meta = [{"asin": i, "title": data.item(i, category).title, "description": data.item(i, category).description}
+                for i in used]
+        emit(meta, META_SCHEMA, Path(out) / "DPL-meta" / category / f"full.{fmt}")
+    return written

@@ -1,0 +1,121 @@
+"""Streaming JSON-lines access and field validation shared by every reader.
+
+Files are read one line at a time (gzip transparently), so a multi-GB dump is never
+held in memory. Each line is decoded strictly as UTF-8 so undecodable bytes are
+reported with their line number instead of being replaced silently.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from dep_lightning.data.errors import ErrorLog, InputError
+
+
+def open_binary(path: str | Path):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def iter_json_lines(path: str | Path, errors: ErrorLog) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line; bad lines go to ``errors``."""
+    with open_binary(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                errors.handle(InputError(str(path), number, None, raw[max(0, exc.start - 20) : exc.end + 20],
+                                         "undecodable bytes", f"not UTF-8 at byte {exc.start}"))
+                continue
+            if not line.strip():
+                continue  # blank lines carry no record
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                errors.handle(InputError(str(path), number, None, line.strip(), "malformed JSON", exc.msg))
+                continue
+            if not isinstance(obj, dict):
+                errors.handle(InputError(str(path), number, None, obj, "malformed JSON", "expected an object"))
+                continue
+            yield number, obj
+
+
+class Fields:
+    """Typed access to one record's fields; failures raise :class:`InputError` naming the location.
+
+    ``prefix`` names nested records (``profile[3].``) so the error points at the exact field.
+    """
+
+    def __init__(self, record: Mapping[str, Any], path: str, line: int | None, prefix: str = ""):
+        self.record, self.path, self.line, self.prefix = record, str(path), line, prefix
+
+    def error(self, field: str, value: object, kind: str, detail: str = "") -> InputError:
+        return InputError(self.path, self.line, self.prefix + field, value, kind, detail)
+
+    def raw(self, field: str) -> Any:
+        if field not in self.record or self.record[field] is None:
+            raise self.error(field, None, "missing field")
+        return self.record[field]
+
+    def string(self, field: str, *, allow_empty: bool = True, default: str | None = None) -> str:
+        if default is not None and self.record.get(field) is None:
+            return default
+        value = self.raw(field)
+        if not isinstance(value, str):
+            raise self.error(field, value, "wrong type", f"expected a string, got {type(value).__name__}")
+        if not allow_empty and not value.strip():
+            raise self.error(field, value, "empty text")
+        return value
+
+    def number(self, field: str, *, low: float | None = None, high: float | None = None) -> float:
+        value = self.raw(field)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(field, value, "wrong type", f"expected a number, got {type(value).__name__}")
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            raise self.error(field, value, "value out of range", f"expected a finite number in [{low}, {high}]")
+        return float(value)
+
+    def integer(self, field: str, *, low: int | None = None) -> int:
+        value = self.raw(field)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(field, value, "wrong type", f"expected an integer, got {type(value).__name__}")
+        if low is not None and value < low:
+            raise self.error(field, value, "value out of range", f"expected >= {low}")
+        return value
+
+    def text_or_list(self, field: str, *, default: str | None = None) -> str:
+        """Amazon descriptions come as a string or a list of paragraphs; join lists with spaces."""
+        if default is not None and self.record.get(field) is None:
+            return default
+        value = self.raw(field)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list) and all(isinstance(part, str) for part in value):
+            return " ".join(part.strip() for part in value if part.strip())
+        raise self.error(field, value, "wrong type", "expected a string or a list of strings")
+
+    def nested(self, field: str) -> "Fields":
+        value = self.raw(field)
+        if not isinstance(value, Mapping):
+            raise self.error(field, value, "wrong type", f"expected an object, got {type(value).__name__}")
+        return Fields(value, self.path, self.line, f"{self.prefix}{field}.")
+
+    def records(self, field: str) -> list["Fields"]:
+        value = self.raw(field)
+        if not isinstance(value, list):
+            raise self.error(field, value, "wrong type", f"expected a list, got {type(value).__name__}")
+        out = []
+        for index, entry in enumerate(value):
+            if not isinstance(entry, Mapping):
+                raise self.error(f"{field}[{index}]", entry, "wrong type", "expected an object")
+            out.append(Fields(entry, self.path, self.line, f"{self.prefix}{field}[{index}]."))
+        return out

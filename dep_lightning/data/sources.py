@@ -1,0 +1,143 @@
+"""Data sources: each turns one kind of input into a DPL-format :class:`PreparedData`.
+
+Configs select a source with ``class_path`` / ``init_args``; adding a source format
+means adding a reader and a class here. Raw sources run the DPL preprocessing
+(``data/preprocess.py``) with thresholds that are part of their configuration.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from dep_lightning.data.errors import ErrorLog
+from dep_lightning.data.preprocess import FIVE_CORE_THRESHOLDS, PreprocessReport, Thresholds, preprocess
+from dep_lightning.data.readers.amazon import read_items, read_reviews
+from dep_lightning.data.readers.dpl import load_dpl
+from dep_lightning.data.schema import PAPER_CATEGORIES, SPLITS, PreparedData
+
+
+class ReviewSource(ABC):
+    """Something that yields a DPL-format dataset."""
+
+    @abstractmethod
+    def load(self, errors: ErrorLog, report: PreprocessReport) -> PreparedData:
+        """Read (and, for raw sources, preprocess). Bad records go to ``errors``, rule removals to ``report``."""
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class DPLSource(ReviewSource):
+    """DPL-main / DPL-meta as published (parquet, HF dataset folders or JSON lines).
+
+    Args:
+        main: folder holding one sub-folder per config (``Books/``, ...) of DPL-main.
+        meta: the same for DPL-meta; ``None`` gives items the placeholder metadata.
+        categories: configs to read.
+        splits: splits to read.
+    """
+
+    def __init__(self, main: str, meta: str | None = None, categories: list[str] = list(PAPER_CATEGORIES),
+                 splits: list[str] = list(SPLITS)):
+        self.main, self.meta, self.categories, self.splits = main, meta, list(categories), list(splits)
+
+    def load(self, errors: ErrorLog, report: PreprocessReport) -> PreparedData:
+        meta = Path(self.meta) if self.meta else None
+        return load_dpl(Path(self.main), meta, self.categories, self.splits, errors)
+
+    def describe(self) -> str:
+        return f"DPL-main {self.main} (meta {self.meta}), categories {self.categories}"
+
+
+def _find(root: Path, stem: str) -> Path:
+    for suffix in (".jsonl", ".jsonl.gz", ".json", ".json.gz"):
+        if (root / (stem + suffix)).is_file():
+            return root / (stem + suffix)
+    raise FileNotFoundError(f"{root}: no {stem}.jsonl[.gz] (Amazon Reviews 2023 file naming)")
+
+
+class Amazon2023Source(ReviewSource):
+    """Amazon Reviews 2023 raw dumps through the DPL preprocessing.
+
+    Args:
+        root: folder holding ``raw_review_<Cat>.jsonl[.gz]`` and ``raw_meta_<Cat>.jsonl[.gz]``.
+        categories: categories to read.
+        thresholds: preprocessing thresholds (defaults are DPL's).
+    """
+
+    def __init__(self, root: str, categories: list[str] = list(PAPER_CATEGORIES),
+                 thresholds: Thresholds = Thresholds()):
+        self.root, self.categories, self.thresholds = root, list(categories), thresholds
+
+    def load(self, errors: ErrorLog, report: PreprocessReport) -> PreparedData:
+        reviews, items = [], {}
+        for category in self.categories:
+            category_items = read_items(_find(Path(self.root), f"raw_meta_{category}"), "amazon2023", category, errors)
+            items.update(category_items)
+            reviews.extend(read_reviews(_find(Path(self.root), f"raw_review_{category}"), "amazon2023",
+                                        category, errors, items=category_items))
+        return preprocess(reviews, items, self.thresholds, report)
+
+    def describe(self) -> str:
+        return f"Amazon Reviews 2023 in {self.root}, categories {self.categories}"
+
+
+class FiveCoreSource(ReviewSource):
+    """Amazon 2014/2018 "5-core" reviews through the DPL preprocessing with relaxed thresholds.
+
+    Args:
+        reviews: the ``reviews_<Cat>_5.json[.gz]`` file.
+        meta: optional 2018-style JSON-lines metadata (asin, title, description). Without
+            it, items get the placeholder title/description of ``schema.Item.placeholder``.
+        category: category name; by default taken from the file name.
+        thresholds: preprocessing thresholds (default: ``FIVE_CORE_THRESHOLDS``).
+    """
+
+    def __init__(self, reviews: str, meta: str | None = None, category: str | None = None,
+                 thresholds: Thresholds = FIVE_CORE_THRESHOLDS):
+        self.reviews, self.meta, self.thresholds = reviews, meta, thresholds
+        if category is None:
+            match = re.match(r"(?:reviews_)?(.+?)(?:_5)?\.json", Path(reviews).name)
+            category = match.group(1) if match else Path(reviews).name.split(".")[0]
+        self.category = category
+
+    def load(self, errors: ErrorLog, report: PreprocessReport) -> PreparedData:
+        items = read_items(self.meta, "5core", self.category, errors) if self.meta else None
+        reviews = list(read_reviews(self.reviews, "5core", self.category, errors, items=items))
+        return preprocess(reviews, items, self.thresholds, report)
+
+    def describe(self) -> str:
+        return f"5-core reviews {self.reviews} (category {self.category}, meta {self.meta})"
+
+
+#: Thresholds for the embedded dataset: DPL's rules, sized for a few hundred users.
+EMBEDDED_THRESHOLDS = Thresholds(
+    min_text_chars=200, min_description_chars=100, max_description_chars=2000, min_item_users=3,
+    min_user_reviews=12, max_user_reviews=500, n_train_targets=4, min_item_profile_reviewers=2,
+    min_profile_reviews=5)
+
+
+class EmbeddedSource(ReviewSource):
+    """The embedded default dataset (``data/synthetic.py``), generated from a seed.
+
+    Args:
+        num_users: number of users to generate.
+        num_items: number of items, spread over the three paper categories.
+        seed: generator seed; the same seed gives the same dataset.
+        thresholds: preprocessing thresholds.
+    """
+
+    def __init__(self, num_users: int = 300, num_items: int = 240, seed: int = 0,
+                 thresholds: Thresholds = EMBEDDED_THRESHOLDS):
+        self.num_users, self.num_items, self.seed, self.thresholds = num_users, num_items, seed, thresholds
+
+    def load(self, errors: ErrorLog, report: PreprocessReport) -> PreparedData:
+        from dep_lightning.data.synthetic import SyntheticConfig, generate
+
+        reviews, items = generate(SyntheticConfig(num_users=self.num_users, num_items=self.num_items, seed=self.seed))
+        return preprocess(reviews, items, self.thresholds, report)
+
+    def describe(self) -> str:
+        return f"embedded dataset ({self.num_users} users, {self.num_items} items, seed {self.seed})"

@@ -1,0 +1,375 @@
+"""The embedded default dataset: seeded, realistic-looking product reviews.
+
+Generative story. Each item gets a category, a genre, two or three features, a creator,
+a latent quality and a popularity weight; its title and description come from
+category-specific word banks. Each user gets a persistent style: a home category, a
+favourite genre, a tone (enthusiastic / measured / critical) that shifts their rating
+habit, a private vocabulary of adjectives and adverbs, a typical review length, one or
+two signature phrases, punctuation habits and a review-title pattern. A user reviews
+distinct items drawn by popularity (mostly from the home category) at increasing times;
+rating = quality + habit + genre match + noise, and the text mixes the item's content
+(title, genre, features, creator) with the user's words, tone and signatures.
+
+Deterministic: everything is drawn from ``numpy.random.default_rng(config.seed)``.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from dataclasses import dataclass
+
+import numpy as np
+
+from dep_lightning.data.schema import PAPER_CATEGORIES, Item, Review
+
+# ---------------------------------------------------------------- word banks (items)
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+TITLE_ADJ = ("Silent", "Crimson", "Hidden", "Last", "Broken", "Golden", "Forgotten", "Distant", "Midnight",
+             "Wild", "Burning", "Hollow", "Quiet", "Velvet", "Iron", "Paper", "Electric", "Lonely", "Northern",
+             "Secret", "Endless", "Bitter", "Bright", "Savage")
+TITLE_NOUN = ("Harbor", "Garden", "Kingdom", "Letter", "River", "Orchard", "Run", "Echoes", "Autumn", "Road",
+              "Shadows", "Crown", "Tide", "Hour", "Mirror", "Station", "Horizon", "Summer", "Lantern",
+              "Frontier", "Hearts", "Wolves", "Signal", "Daughter", "Streets", "Rain")
+FIRST_NAMES = ("Margaret", "James", "Elena", "Tom", "Ruth", "Marcus", "Nadia", "Owen", "Clara", "Victor",
+               "Ingrid", "Samuel", "Lena", "Theo", "Rosa", "Felix")
+LAST_NAMES = ("Hale", "Okafor", "Lindqvist", "Moreau", "Brennan", "Castillo", "Whitfield", "Tanaka",
+              "Adler", "Kowalski", "Ashby", "Navarro", "Pryce", "Delgado", "Sorensen", "Quinn")
+
+#: Per category: noun for the product, title patterns and suffixes, genres, features,
+#: premises, and description sentences (the first always opens the description).
+_BANKS = {
+    "Books": dict(
+        kind=("book", "novel", "read"), patterns=("The {a} {n}", "{n} of the {a} {m}", "The {n}'s {m}"),
+        suffixes=("", "", "", ": A Novel", " (Paperback)"),
+        genres=("mystery", "historical fiction", "fantasy", "science fiction", "romance", "biography",
+                "thriller", "literary fiction"),
+        features=("pacing", "characters", "prose", "plot twists", "dialogue", "world-building", "ending",
+                  "research", "narrator"),
+        premises=("a retired detective who returns to her hometown", "two sisters separated by war",
+                  "a young cartographer mapping a vanishing island", "a chef rebuilding her life after a scandal",
+                  "an astronaut stranded far from home", "a family secret buried for three generations"),
+        desc=("{title} is a {genre} novel by {creator} about {premise}.",
+              "Critics have praised its {f1} and its {f2}.",
+              "First published in {year}, it has become a favorite among readers of {genre}.",
+              "This edition includes a new afterword by the author and a reading group guide.",
+              "{creator} blends careful {f1} with memorable {f2} in a story that lingers after the last page.")),
+    "Movies_and_TV": dict(
+        kind=("movie", "film"), patterns=("{a} {n}", "The {a} {n}", "{n} and {m}"),
+        suffixes=(" (Blu-ray)", " (DVD)", " [4K UHD]", ""),
+        genres=("drama", "comedy", "documentary", "thriller", "western", "animation", "horror", "war"),
+        features=("cinematography", "soundtrack", "acting", "screenplay", "special effects", "pacing",
+                  "bonus features", "picture quality", "ending"),
+        premises=("a getaway driver forced into one last job", "a small-town teacher who uncovers a conspiracy",
+                  "two rival musicians on a cross-country tour", "a crew of misfits planning an impossible heist",
+                  "a widower learning to start over", "a rookie reporter chasing the story of her life"),
+        desc=("{title} is a {year} {genre} film directed by {creator}, following {premise}.",
+              "The film is noted for its {f1} and its {f2}.",
+              "This release presents the film in widescreen with restored picture and audio.",
+              "Fans of {genre} will recognize the trademark attention to {f1} that {creator} is known for.",
+              "Special features include a commentary track and a short documentary on the {f2}.")),
+    "CDs_and_Vinyl": dict(
+        kind=("album", "record"), patterns=("{n} of {m}", "{a} {n}", "Songs from the {a} {n}"),
+        suffixes=(" [Vinyl]", " (Remastered)", " (Deluxe Edition)", ""),
+        genres=("jazz", "classic rock", "folk", "blues", "country", "hip hop", "classical", "soul"),
+        features=("vocals", "production", "guitar work", "lyrics", "mixing", "liner notes",
+                  "pressing quality", "arrangements", "rhythm section"),
+        premises=("after a long tour of Europe", "in a converted barn in Vermont", "during a hard winter in Chicago",
+                  "over three weeks in a Nashville studio", "in the wake of a band breakup", "on the road between shows"),
+        desc=("{title} is a {genre} album by {creator}, originally released in {year}.",
+              "The record showcases the {f1} of {creator} alongside striking {f2}.",
+              "Written {premise}, the songs move from quiet ballads to full-band anthems.",
+              "This edition has been remastered from the original tapes and adds two bonus tracks.",
+              "Longtime listeners of {genre} often single out its {f1} and {f2}.")),
+}
+_GENERIC_BANK = dict(
+    kind=("product", "item"), patterns=("The {a} {n}", "{a} {n}"), suffixes=("", " (Set of 2)"),
+    genres=("home", "outdoor", "kitchen", "office", "travel", "garden"),
+    features=("build quality", "design", "price", "durability", "instructions", "packaging"),
+    premises=("everyday use", "weekend projects", "small apartments", "frequent travellers"),
+    desc=("{title} from {creator} is a {genre} product made for {premise}.",
+          "Owners often mention its {f1} and its {f2}.", "It was first introduced in {year}.",
+          "The {f1} has been improved over earlier versions."))
+
+# ---------------------------------------------------------------- word banks (users)
+POS_ADJ = ("wonderful", "gripping", "superb", "delightful", "engaging", "brilliant", "charming", "solid",
+           "terrific", "moving", "lovely", "stunning", "captivating", "excellent", "fantastic", "memorable",
+           "polished", "refreshing", "satisfying", "vivid", "compelling", "heartfelt", "clever", "impressive",
+           "addictive", "beautiful", "enjoyable", "outstanding", "top-notch", "magnificent")
+NEG_ADJ = ("dull", "tedious", "flat", "clumsy", "forgettable", "uneven", "predictable", "bland", "muddy",
+           "disappointing", "lifeless", "overlong", "messy", "weak", "tiresome", "shallow", "thin", "sloppy",
+           "generic", "underwhelming")
+ADVERBS = ("truly", "really", "absolutely", "genuinely", "remarkably", "surprisingly", "quite", "fairly",
+           "incredibly", "thoroughly", "honestly", "utterly", "pretty", "rather", "somewhat", "seriously",
+           "wonderfully", "downright", "simply", "totally")
+TONES = ("enthusiastic", "measured", "critical")
+_TONE_HABIT = (0.7, -0.1, -1.0)            # rating shift per tone
+_TONE_EXCL = ((0.25, 0.6), (0.0, 0.15), (0.0, 0.1))   # range of exclamation-mark rates
+OPENERS = (
+    ("Wow, what a {kind}.", "I could not wait to get my hands on {title}.", "Where do I even start with {title}?",
+     "I have been a fan of {creator} for years.", "I was hooked from the very beginning.",
+     "Oh my, {title} is something else."),
+    ("I picked up {title} after reading a few reviews.", "Here are my thoughts on {title}.",
+     "I came to this {kind} with no particular expectations.", "This was my first {kind} by {creator}.",
+     "I bought {title} as a treat for myself.", "Some context: I am fairly new to {genre}."),
+    ("I went into {title} with high expectations.", "I have mixed feelings about {title}.",
+     "Let me be upfront: I am hard to please when it comes to {genre}.", "I wanted to love this {kind}.",
+     "After all the hype, I finally tried {title}.", "I am going to be blunt about {title}."))
+CONTENT = ("The {feature} is {adv} {adj}.", "I found the {feature} {adv} {adj}.",
+           "{creator} handles the {feature} in a way that feels {adj}.",
+           "As a longtime {genre} fan, I thought the {feature} was {adj}.",
+           "The {feature} in {title} struck me as {adv} {adj}.",
+           "Compared to other {genre} {kind}s, the {feature} is {adj}.",
+           "What stood out most was the {feature}, which felt {adj}.",
+           "Even the {feature} came across as {adv} {adj}.",
+           "I keep thinking about the {feature}; it was {adj}.",
+           "If you care about {feature}, you will find it {adj} here.")
+VERDICTS = (("I cannot recommend this one.", "One star, and that is being generous.", "I regret this purchase."),
+            ("Sadly, it did not work for me.", "Two stars, mostly for the {feature}.",
+             "I expected a lot more from {creator}."),
+            ("Overall it was fine, nothing more and nothing less.", "Three stars; it has its moments.",
+             "Worth a try if you are a big fan of {creator}."),
+            ("Four stars: {adj} overall, with only minor flaws.", "Not perfect, but I enjoyed it a lot.",
+             "I would happily revisit it."),
+            ("Easily one of the best {genre} {kind}s I own.", "An absolute must for any fan of {genre}.",
+             "Five stars without hesitation."))
+FILLERS = ("It arrived quickly and in good condition.", "The packaging was fine.",
+           "I shared it with a friend afterwards.", "I will probably come back to it at some point.")
+SIGNATURES = (
+    "Just my two cents.", "Highly recommend to fellow collectors!", "Your mileage may vary.",
+    "Take it for what it's worth.", "Hope this review helps someone out there.", "Cheers from a longtime fan.",
+    "End of story, as my dad would say.", "Now back to my to-do pile.", "Grab a cup of tea and dive in.",
+    "As always, trust your own taste.", "This one goes on the keeper shelf.", "Money well spent, in my humble opinion.",
+    "Bottom line: know what you are getting into.", "Sharing so others can decide.", "Ask me again in a year.",
+    "Onward to the next one!", "My wife agreed, for once.", "The kids had opinions too.",
+    "Verdict delivered, case closed.", "Thanks for reading my ramble.", "No regrets here.",
+    "Another one for the collection!", "Peace and good vibes.", "Rating it honestly, as usual.",
+    "Long live physical media!", "Support the artists you love.", "Caveat emptor, friends.", "Such is life.",
+    "Keep calm and carry on.", "You heard it here first.", "Over and out.", "Until next time, happy hunting.",
+    "Tell your friends.", "Make of that what you will.", "Fellow night owls will get it.",
+    "I say this as a lifelong skeptic.", "From one enthusiast to another.", "Spoiler-free, as promised.",
+    "Rainy-day approved.", "Weekend well spent.", "Adding it to my yearly list.", "Nuff said.",
+    "Stay curious, people.", "Ten out of ten would argue about it again.", "Mom's verdict: keep it.",
+    "Curious minds, take note.", "Commuter-tested.", "Written with coffee in hand.", "Felt like sharing.",
+    "Let me know if you disagree.", "Back to the shelf it goes.", "Filed under guilty pleasures.")
+TITLE_PATTERNS = ("{Adv} {adj}", "{Adv} {adj} {kind}", "{Adj} {genre} {kind}", "{Adj}, {adv} {adj}",
+                  "{Stars} stars, {adj}", "My take on {creator}")
+_P_POSITIVE = (0.08, 0.25, 0.55, 0.85, 0.97)   # chance an adjective is positive, by rating 1..5
+_STARS = ("One", "Two", "Three", "Four", "Five")
+_T0, _T1 = 1420070400000, 1693526400000        # 2015-01-01 .. 2023-09-01, ms since epoch
+_DAY = 86_400_000
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    num_users: int = 300
+    num_items: int = 240            # split evenly-ish over the categories
+    reviews_per_user: tuple[int, int] = (14, 22)   # inclusive range, drawn per user
+    categories: tuple[str, ...] = PAPER_CATEGORIES
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        lo, hi = self.reviews_per_user
+        if self.num_users < 1 or not 1 <= lo <= hi:
+            raise ValueError(f"need num_users >= 1 and 1 <= reviews_per_user[0] <= [1], got {self}")
+        if not self.categories or len(set(self.categories)) != len(self.categories):
+            raise ValueError(f"categories must be non-empty and distinct, got {self.categories}")
+        if self.num_items < len(self.categories):
+            raise ValueError(f"num_items ({self.num_items}) must be >= number of categories")
+
+
+class _Stream:
+    """Uniform draws from the seeded generator, buffered: cheap per-review randomness."""
+
+    __slots__ = ("rng", "buf", "i")
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng, self.buf, self.i = rng, [], 0
+
+    def u(self) -> float:
+        if self.i >= len(self.buf):
+            self.buf, self.i = self.rng.random(8192).tolist(), 0
+        self.i += 1
+        return self.buf[self.i - 1]
+
+    def pick(self, seq):
+        return seq[int(self.u() * len(seq))]
+
+    def normal(self) -> float:
+        return math.sqrt(-2.0 * math.log(1.0 - self.u())) * math.cos(2.0 * math.pi * self.u())
+
+
+def _ids(rng: np.random.Generator, n: int, prefix: str, length: int) -> list[str]:
+    out, seen = [], set()
+    while len(out) < n:
+        for row in rng.integers(0, len(_ALNUM), size=(n - len(out), length)).tolist():
+            s = prefix + "".join(_ALNUM[c] for c in row)
+            if s not in seen:
+                seen.add(s)
+                out.append(s)
+    return out
+
+
+def _make_items(cfg: SyntheticConfig, rng: np.random.Generator, s: _Stream):
+    ids = _ids(rng, cfg.num_items, "B", 9)
+    quality = rng.normal(0.0, 1.0, cfg.num_items).tolist()
+    popularity = rng.lognormal(0.0, 0.8, cfg.num_items).tolist()
+    items, meta = {}, []          # meta[i] = (category index, genre, features, creator, title, quality)
+    for i, item_id in enumerate(ids):
+        c = i % len(cfg.categories)
+        bank = _BANKS.get(cfg.categories[c], _GENERIC_BANK)
+        title = s.pick(bank["patterns"]).format(a=s.pick(TITLE_ADJ), n=s.pick(TITLE_NOUN), m=s.pick(TITLE_NOUN))
+        title += s.pick(bank["suffixes"])
+        genre, creator = s.pick(bank["genres"]), f"{s.pick(FIRST_NAMES)} {s.pick(LAST_NAMES)}"
+        features = sorted({s.pick(bank["features"]) for _ in range(3)})
+        ctx = dict(title=title, genre=genre, creator=creator, premise=s.pick(bank["premises"]),
+                   f1=features[0], f2=features[-1] if len(features) > 1 else "overall feel",
+                   year=1960 + int(s.u() * 63))
+        extra = [j for j in range(1, len(bank["desc"])) if s.u() < 0.6][:4] or [1]
+        desc = " ".join(bank["desc"][j].format(**ctx) for j in [0] + extra)
+        if len(desc) < 100:     # only reachable with unusually short generic sentences
+            desc += " " + " ".join(bank["desc"][1:]).format(**ctx)
+        items[item_id] = Item(item_id, title, desc[:2000], cfg.categories[c])
+        meta.append((c, genre, tuple(features), creator, title, quality[i]))
+    # Per category: item indices and a cumulative popularity distribution for sampling.
+    pools = []
+    for c in range(len(cfg.categories)):
+        idx = list(range(c, cfg.num_items, len(cfg.categories)))
+        cdf = np.cumsum([popularity[i] for i in idx])
+        pools.append((idx, (cdf / cdf[-1]).tolist()))
+    return ids, items, meta, pools
+
+
+def _make_user(banks: list[dict], s: _Stream) -> dict:
+    tone = 0 if s.u() < 0.4 else (1 if s.u() < 0.67 else 2)
+    lo, hi = _TONE_EXCL[tone]
+    signatures = [s.pick(SIGNATURES)]
+    if s.u() < 0.5:
+        signatures.append(s.pick([x for x in SIGNATURES if x != signatures[0]]))
+    if s.u() < 0.2:
+        signatures.append(f"-- {s.pick(FIRST_NAMES)} {s.pick(LAST_NAMES)[0]}.")
+    return dict(
+        tone=tone, habit=_TONE_HABIT[tone] + 0.3 * s.normal(),
+        pos=[s.pick(POS_ADJ) for _ in range(5)], neg=[s.pick(NEG_ADJ) for _ in range(3)],
+        adv=[s.pick(ADVERBS) for _ in range(3)], openers=[s.pick(OPENERS[tone]) for _ in range(2)],
+        length=2.0 + 8.0 * s.u(), signatures=signatures, sig_rates=[0.8 + 0.17 * s.u() for _ in signatures],
+        sig_first=s.u() < 0.15, excl=lo + (hi - lo) * s.u(), double_excl=s.u() < 0.2,
+        ellipsis=0.25 * s.u() if s.u() < 0.3 else 0.0, lower=s.u() < 0.08, caps_title=s.u() < 0.1,
+        title_patterns=[s.pick(TITLE_PATTERNS) for _ in range(2)], fillers=s.u() * 0.3,
+        home=int(s.u() * len(banks)), home_share=0.8 + 0.2 * s.u(),
+        fav=[s.pick(bank["genres"]) for bank in banks],
+        span=(0.3 + 5.0 * s.u()) * 365 * _DAY)
+
+
+def _choose_items(cfg, s: _Stream, user: dict, pools, meta, k: int) -> list[int]:
+    """k distinct item indices: mostly from the home category, popularity-weighted."""
+    ncat = len(cfg.categories)
+    counts = [0] * ncat
+    n_home = min(k, round(k * user["home_share"]))
+    counts[user["home"]] = n_home
+    for _ in range(k - n_home):
+        counts[(user["home"] + 1 + int(s.u() * (ncat - 1))) % ncat if ncat > 1 else 0] += 1
+    for c in range(ncat):       # spill over when a category has fewer items than asked
+        extra = counts[c] - len(pools[c][0])
+        if extra > 0:
+            counts[c] -= extra
+            counts[(c + 1) % ncat] += extra
+    chosen, seen = [], set()
+    for c, need in enumerate(counts):
+        idx, cdf = pools[c]
+        fav = user["fav"][c]
+        got, tries = 0, 0
+        while got < need and tries < 50 * need:
+            tries += 1
+            i = idx[min(bisect_right(cdf, s.u()), len(idx) - 1)]
+            if i in seen or (meta[i][1] != fav and s.u() < 0.3):
+                continue
+            seen.add(i)
+            chosen.append(i)
+            got += 1
+        for i in idx:           # pathological configs (need close to category size)
+            if got >= need:
+                break
+            if i not in seen:
+                seen.add(i)
+                chosen.append(i)
+                got += 1
+    return chosen
+
+
+def _punct(sentence: str, user: dict, s: _Stream) -> str:
+    if sentence[-1] == ".":
+        x = s.u()
+        if x < user["excl"]:
+            return sentence[:-1] + ("!!" if user["double_excl"] else "!")
+        if x < user["excl"] + user["ellipsis"]:
+            return sentence[:-1] + "..."
+    return sentence
+
+
+def _review(user: dict, m: tuple, bank: dict, s: _Stream) -> tuple[float, str, str]:
+    c, genre, features, creator, title, quality = m
+    bonus = 0.5 if genre == user["fav"][c] else 0.0
+    rating = min(5, max(1, round(3.7 + 0.9 * quality + user["habit"] + bonus + 0.7 * s.normal())))
+    p_pos = _P_POSITIVE[rating - 1]
+    ctx = dict(title=title, genre=genre, creator=creator, kind=s.pick(bank["kind"]))
+
+    def words():
+        adj = s.pick(user["pos"]) if s.u() < p_pos else s.pick(user["neg"])
+        feature = s.pick(features) if s.u() < 0.7 else s.pick(bank["features"])
+        return dict(ctx, adj=adj, adv=s.pick(user["adv"]), feature=feature)
+
+    n = max(2, min(14, round(user["length"] + 1.2 * s.normal())))
+    body = [s.pick(user["openers"]).format(**ctx)]
+    body += [s.pick(CONTENT).format(**words()) for _ in range(n - 2)]
+    if s.u() < user["fillers"]:
+        body.append(s.pick(FILLERS))
+    body.append(s.pick(VERDICTS[rating - 1]).format(**words()))
+    while sum(map(len, body)) + len(body) < 220:
+        body.insert(-1, s.pick(CONTENT).format(**words()))
+    body = [_punct(x, user, s) for x in body]
+    sigs = [sig for sig, rate in zip(user["signatures"], user["sig_rates"]) if s.u() < rate]
+    text = " ".join(sigs + body if user["sig_first"] and sigs else body + sigs)
+    w = words()
+    head = s.pick(user["title_patterns"]).format(
+        Adv=w["adv"].capitalize(), Adj=w["adj"].capitalize(), Stars=_STARS[rating - 1], **w)
+    head = head[0].upper() + head[1:]
+    if user["caps_title"]:
+        head = head.upper()
+    elif s.u() < user["excl"]:
+        head += "!"
+    return float(rating), head, text.lower() if user["lower"] else text
+
+
+def generate(config: SyntheticConfig) -> tuple[list[Review], dict[str, Item]]:
+    """Reviews (grouped by user, in time order) and the item catalogue keyed by item_id."""
+    rng = np.random.default_rng(config.seed)
+    s = _Stream(rng)
+    item_ids, items, meta, pools = _make_items(config, rng, s)
+    user_ids = _ids(rng, config.num_users, "A", 13)
+    k_lo, k_hi = config.reviews_per_user
+    banks = [_BANKS.get(c, _GENERIC_BANK) for c in config.categories]
+    rows, stamps = [], []
+    for uid in user_ids:
+        user = _make_user(banks, s)
+        k = min(config.num_items, k_lo + int(s.u() * (k_hi - k_lo + 1)))
+        chosen = _choose_items(config, s, user, pools, meta, k)
+        order = [chosen[j] for j in sorted(range(len(chosen)), key=lambda _: s.u())]   # shuffle
+        start = _T0 + s.u() * max(0.0, _T1 - _T0 - user["span"])
+        gaps = [-math.log(1.0 - s.u()) + 0.01 for _ in range(len(order) + 1)]
+        total, acc = sum(gaps), 0.0
+        for j, i in enumerate(order):
+            acc += gaps[j]
+            stamps.append(int(start + user["span"] * acc / total))
+            m = meta[i]
+            rating, head, text = _review(user, m, banks[m[0]], s)
+            rows.append((uid, item_ids[i], rating, head, text, config.categories[m[0]]))
+    # Make timestamps distinct across all reviews without reordering any two of them:
+    # t'_i = max_{j<=i}(t_j - j) + i over the stably sorted times is strictly increasing.
+    t = np.asarray(stamps, dtype=np.int64)
+    order = np.argsort(t, kind="stable")
+    rank = np.arange(len(t), dtype=np.int64)
+    fixed = np.empty_like(t)
+    fixed[order] = np.maximum.accumulate(t[order] - rank) + rank
+    reviews = [Review(u, i, r, h, x, ts, c) for (u, i, r, h, x, c), ts in zip(rows, fixed.tolist())]
+    return reviews, items
