@@ -115,15 +115,19 @@ OPENERS = (
     ("I went into {title} with high expectations.", "I have mixed feelings about {title}.",
      "Let me be upfront: I am hard to please when it comes to {genre}.", "I wanted to love this {kind}.",
      "After all the hype, I finally tried {title}.", "I am going to be blunt about {title}."))
-CONTENT = ("The {feature} is {adv} {adj}.", "I found the {feature} {adv} {adj}.",
+#: 13 templates (a prime): a review walks them with a random stride, so none repeats early.
+CONTENT = ("The {feature} {is_} {adv} {adj}.", "I found the {feature} {adv} {adj}.",
            "{creator} handles the {feature} in a way that feels {adj}.",
-           "As a longtime {genre} fan, I thought the {feature} was {adj}.",
+           "As a longtime {genre} fan, I thought the {feature} {was} {adj}.",
            "The {feature} in {title} struck me as {adv} {adj}.",
-           "Compared to other {genre} {kind}s, the {feature} is {adj}.",
+           "Compared to other {genre} {kind}s, the {feature} {is_} {adj}.",
            "What stood out most was the {feature}, which felt {adj}.",
            "Even the {feature} came across as {adv} {adj}.",
-           "I keep thinking about the {feature}; it was {adj}.",
-           "If you care about {feature}, you will find it {adj} here.")
+           "I keep thinking about how {adj} the {feature} {was}.",
+           "If you care about {feature}, you will find {it} {adj} here.",
+           "To my mind the {feature} {was} {adv} {adj} from start to finish.",
+           "Honestly, the {feature} felt {adj} at times.",
+           "The {feature} {is_} where {title} feels most {adj}.")
 VERDICTS = (("I cannot recommend this one.", "One star, and that is being generous.", "I regret this purchase."),
             ("Sadly, it did not work for me.", "Two stars, mostly for the {feature}.",
              "I expected a lot more from {creator}."),
@@ -252,7 +256,7 @@ def _make_user(banks: list[dict], s: _Stream) -> dict:
         tone=tone, habit=_TONE_HABIT[tone] + 0.3 * s.normal(),
         pos=[s.pick(POS_ADJ) for _ in range(5)], neg=[s.pick(NEG_ADJ) for _ in range(3)],
         adv=[s.pick(ADVERBS) for _ in range(3)], openers=[s.pick(OPENERS[tone]) for _ in range(2)],
-        length=2.0 + 8.0 * s.u(), signatures=signatures, sig_rates=[0.8 + 0.17 * s.u() for _ in signatures],
+        length=3.0 + 9.0 * s.u(), signatures=signatures, sig_rates=[0.8 + 0.17 * s.u() for _ in signatures],
         sig_first=s.u() < 0.15, excl=lo + (hi - lo) * s.u(), double_excl=s.u() < 0.2,
         ellipsis=0.25 * s.u() if s.u() < 0.3 else 0.0, lower=s.u() < 0.08, caps_title=s.u() < 0.1,
         title_patterns=[s.pick(TITLE_PATTERNS) for _ in range(2)], fillers=s.u() * 0.3,
@@ -310,18 +314,21 @@ def _punct(sentence: str, user: dict, s: _Stream) -> str:
 def _review(user: dict, m: tuple, bank: dict, s: _Stream) -> tuple[float, str, str]:
     c, genre, features, creator, title, quality = m
     bonus = 0.5 if genre == user["fav"][c] else 0.0
-    rating = min(5, max(1, round(3.7 + 0.9 * quality + user["habit"] + bonus + 0.7 * s.normal())))
+    rating = min(5, max(1, round(3.9 + 0.9 * quality + user["habit"] + bonus + 0.7 * s.normal())))
     p_pos = _P_POSITIVE[rating - 1]
     ctx = dict(title=title, genre=genre, creator=creator, kind=s.pick(bank["kind"]))
 
     def words():
         adj = s.pick(user["pos"]) if s.u() < p_pos else s.pick(user["neg"])
         feature = s.pick(features) if s.u() < 0.7 else s.pick(bank["features"])
-        return dict(ctx, adj=adj, adv=s.pick(user["adv"]), feature=feature)
+        plural = feature.endswith("s")
+        return dict(ctx, adj=adj, adv=s.pick(user["adv"]), feature=feature, is_="are" if plural else "is",
+                    was="were" if plural else "was", it="them" if plural else "it")
 
     n = max(2, min(14, round(user["length"] + 1.2 * s.normal())))
     body = [s.pick(user["openers"]).format(**ctx)]
-    body += [s.pick(CONTENT).format(**words()) for _ in range(n - 2)]
+    at, stride = int(s.u() * 13), 1 + int(s.u() * 12)
+    body += [CONTENT[(at + j * stride) % 13].format(**words()) for j in range(n - 2)]
     if s.u() < user["fillers"]:
         body.append(s.pick(FILLERS))
     body.append(s.pick(VERDICTS[rating - 1]).format(**words()))

@@ -274,6 +274,7 @@ RETRIEVER_FACTORIES = {
 }
 
 
+@pytest.mark.slow  # ~5 s each: 1000 hypothesis examples
 @pytest.mark.parametrize("name", sorted(RETRIEVER_FACTORIES))
 def test_property_selection_well_formed(name):
     retriever = RETRIEVER_FACTORIES[name]()
