@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from dep_lightning.data.errors import ErrorLog, InputError
 
 
@@ -26,8 +28,10 @@ def open_binary(path: str | Path):
 
 def iter_json_lines(path: str | Path, errors: ErrorLog) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each non-blank line; bad lines go to ``errors``."""
-    with open_binary(path) as handle:
+    with open_binary(path) as handle, tqdm(desc=Path(path).name, unit=" lines", mininterval=1.0,
+                                           disable=None, leave=False) as progress:
         for number, raw in enumerate(handle, start=1):
+            progress.update()
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
