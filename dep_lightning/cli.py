@@ -17,15 +17,26 @@ def _commands() -> dict:
     return {"prepare": prepare}
 
 
-def main(argv: list[str] | None = None) -> None:
+def _run(argv: list[str]):
     from jsonargparse import CLI
 
     # Source classes must be importable by short name (``--source FiveCoreSource``).
     import dep_lightning.data.sources  # noqa: F401
 
+    return CLI(_commands(), args=argv, parser_mode="omegaconf", as_positional=False)
+
+
+def build_parser():
+    """The argument parser of the non-Lightning subcommands (used by tests to parse configs)."""
+    from jsonargparse import capture_parser
+
+    return capture_parser(lambda: _run([]))
+
+
+def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        CLI(_commands(), args=argv, parser_mode="omegaconf", as_positional=False)
+        _run(argv)
     except (InputError, FileNotFoundError) as error:
         # Bad input is the user's to fix: a one-line message, not a traceback.
         print(f"dep-lightning: error: {error}", file=sys.stderr)

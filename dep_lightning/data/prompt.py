@@ -1,0 +1,187 @@
+"""Prompt assembly following the paper's template (figure 6), with soft-prompt slots.
+
+A slot is one position in the token sequence whose input embedding the model replaces
+with a projected review vector. The frozen model's vocabulary is never touched: the
+slot holds an ordinary token id (the pad token) and the start/end markers are plain
+text. Slots are found by rendering the chat template with a sentinel character at each
+slot, splitting on it, tokenizing the pieces and recording where the slots fall.
+
+History blocks are shown newest first. When prompt + target exceed ``max_length``
+tokens, the oldest histories are dropped first.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+from dep_lightning.data.schema import Review, Sample
+
+Embeddings = Literal["his", "diff", "his+diff", "none"]
+HIS, DIFF = 0, 1  # slot kinds
+
+HIS_START, HIS_END = "<his_token_start>", "<his_token_end>"
+DIFF_START, DIFF_END = "<diff_token_start>", "<diff_token_end>"
+_SENTINEL = "\ue000"  # private-use character; stripped from every inserted text
+_SLOT = re.compile(_SENTINEL + r"([01])(\d+)" + _SENTINEL)
+
+TASK = ("Given the title and description of an item, along with the user's past reviews (including {fields}), "
+        "and the output review rating and review title, generate a personalized item review for the user.")
+#: The guidance note (paper table 9): what each kind of slot means.
+NOTES = {HIS: ("[Review Embedding]", "denotes a soft prompt of the review text"),
+         DIFF: ("[Review Difference Embedding]", "denotes a soft prompt showing the difference between the review "
+                "text and other reviews on the same item")}
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """What the prompt shows.
+
+    Args:
+        with_text: show each history review's text (paper "w/ text").
+        embeddings: which soft-prompt slots each history block carries.
+        guidance: add the system-prompt note explaining the embeddings (paper table 9).
+        max_length: token budget of prompt + target; oldest histories are dropped to fit.
+        max_target_tokens: the target review is cut to this many tokens (plus end-of-turn).
+        history: show past reviews at all (False gives the non-personalized prompt).
+    """
+
+    with_text: bool = True
+    embeddings: Embeddings = "his+diff"
+    guidance: bool = True
+    max_length: int = 2048
+    max_target_tokens: int = 512
+    history: bool = True
+
+    def __post_init__(self) -> None:
+        if self.embeddings not in ("his", "diff", "his+diff", "none"):
+            raise ValueError(f"embeddings must be his, diff, his+diff or none, got {self.embeddings!r}")
+
+    @property
+    def kinds(self) -> tuple[int, ...]:
+        return {"his": (HIS,), "diff": (DIFF,), "his+diff": (HIS, DIFF), "none": ()}[self.embeddings]
+
+
+@dataclass
+class EncodedPrompt:
+    """Token ids of one sample; ``slots`` are ``(history_index, kind, position)``.
+
+    ``history_index`` indexes the history list given to :meth:`PromptBuilder.encode`;
+    ``kept`` lists the indices that survived the token budget.
+    """
+
+    input_ids: list[int]
+    labels: list[int]
+    slots: list[tuple[int, int, int]]
+    kept: list[int]
+    prompt_length: int
+
+
+def _clean(text: str) -> str:
+    return text.replace(_SENTINEL, "")
+
+
+def _rating(value: float) -> str:
+    return f"{value:.1f}"
+
+
+class PromptBuilder:
+    """Renders samples with a tokenizer's chat template and finds the slot positions."""
+
+    def __init__(self, tokenizer, config: PromptConfig = PromptConfig(), end_of_turn: str = "<|im_end|>"):
+        self.tokenizer, self.config = tokenizer, config
+        self.end_of_turn_id = tokenizer.convert_tokens_to_ids(end_of_turn)
+        if self.end_of_turn_id is None or self.end_of_turn_id == tokenizer.unk_token_id:
+            self.end_of_turn_id = tokenizer.eos_token_id
+        self.slot_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_of_turn_id
+
+    # -- text -------------------------------------------------------------------------
+    def system_prompt(self) -> str:
+        c = self.config
+        fields = ["item title", "item description", "review rating", "review title"]
+        if c.with_text:
+            fields.append("review text")
+        if HIS in c.kinds:
+            fields.append("review embedding")
+        if DIFF in c.kinds:
+            fields.append("review difference embedding")
+        if not c.history:
+            return ("Given the title and description of an item, and the output review rating and review title, "
+                    "generate an item review.")
+        text = TASK.format(fields=", ".join(fields))
+        if c.guidance and c.kinds:
+            notes = " and ".join(f"{NOTES[k][0]} {NOTES[k][1]}" for k in c.kinds)
+            names = " and ".join(NOTES[k][0] for k in c.kinds)
+            text += f"\n\nNote: {notes}. {names} should serve as hints for personalized review text generation."
+        return text
+
+    def history_block(self, number: int, review: Review, item_title: str, item_description: str, index: int) -> str:
+        lines = [f"[Review {number}]:",
+                 f"- [Item Title]: {_clean(item_title)}",
+                 f"- [Item Description]: {_clean(item_description)}",
+                 f"- [Review Rating]: {_rating(review.rating)}",
+                 f"- [Review Title]: {_clean(review.title)}"]
+        if self.config.with_text:
+            lines.append(f"- [Review Text]: {_clean(review.text)}")
+        if HIS in self.config.kinds:
+            lines.append(f"- [Review Embedding]: {HIS_START}{_SENTINEL}{HIS}{index}{_SENTINEL}{HIS_END}")
+        if DIFF in self.config.kinds:
+            lines.append(f"- [Review Difference Embedding]: {DIFF_START}{_SENTINEL}{DIFF}{index}{_SENTINEL}{DIFF_END}")
+        return "\n".join(lines)
+
+    def user_prompt(self, sample: Sample, history: Sequence[Review], kept: Sequence[int], items) -> str:
+        parts = [f"[Item Title]: {_clean(sample.item.title)}", f"[Item Description]: {_clean(sample.item.description)}"]
+        if self.config.history:
+            blocks = []
+            for number, index in enumerate(reversed(kept), start=1):  # newest first
+                review = history[index]
+                item = items(review.item_id, review.category)
+                blocks.append(self.history_block(number, review, item.title, item.description, index))
+            parts.append("[User's Past Reviews]:\n" + "\n\n".join(blocks))
+        parts.append(f"[Output Review Rating]: {_rating(sample.target.rating)}")
+        parts.append(f"[Output Review Title]: {_clean(sample.target.title)}")
+        return "\n".join(parts)
+
+    # -- tokens -----------------------------------------------------------------------
+    def _tokenize_prompt(self, text_with_sentinels: str) -> tuple[list[int], list[tuple[int, int, int]]]:
+        ids: list[int] = []
+        slots: list[tuple[int, int, int]] = []
+        cursor = 0
+        for match in _SLOT.finditer(text_with_sentinels):
+            ids += self.tokenizer(text_with_sentinels[cursor:match.start()], add_special_tokens=False).input_ids
+            slots.append((int(match.group(2)), int(match.group(1)), len(ids)))
+            ids.append(self.slot_token_id)
+            cursor = match.end()
+        ids += self.tokenizer(text_with_sentinels[cursor:], add_special_tokens=False).input_ids
+        return ids, slots
+
+    def render(self, sample: Sample, history: Sequence[Review], kept: Sequence[int], items) -> str:
+        messages = [{"role": "system", "content": self.system_prompt()},
+                    {"role": "user", "content": self.user_prompt(sample, history, kept, items)}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode(self, sample: Sample, history: Sequence[Review], items, with_target: bool = True) -> EncodedPrompt:
+        """Encode ``sample`` with ``history`` (retrieved reviews, ascending time).
+
+        ``items(item_id, category) -> Item`` looks up history items' metadata.
+        """
+        target: list[int] = []
+        if with_target:
+            target = self.tokenizer(_clean(sample.target.text), add_special_tokens=False).input_ids
+            target = target[: self.config.max_target_tokens]
+            if len(target) < self.config.max_target_tokens or not target:
+                target.append(self.end_of_turn_id)
+        kept = list(range(len(history))) if self.config.history else []
+        while True:
+            ids, slots = self._tokenize_prompt(self.render(sample, history, kept, items))
+            if len(ids) + len(target) <= self.config.max_length:
+                break
+            if not kept:
+                raise ValueError(
+                    f"sample {sample.sample_id}: prompt of {len(ids)} tokens + target of {len(target)} exceeds "
+                    f"max_length={self.config.max_length} even without history; raise max_length or lower "
+                    f"max_target_tokens")
+            kept = kept[1:]  # drop the oldest history first
+        labels = [-100] * len(ids) + target
+        return EncodedPrompt(ids + target, labels, slots, kept, len(ids))
