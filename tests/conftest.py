@@ -11,3 +11,11 @@ def musical_instruments() -> Path:
     if not MUSICAL_INSTRUMENTS.is_file():
         pytest.skip(f"real review data not found at {MUSICAL_INSTRUMENTS} (../shared/data beside the checkout)")
     return MUSICAL_INSTRUMENTS
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The real SmolLM2 tokenizer (ChatML template), loaded from the backbone cache."""
+    from dep_lightning.models.backbone import load_tokenizer
+
+    return load_tokenizer()

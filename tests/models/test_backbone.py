@@ -1,0 +1,220 @@
+import copy
+import re
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import dep_lightning
+from dep_lightning.models import backbone as bb
+from dep_lightning.models.backbone import (
+    SMOLLM2,
+    end_of_turn_id,
+    load_backbone,
+    load_tokenizer,
+    resolve_dtype,
+    tiny_backbone,
+)
+from dep_lightning.models.components import splice_soft_prompts
+
+
+def _smollm2_folder() -> Path:
+    return bb._gguf_cache_folder(bb.smollm2_gguf_path(), SMOLLM2, None)
+
+
+@pytest.fixture(scope="session")
+def smollm2_conversion():
+    """Convert the packaged GGUF once per session into the default cache (a no-op when cached).
+
+    Deliberately the default cache, not a temporary one: dequantizing costs 10-50 s.
+    Returns the conversion's duration, or None if the cache already existed.
+    """
+    try:
+        folder = _smollm2_folder()
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+    if (folder / bb._MARKER).is_file():
+        return None
+    start = time.perf_counter()
+    load_tokenizer(SMOLLM2)
+    return time.perf_counter() - start
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_conversion):
+    return load_tokenizer(SMOLLM2)
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEP_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def tiny(smollm2_tokenizer, tmp_cache):
+    return tiny_backbone(seed=0, vocab_from=smollm2_tokenizer)
+
+
+def test_tokenizer_chatml_and_pad(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    assert end_of_turn_id(tok) == tok.convert_tokens_to_ids("<|im_end|>")
+    assert tok.pad_token_id is not None
+    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert "<|im_start|>user\nhi<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
+
+
+def test_prepare_tokenizer_fills_template_and_pad_without_new_tokens(smollm2_tokenizer):
+    tok = copy.deepcopy(smollm2_tokenizer)
+    tok.chat_template, tok.pad_token = None, None
+    size = len(tok)
+    bb._prepare_tokenizer(tok)
+    assert tok.chat_template == bb.CHATML_TEMPLATE
+    assert tok.pad_token_id == end_of_turn_id(tok) and len(tok) == size
+
+
+def test_end_of_turn_falls_back_to_eos():
+    class Tok:  # a vocabulary without ChatML markers; unknown tokens map to unk = 0
+        eos_token_id = 7
+
+        def convert_tokens_to_ids(self, token):
+            return {"</s>": 7}.get(token, 0)
+
+        def convert_ids_to_tokens(self, token_id):
+            return {7: "</s>", 0: "<unk>"}[token_id]
+
+    assert end_of_turn_id(Tok()) == 7
+
+
+def test_resolve_dtype():
+    assert resolve_dtype("float32") is torch.float32 and resolve_dtype("float16") is torch.float16
+    assert resolve_dtype("auto") in (torch.bfloat16, torch.float32)
+    with pytest.raises(ValueError, match="dtype"):
+        resolve_dtype("int8")
+
+
+def test_tiny_backbone_frozen_and_deterministic(tiny, smollm2_tokenizer):
+    model, tok = tiny
+    assert tok is smollm2_tokenizer and model.config.vocab_size == len(tok)
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    rng = torch.get_rng_state()
+    again, _ = tiny_backbone(seed=0, vocab_from=tok)
+    assert torch.equal(rng, torch.get_rng_state())  # the global RNG is left alone
+    other, _ = tiny_backbone(seed=1, vocab_from=tok)
+    for (name, a), b, c in zip(model.state_dict().items(), again.state_dict().values(), other.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not torch.equal(model.model.embed_tokens.weight, other.model.embed_tokens.weight)
+
+
+def test_tiny_forward_inputs_embeds_and_training_step(tiny):
+    model, tok = tiny
+    ids = tok(["A short review.", "Another, longer review text here."], return_tensors="pt", padding=True)
+    embeds = model.get_input_embeddings()(ids.input_ids)
+    with torch.no_grad():
+        by_ids = model(**ids).logits
+        by_embeds = model(inputs_embeds=embeds, attention_mask=ids.attention_mask).logits
+    torch.testing.assert_close(by_ids, by_embeds)
+
+    # One DEP-like step: a trainable soft vector spliced into the frozen model's input.
+    soft = torch.zeros(1, model.config.hidden_size, requires_grad=True)
+    start = time.perf_counter()
+    spliced = splice_soft_prompts(embeds, torch.tensor([[0, 1]]), soft)
+    labels = ids.input_ids.masked_fill(ids.attention_mask == 0, -100)
+    loss = model(inputs_embeds=spliced, attention_mask=ids.attention_mask, labels=labels).loss
+    loss.backward()
+    elapsed = time.perf_counter() - start
+    assert soft.grad is not None and soft.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.parameters())
+    assert elapsed < 5.0  # ~0.1 s on 2 cores; generous for a loaded CI machine
+
+
+def test_tiny_generate_with_inputs_embeds_returns_new_tokens_only(tiny):
+    model, tok = tiny
+    tok = copy.deepcopy(tok)
+    tok.padding_side = "left"  # decoder-only generation continues from the right edge
+    ids = tok(["Write a review:", "Write a short review of this guitar:"], return_tensors="pt", padding=True)
+    kwargs = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    with torch.no_grad():
+        full = model.generate(**ids, **kwargs)
+        embeds = model.get_input_embeddings()(ids.input_ids)
+        new = model.generate(inputs_embeds=embeds, attention_mask=ids.attention_mask, **kwargs)
+    assert new.shape == (2, 6)
+    assert torch.equal(new, full[:, ids.input_ids.shape[1] :])
+
+
+def test_load_backbone_from_local_folder(tiny, tmp_path):
+    model, tok = tiny
+    folder = tmp_path / "tiny-llama"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    loaded, loaded_tok = load_backbone(str(folder), dtype="bfloat16")
+    assert loaded.dtype == torch.bfloat16 and not loaded.training
+    assert not any(p.requires_grad for p in loaded.parameters())
+    assert loaded_tok.pad_token_id is not None and loaded.generation_config.pad_token_id is not None
+    fp32, _ = load_backbone(folder, dtype="float32")
+    assert torch.equal(fp32.model.embed_tokens.weight, model.model.embed_tokens.weight)
+
+
+def test_load_backbone_missing_is_a_clear_error(tmp_cache):
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        load_backbone(str(tmp_cache / "no-such-model"))
+
+
+def test_gguf_cache_converts_once_and_keys_on_content(tiny, tmp_path, tmp_cache, monkeypatch):
+    """The cache logic, with the slow dequantization replaced by saving the tiny model."""
+    model, tok = tiny
+    gguf = tmp_path / "fake.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(100))
+    calls = []
+
+    def fake_convert(source, folder):
+        calls.append(folder)
+        folder.mkdir(parents=True)
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        (folder / bb._MARKER).write_text("{}")
+
+    monkeypatch.setattr(bb, "smollm2_gguf_path", lambda: gguf)
+    monkeypatch.setattr(bb, "_convert_gguf", fake_convert)
+    load_backbone(SMOLLM2, dtype="float32")
+    load_backbone(SMOLLM2, dtype="float32")
+    assert len(calls) == 1 and calls[0].parent == tmp_cache / "backbones"
+    assert calls[0].name.startswith(SMOLLM2 + "-")
+    gguf.write_bytes(b"GGUF" + bytes(99) + b"\x01")  # same size, new content: a new folder
+    load_tokenizer(SMOLLM2)
+    assert len(calls) == 2 and calls[1] != calls[0]
+
+
+def test_no_trust_remote_code_in_package():
+    root = Path(dep_lightning.__file__).parent
+    pattern = re.compile(r"trust_remote_code\s*=")
+    offenders = [str(p) for p in root.rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []
+
+
+@pytest.mark.slow
+def test_real_smollm2(smollm2_conversion, monkeypatch):
+    def no_conversion(*args):
+        raise AssertionError("second load should come from the safetensors cache")
+
+    monkeypatch.setattr(bb, "_convert_gguf", no_conversion)
+    start = time.perf_counter()
+    model, tok = load_backbone(SMOLLM2)
+    cached_load = time.perf_counter() - start
+    assert (_smollm2_folder() / "model.safetensors").is_file()
+    if smollm2_conversion is not None:
+        assert cached_load < smollm2_conversion
+    assert model.config.hidden_size == 576 and model.config.num_hidden_layers == 30
+    assert model.dtype == resolve_dtype("auto") and not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)  # vocabulary untouched
+
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "Name a musical instrument."}], add_generation_prompt=True, tokenize=False
+    )
+    assert prompt.startswith("<|im_start|>") and prompt.endswith("<|im_start|>assistant\n")
+    ids = tok(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert out.shape[0] == 1 and 0 < out.shape[1] - ids.input_ids.shape[1] <= 4
