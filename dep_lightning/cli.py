@@ -1,6 +1,10 @@
 """The ``dep-lightning`` command (also ``python -m dep_lightning``).
 
-Subcommands:
+Lightning subcommands (LightningCLI, configs with ``class_path`` / ``init_args`` and
+omegaconf ``${...}`` interpolation):
+  fit | validate | test | predict   train / evaluate DEP (``--config configs/....yaml``)
+
+Framework subcommands:
   prepare   any review source -> DPL-format dataset on disk + table-4 statistics
 """
 
@@ -9,6 +13,8 @@ from __future__ import annotations
 import sys
 
 from dep_lightning.data.errors import InputError
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 def _commands() -> dict:
@@ -33,10 +39,22 @@ def build_parser():
     return capture_parser(lambda: _run([]))
 
 
+def lightning_cli(argv: list[str] | None, run: bool = True):
+    from dep_lightning.training import DEPLightningCLI
+
+    return DEPLightningCLI(args=argv, run=run)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        _run(argv)
+        if argv and argv[0] in LIGHTNING_COMMANDS:
+            lightning_cli(argv)
+        elif argv and argv[0] in ("-h", "--help"):
+            print(__doc__)
+            _run(argv)
+        else:
+            _run(argv)
     except (InputError, FileNotFoundError) as error:
         # Bad input is the user's to fix: a one-line message, not a traceback.
         print(f"dep-lightning: error: {error}", file=sys.stderr)

@@ -1,14 +1,13 @@
 """The embedded default dataset: seeded, realistic-looking product reviews.
 
-Generative story. Each item gets a category, a genre, two or three features, a creator,
-a latent quality and a popularity weight; its title and description come from
-category-specific word banks. Each user gets a persistent style: a home category, a
-favourite genre, a tone (enthusiastic / measured / critical) that shifts their rating
-habit, a private vocabulary of adjectives and adverbs, a typical review length, one or
-two signature phrases, punctuation habits and a review-title pattern. A user reviews
-distinct items drawn by popularity (mostly from the home category) at increasing times;
-rating = quality + habit + genre match + noise, and the text mixes the item's content
-(title, genre, features, creator) with the user's words, tone and signatures.
+Generative story. Items get a category, genre, features, creator, latent quality and
+popularity; titles and descriptions come from category-specific word banks. Users get a
+persistent style: a home category and favourite genre, a tone (enthusiastic / measured /
+critical) that shifts their rating habit, a private vocabulary of adjectives and adverbs,
+a typical length, one or two signature phrases and punctuation habits. Each user reviews
+distinct items, drawn by popularity mostly from the home category, at increasing times;
+rating = item quality + user habit + genre match + noise, and the text mixes the item's
+title, genre, features and creator with the user's words, tone and signatures.
 
 Deterministic: everything is drawn from ``numpy.random.default_rng(config.seed)``.
 """
@@ -16,7 +15,6 @@ Deterministic: everything is drawn from ``numpy.random.default_rng(config.seed)`
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,7 +73,8 @@ _BANKS = {
         features=("vocals", "production", "guitar work", "lyrics", "mixing", "liner notes",
                   "pressing quality", "arrangements", "rhythm section"),
         premises=("after a long tour of Europe", "in a converted barn in Vermont", "during a hard winter in Chicago",
-                  "over three weeks in a Nashville studio", "in the wake of a band breakup", "on the road between shows"),
+                  "over three weeks in a Nashville studio", "in the wake of a band breakup",
+                  "on the road between shows"),
         desc=("{title} is a {genre} album by {creator}, originally released in {year}.",
               "The record showcases the {f1} of {creator} alongside striking {f2}.",
               "Written {premise}, the songs move from quiet ballads to full-band anthems.",
@@ -102,9 +101,9 @@ NEG_ADJ = ("dull", "tedious", "flat", "clumsy", "forgettable", "uneven", "predic
 ADVERBS = ("truly", "really", "absolutely", "genuinely", "remarkably", "surprisingly", "quite", "fairly",
            "incredibly", "thoroughly", "honestly", "utterly", "pretty", "rather", "somewhat", "seriously",
            "wonderfully", "downright", "simply", "totally")
-TONES = ("enthusiastic", "measured", "critical")
-_TONE_HABIT = (0.7, -0.1, -1.0)            # rating shift per tone
-_TONE_EXCL = ((0.25, 0.6), (0.0, 0.15), (0.0, 0.1))   # range of exclamation-mark rates
+# Tones 0, 1, 2 = enthusiastic, measured, critical: rating shift, exclamation-rate range, openers.
+_TONE_HABIT = (0.7, -0.1, -1.0)
+_TONE_EXCL = ((0.25, 0.6), (0.0, 0.15), (0.0, 0.1))
 OPENERS = (
     ("Wow, what a {kind}.", "I could not wait to get my hands on {title}.", "Where do I even start with {title}?",
      "I have been a fan of {creator} for years.", "I was hooked from the very beginning.",
@@ -158,6 +157,23 @@ SIGNATURES = (
     "Let me know if you disagree.", "Back to the shelf it goes.", "Filed under guilty pleasures.")
 TITLE_PATTERNS = ("{Adv} {adj}", "{Adv} {adj} {kind}", "{Adj} {genre} {kind}", "{Adj}, {adv} {adj}",
                   "{Stars} stars, {adj}", "My take on {creator}")
+#: Templates above name their slots; they are compiled to positional fields (faster).
+_SLOTS = ("feature", "is_", "was", "it", "adj", "adv", "title", "genre", "creator", "kind", "Adj", "Adv", "Stars")
+
+
+def _positional(templates: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for t in templates:
+        for k, name in enumerate(_SLOTS):
+            t = t.replace("{" + name + "}", "{%d}" % k)
+        out.append(t)
+    return tuple(out)
+
+
+_CONTENT_P, _TITLES_P = _positional(CONTENT), _positional(TITLE_PATTERNS)
+_OPENERS_P, _VERDICTS_P = tuple(map(_positional, OPENERS)), tuple(map(_positional, VERDICTS))
+_FEATURE_WORDS = {f: (f, "are", "were", "them") if f.endswith("s") else (f, "is", "was", "it")
+                  for bank in (*_BANKS.values(), _GENERIC_BANK) for f in bank["features"]}
 _P_POSITIVE = (0.08, 0.25, 0.55, 0.85, 0.97)   # chance an adjective is positive, by rating 1..5
 _STARS = ("One", "Two", "Three", "Four", "Five")
 _T0, _T1 = 1420070400000, 1693526400000        # 2015-01-01 .. 2023-09-01, ms since epoch
@@ -166,6 +182,8 @@ _DAY = 86_400_000
 
 @dataclass(frozen=True)
 class SyntheticConfig:
+    """Size and seed of the generated dataset; the same config always gives the same data."""
+
     num_users: int = 300
     num_items: int = 240            # split evenly-ish over the categories
     reviews_per_user: tuple[int, int] = (14, 22)   # inclusive range, drawn per user
@@ -175,7 +193,7 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         lo, hi = self.reviews_per_user
         if self.num_users < 1 or not 1 <= lo <= hi:
-            raise ValueError(f"need num_users >= 1 and 1 <= reviews_per_user[0] <= [1], got {self}")
+            raise ValueError(f"need num_users >= 1 and 1 <= reviews_per_user[0] <= reviews_per_user[1], got {self}")
         if not self.categories or len(set(self.categories)) != len(self.categories):
             raise ValueError(f"categories must be non-empty and distinct, got {self.categories}")
         if self.num_items < len(self.categories):
@@ -183,24 +201,19 @@ class SyntheticConfig:
 
 
 class _Stream:
-    """Uniform draws from the seeded generator, buffered: cheap per-review randomness."""
+    """Draws from the seeded generator, buffered: cheap per-review randomness."""
 
-    __slots__ = ("rng", "buf", "i")
+    __slots__ = ("u", "normal")
 
     def __init__(self, rng: np.random.Generator):
-        self.rng, self.buf, self.i = rng, [], 0
-
-    def u(self) -> float:
-        if self.i >= len(self.buf):
-            self.buf, self.i = self.rng.random(8192).tolist(), 0
-        self.i += 1
-        return self.buf[self.i - 1]
+        def chunks(draw):
+            while True:
+                yield from draw(4096).tolist()
+        self.u = chunks(rng.random).__next__                 # u() -> uniform float in [0, 1)
+        self.normal = chunks(rng.standard_normal).__next__   # normal() -> standard normal float
 
     def pick(self, seq):
         return seq[int(self.u() * len(seq))]
-
-    def normal(self) -> float:
-        return math.sqrt(-2.0 * math.log(1.0 - self.u())) * math.cos(2.0 * math.pi * self.u())
 
 
 def _ids(rng: np.random.Generator, n: int, prefix: str, length: int) -> list[str]:
@@ -217,8 +230,8 @@ def _ids(rng: np.random.Generator, n: int, prefix: str, length: int) -> list[str
 def _make_items(cfg: SyntheticConfig, rng: np.random.Generator, s: _Stream):
     ids = _ids(rng, cfg.num_items, "B", 9)
     quality = rng.normal(0.0, 1.0, cfg.num_items).tolist()
-    popularity = rng.lognormal(0.0, 0.8, cfg.num_items).tolist()
-    items, meta = {}, []          # meta[i] = (category index, genre, features, creator, title, quality)
+    popularity = rng.lognormal(0.0, 0.8, cfg.num_items)
+    items, meta = {}, []          # meta[i] = (category index, genre, talk, creator, title, quality)
     for i, item_id in enumerate(ids):
         c = i % len(cfg.categories)
         bank = _BANKS.get(cfg.categories[c], _GENERIC_BANK)
@@ -234,32 +247,40 @@ def _make_items(cfg: SyntheticConfig, rng: np.random.Generator, s: _Stream):
         if len(desc) < 100:     # only reachable with unusually short generic sentences
             desc += " " + " ".join(bank["desc"][1:]).format(**ctx)
         items[item_id] = Item(item_id, title, desc[:2000], cfg.categories[c])
-        meta.append((c, genre, tuple(features), creator, title, quality[i]))
-    # Per category: item indices and a cumulative popularity distribution for sampling.
+        # What review sentences talk about: the item's own features ~70% of the time, else any
+        # feature of the category; entries are (feature, is/are, was/were, it/them).
+        own, anyf = [_FEATURE_WORDS[f] for f in features], [_FEATURE_WORDS[f] for f in bank["features"]]
+        talk = tuple(own * (7 * len(anyf) // (3 * len(own))) + anyf)
+        meta.append((c, genre, talk, creator, title, quality[i]))
+    # Per category: item indices and a quantile table of the popularity distribution, so a
+    # popularity-weighted draw is table[int(u * len(table))] (resolution: 1/32 of an average item).
     pools = []
     for c in range(len(cfg.categories)):
-        idx = list(range(c, cfg.num_items, len(cfg.categories)))
-        cdf = np.cumsum([popularity[i] for i in idx])
-        pools.append((idx, (cdf / cdf[-1]).tolist()))
+        idx = np.arange(c, cfg.num_items, len(cfg.categories))
+        cdf = np.cumsum(popularity[idx])
+        grid = (np.arange(32 * len(idx)) + 0.5) / (32 * len(idx)) * cdf[-1]
+        pools.append((idx.tolist(), idx[np.searchsorted(cdf, grid)].tolist()))
     return ids, items, meta, pools
 
 
 def _make_user(banks: list[dict], s: _Stream) -> dict:
-    tone = 0 if s.u() < 0.4 else (1 if s.u() < 0.67 else 2)
+    x = s.u()
+    tone = 0 if x < 0.4 else (1 if x < 0.8 else 2)
     lo, hi = _TONE_EXCL[tone]
-    signatures = [s.pick(SIGNATURES)]
-    if s.u() < 0.5:
-        signatures.append(s.pick([x for x in SIGNATURES if x != signatures[0]]))
+    first = int(s.u() * len(SIGNATURES))
+    signatures = [SIGNATURES[first]]
+    if s.u() < 0.5:     # a second, different phrase
+        signatures.append(SIGNATURES[(first + 1 + int(s.u() * (len(SIGNATURES) - 1))) % len(SIGNATURES)])
     if s.u() < 0.2:
         signatures.append(f"-- {s.pick(FIRST_NAMES)} {s.pick(LAST_NAMES)[0]}.")
     return dict(
         tone=tone, habit=_TONE_HABIT[tone] + 0.3 * s.normal(),
         pos=[s.pick(POS_ADJ) for _ in range(5)], neg=[s.pick(NEG_ADJ) for _ in range(3)],
-        adv=[s.pick(ADVERBS) for _ in range(3)], openers=[s.pick(OPENERS[tone]) for _ in range(2)],
+        adv=[s.pick(ADVERBS) for _ in range(3)], openers=[s.pick(_OPENERS_P[tone]) for _ in range(2)],
         length=3.0 + 9.0 * s.u(), signatures=signatures, sig_rates=[0.8 + 0.17 * s.u() for _ in signatures],
-        sig_first=s.u() < 0.15, excl=lo + (hi - lo) * s.u(), double_excl=s.u() < 0.2,
+        sig_first=s.u() < 0.15, excl=lo + (hi - lo) * s.u(), bang="!!" if s.u() < 0.2 else "!",
         ellipsis=0.25 * s.u() if s.u() < 0.3 else 0.0, lower=s.u() < 0.08, caps_title=s.u() < 0.1,
-        title_patterns=[s.pick(TITLE_PATTERNS) for _ in range(2)], fillers=s.u() * 0.3,
+        title_patterns=[s.pick(_TITLES_P) for _ in range(2)], fillers=s.u() * 0.3,
         home=int(s.u() * len(banks)), home_share=0.8 + 0.2 * s.u(),
         fav=[s.pick(bank["genres"]) for bank in banks],
         span=(0.3 + 5.0 * s.u()) * 365 * _DAY)
@@ -273,25 +294,23 @@ def _choose_items(cfg, s: _Stream, user: dict, pools, meta, k: int) -> list[int]
     counts[user["home"]] = n_home
     for _ in range(k - n_home):
         counts[(user["home"] + 1 + int(s.u() * (ncat - 1))) % ncat if ncat > 1 else 0] += 1
-    for c in range(ncat):       # spill over when a category has fewer items than asked
-        extra = counts[c] - len(pools[c][0])
-        if extra > 0:
+    while any(counts[c] > len(pools[c][0]) for c in range(ncat)):   # spill over (k <= num_items)
+        for c in range(ncat):
+            extra = max(0, counts[c] - len(pools[c][0]))
             counts[c] -= extra
             counts[(c + 1) % ncat] += extra
     chosen, seen = [], set()
     for c, need in enumerate(counts):
-        idx, cdf = pools[c]
-        fav = user["fav"][c]
-        got, tries = 0, 0
-        while got < need and tries < 50 * need:
+        idx, table = pools[c]
+        fav, got, tries = user["fav"][c], 0, 0
+        while got < need and tries < 50 * need:     # the favourite genre is accepted more often
             tries += 1
-            i = idx[min(bisect_right(cdf, s.u()), len(idx) - 1)]
-            if i in seen or (meta[i][1] != fav and s.u() < 0.3):
-                continue
-            seen.add(i)
-            chosen.append(i)
-            got += 1
-        for i in idx:           # pathological configs (need close to category size)
+            i = table[int(s.u() * len(table))]
+            if i not in seen and (meta[i][1] == fav or s.u() < 0.7):
+                seen.add(i)
+                chosen.append(i)
+                got += 1
+        for i in idx if got < need else ():         # pathological configs (need close to pool size)
             if got >= need:
                 break
             if i not in seen:
@@ -301,49 +320,50 @@ def _choose_items(cfg, s: _Stream, user: dict, pools, meta, k: int) -> list[int]
     return chosen
 
 
-def _punct(sentence: str, user: dict, s: _Stream) -> str:
-    if sentence[-1] == ".":
-        x = s.u()
-        if x < user["excl"]:
-            return sentence[:-1] + ("!!" if user["double_excl"] else "!")
-        if x < user["excl"] + user["ellipsis"]:
-            return sentence[:-1] + "..."
-    return sentence
-
-
 def _review(user: dict, m: tuple, bank: dict, s: _Stream) -> tuple[float, str, str]:
-    c, genre, features, creator, title, quality = m
+    c, genre, talk, creator, title, quality = m
+    u, pos, neg, adv = s.u, user["pos"], user["neg"], user["adv"]
     bonus = 0.5 if genre == user["fav"][c] else 0.0
     rating = min(5, max(1, round(3.9 + 0.9 * quality + user["habit"] + bonus + 0.7 * s.normal())))
     p_pos = _P_POSITIVE[rating - 1]
-    ctx = dict(title=title, genre=genre, creator=creator, kind=s.pick(bank["kind"]))
+    item_words = (title, genre, creator, s.pick(bank["kind"]))
+    excl, ellipsis, bang = user["excl"], user["excl"] + user["ellipsis"], user["bang"]
 
-    def words():
-        adj = s.pick(user["pos"]) if s.u() < p_pos else s.pick(user["neg"])
-        feature = s.pick(features) if s.u() < 0.7 else s.pick(bank["features"])
-        plural = feature.endswith("s")
-        return dict(ctx, adj=adj, adv=s.pick(user["adv"]), feature=feature, is_="are" if plural else "is",
-                    was="were" if plural else "was", it="them" if plural else "it")
+    n_pos, n_neg, n_adv, n_talk = len(pos), len(neg), len(adv), len(talk)
+
+    # One draw picks both a branch and an element (rescaled; ``% n`` guards float rounding up to n).
+    def adjective(x: float) -> str:    # from the user's vocabulary; positive with a rating-dependent chance
+        if x < p_pos:
+            return pos[int(x / p_pos * n_pos) % n_pos]
+        return neg[int((x - p_pos) / (1 - p_pos) * n_neg) % n_neg]
+
+    def say(template: str) -> str:     # fill in the user's words and apply their punctuation habit
+        text = template.format(*talk[int(u() * n_talk)], adjective(u()), adv[int(u() * n_adv)], *item_words)
+        if text[-1] == ".":
+            x = u()
+            if x < excl:
+                return text[:-1] + bang
+            if x < ellipsis:
+                return text[:-1] + "..."
+        return text
 
     n = max(2, min(14, round(user["length"] + 1.2 * s.normal())))
-    body = [s.pick(user["openers"]).format(**ctx)]
-    at, stride = int(s.u() * 13), 1 + int(s.u() * 12)
-    body += [CONTENT[(at + j * stride) % 13].format(**words()) for j in range(n - 2)]
-    if s.u() < user["fillers"]:
-        body.append(s.pick(FILLERS))
-    body.append(s.pick(VERDICTS[rating - 1]).format(**words()))
+    at, stride = int(u() * 13), 1 + int(u() * 12)
+    body = [say(s.pick(user["openers"]))] + [say(_CONTENT_P[(at + j * stride) % 13]) for j in range(n - 2)]
+    if u() < user["fillers"]:
+        body.append(say(s.pick(FILLERS)))
+    body.append(say(s.pick(_VERDICTS_P[rating - 1])))
     while sum(map(len, body)) + len(body) < 220:
-        body.insert(-1, s.pick(CONTENT).format(**words()))
-    body = [_punct(x, user, s) for x in body]
-    sigs = [sig for sig, rate in zip(user["signatures"], user["sig_rates"]) if s.u() < rate]
+        body.insert(-1, say(s.pick(_CONTENT_P)))
+    sigs = [sig for sig, rate in zip(user["signatures"], user["sig_rates"]) if u() < rate]
     text = " ".join(sigs + body if user["sig_first"] and sigs else body + sigs)
-    w = words()
+    adj, ad = adjective(u()), s.pick(adv)
     head = s.pick(user["title_patterns"]).format(
-        Adv=w["adv"].capitalize(), Adj=w["adj"].capitalize(), Stars=_STARS[rating - 1], **w)
+        "", "", "", "", adj, ad, *item_words, adj.capitalize(), ad.capitalize(), _STARS[rating - 1])
     head = head[0].upper() + head[1:]
     if user["caps_title"]:
         head = head.upper()
-    elif s.u() < user["excl"]:
+    elif u() < excl:
         head += "!"
     return float(rating), head, text.lower() if user["lower"] else text
 
@@ -361,7 +381,7 @@ def generate(config: SyntheticConfig) -> tuple[list[Review], dict[str, Item]]:
         user = _make_user(banks, s)
         k = min(config.num_items, k_lo + int(s.u() * (k_hi - k_lo + 1)))
         chosen = _choose_items(config, s, user, pools, meta, k)
-        order = [chosen[j] for j in sorted(range(len(chosen)), key=lambda _: s.u())]   # shuffle
+        order = [i for _, i in sorted((s.u(), i) for i in chosen)]     # shuffled
         start = _T0 + s.u() * max(0.0, _T1 - _T0 - user["span"])
         gaps = [-math.log(1.0 - s.u()) + 0.01 for _ in range(len(order) + 1)]
         total, acc = sum(gaps), 0.0

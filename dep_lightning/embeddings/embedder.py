@@ -106,6 +106,10 @@ class SentenceEmbedder:
 
     @property
     def folder(self) -> Path:
+        if self.model == "tiny":
+            from dep_lightning.embeddings.tiny import tiny_sentence_model
+
+            return tiny_sentence_model()
         folder = Path(self.model) if self.model else assets.minilm_path()
         if not (folder / "config.json").is_file() and not (folder / "modules.json").is_file():
             raise FileNotFoundError(f"{folder}: not a local sentence-transformers model folder (no config.json)")

@@ -1,0 +1,3 @@
+from dep_lightning.callbacks.predictions import PredictionWriter
+
+__all__ = ["PredictionWriter"]

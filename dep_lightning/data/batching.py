@@ -1,0 +1,107 @@
+"""Batches with dynamic padding, and a length-bucketed batch sampler.
+
+Each example is a dict built once by the DataModule (token ids, labels, slots and the
+slot vectors); collation only pads. Training batches are right-padded full sequences;
+evaluation batches add the prompt alone, left-padded, for batched generation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+IGNORE_INDEX = -100
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int, left: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), width), value, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    offsets = []
+    for b, row in enumerate(rows):
+        offset = width - len(row) if left else 0
+        ids[b, offset:offset + len(row)] = torch.as_tensor(list(row), dtype=torch.long)
+        mask[b, offset:offset + len(row)] = 1
+        offsets.append(offset)
+    return ids, mask, offsets
+
+
+def _slots(examples: Sequence[dict[str, Any]], offsets: Sequence[int], dim: int) -> dict[str, torch.Tensor]:
+    positions = [(b, offsets[b] + p) for b, ex in enumerate(examples) for p in ex["slot_pos"]]
+    vectors = [ex["slot_vec"] for ex in examples if len(ex["slot_pos"])]
+    return {
+        "positions": torch.as_tensor(positions, dtype=torch.long).reshape(-1, 2),
+        "kinds": torch.as_tensor([k for ex in examples for k in ex["slot_kind"]], dtype=torch.long),
+        "vectors": torch.from_numpy(np.concatenate(vectors)) if vectors else torch.zeros((0, dim)),
+        "has_peers": torch.as_tensor(np.concatenate([ex["slot_peers"] for ex in examples]) if examples else [],
+                                     dtype=torch.bool),
+    }
+
+
+class Collator:
+    """Pads examples into a batch. ``generation=True`` also emits left-padded prompts."""
+
+    def __init__(self, pad_id: int, embedding_dim: int, generation: bool = False):
+        self.pad_id, self.dim, self.generation = pad_id, embedding_dim, generation
+
+    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        ids, mask, offsets = _pad([ex["input_ids"] for ex in examples], self.pad_id, left=False)
+        labels, _, _ = _pad([ex["labels"] for ex in examples], IGNORE_INDEX, left=False)
+        batch: dict[str, Any] = {
+            "input_ids": ids, "attention_mask": mask, "labels": labels,
+            "slots": _slots(examples, offsets, self.dim),
+            "sample_id": [ex["sample_id"] for ex in examples],
+            "category": [ex["category"] for ex in examples],
+            "user_id": [ex["user_id"] for ex in examples],
+            "item_id": [ex["item_id"] for ex in examples],
+            "reference": [ex["reference"] for ex in examples],
+        }
+        if self.generation:
+            prompts = [ex["input_ids"][: ex["prompt_length"]] for ex in examples]
+            p_ids, p_mask, p_offsets = _pad(prompts, self.pad_id, left=True)
+            batch["prompt"] = {"input_ids": p_ids, "attention_mask": p_mask,
+                               "slots": _slots(examples, p_offsets, self.dim)}
+        return batch
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Batches of similar length (little padding), in a seeded random order per epoch.
+
+    Indices are shuffled, cut into pools of ``pool`` batches, sorted by length inside each
+    pool and cut into batches; the batch order is shuffled again. ``set_epoch`` changes
+    the order reproducibly.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True, seed: int = 0,
+                 pool: int = 50, drop_last: bool = False):
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.shuffle, self.seed, self.pool, self.drop_last = batch_size, shuffle, seed, pool, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        span = self.batch_size * self.pool
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = order[start:start + span]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.lengths), self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)

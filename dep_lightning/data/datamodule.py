@@ -1,0 +1,205 @@
+"""The LightningDataModule: source -> samples -> retrieval -> vectors -> prompts -> batches.
+
+Everything per sample is computed once in ``setup`` (token ids, slot positions and the
+his/diff vectors of exactly the reviews shown), so data loading only pads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from dep_lightning.data.batching import Collator, LengthBucketSampler
+from dep_lightning.data.errors import ErrorLog
+from dep_lightning.data.features import FeatureBuilder
+from dep_lightning.data.preprocess import PreprocessReport
+from dep_lightning.data.prompt import DIFF, HIS, PromptBuilder, PromptConfig
+from dep_lightning.data.retrieval import EmbeddingRetriever, RecencyRetriever, Retriever
+from dep_lightning.data.samples import build_samples
+from dep_lightning.data.schema import PreparedData, Sample
+from dep_lightning.data.sources import EmbeddedSource, ReviewSource
+from dep_lightning.embeddings.cache import EmbeddingCache, SentenceEmbedder
+
+Split = Literal["train", "val", "test"]
+
+
+class DEPDataModule(L.LightningDataModule):
+    """Serves DEP samples with their soft-prompt vectors.
+
+    Args:
+        source: where reviews come from (any ``ReviewSource``).
+        embedder: the frozen sentence embedder whose vectors fill the slots.
+        cache_dir: embedding cache folder (default: ``<cache_root>/embeddings``).
+        retriever: history retrieval (recency, bm25, random, embedding).
+        k: number of history reviews retrieved per sample (paper: up to 8).
+        prompt: what the prompt shows (text, embeddings, guidance, token budget).
+        tokenizer: backbone name or folder whose tokenizer and chat template render prompts.
+        val_size: rows of the merged val splits used for validation (paper: 512).
+        seed: seed of the validation sample and the batch order.
+        categories: categories to use (default: all in the data).
+        limit_train / limit_val / limit_test: keep only the first N samples (quick runs).
+        batch_size: training batch size; eval_batch_size: validation/test/generation batch size.
+        bucket_by_length: batch training samples of similar length together.
+        num_workers: DataLoader worker processes.
+        on_error: ``raise`` or ``skip`` bad input records (see ``data/errors.py``).
+    """
+
+    def __init__(
+        self,
+        source: ReviewSource | None = None,
+        embedder: SentenceEmbedder | None = None,
+        cache_dir: str | None = None,
+        retriever: Retriever | None = None,
+        k: int = 4,
+        prompt: PromptConfig = PromptConfig(),
+        tokenizer: str = "smollm2-135m-instruct",
+        val_size: int = 512,
+        seed: int = 0,
+        categories: list[str] | None = None,
+        limit_train: int | None = None,
+        limit_val: int | None = None,
+        limit_test: int | None = None,
+        batch_size: int = 1,
+        eval_batch_size: int = 8,
+        bucket_by_length: bool = True,
+        num_workers: int = 0,
+        on_error: Literal["raise", "skip"] = "raise",
+    ):
+        super().__init__()
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        self.source = source if source is not None else EmbeddedSource()
+        self.embedder = embedder if embedder is not None else SentenceEmbedder()
+        self.cache_dir = cache_dir
+        self.retriever = retriever if retriever is not None else RecencyRetriever()
+        self.k, self.prompt, self.tokenizer_name = k, prompt, tokenizer
+        self.val_size, self.seed, self.categories = val_size, seed, categories
+        self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.bucket_by_length, self.num_workers, self.on_error = bucket_by_length, num_workers, on_error
+        self.data: PreparedData | None = None
+        self.examples: dict[str, list[dict[str, Any]]] = {}
+        self.samples: dict[str, list[Sample]] = {}
+        self._tokenizer = None
+        self._cache: EmbeddingCache | None = None
+        self._features: FeatureBuilder | None = None
+
+    # -- pieces ---------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from dep_lightning.models.backbone import load_tokenizer
+
+            # The tiny test backbone shares SmolLM2's tokenizer.
+            name = "smollm2-135m-instruct" if self.tokenizer_name == "tiny" else self.tokenizer_name
+            self._tokenizer = load_tokenizer(name)
+        return self._tokenizer
+
+    @property
+    def cache(self) -> EmbeddingCache:
+        if self._cache is None:
+            from dep_lightning.assets import cache_root
+
+            root = Path(self.cache_dir) if self.cache_dir else cache_root() / "embeddings"
+            self._cache = EmbeddingCache(root, self.embedder)
+        return self._cache
+
+    @property
+    def embedding_dim(self) -> int:
+        """Dimension of the review vectors (the model's input size)."""
+        return self.cache.dim
+
+    def load_data(self) -> PreparedData:
+        if self.data is None:
+            errors = ErrorLog(self.on_error)
+            self.data = self.source.load(errors, PreprocessReport())
+            if errors.counts:
+                print(errors.report())
+        return self.data
+
+    def _samples(self, split: Split) -> list[Sample]:
+        if split not in self.samples:
+            samples = build_samples(self.load_data(), split, val_size=self.val_size, seed=self.seed,
+                                    categories=self.categories)
+            limit = self.limits[split]
+            self.samples[split] = samples[:limit] if limit is not None else samples
+        return self.samples[split]
+
+    def _retrieve(self, samples: list[Sample]) -> list[list]:
+        if isinstance(self.retriever, EmbeddingRetriever) and self.retriever.encoder is None:
+            self.retriever.attach(self.cache.get)
+        return [[s.history[i] for i in self.retriever.select(s, self.k)] for s in samples]
+
+    # -- Lightning hooks ------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Encode every text this run needs (once per node; cached on disk across runs)."""
+        histories = [h for split in ("train", "val", "test") for h in self._retrieve(self._samples(split))]
+        self.cache.ensure(FeatureBuilder.texts_needed(self.load_data(), histories))
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in splits.get(stage, ("train", "val", "test")):
+            if split not in self.examples:
+                self.examples[split] = self.build_examples(split)
+
+    def build_examples(self, split: Split) -> list[dict[str, Any]]:
+        samples = self._samples(split)
+        histories = self._retrieve(samples)
+        if self._features is None:
+            self.cache.ensure(FeatureBuilder.texts_needed(self.load_data(), histories))
+            self._features = FeatureBuilder(self.load_data(), self.cache.lookup)
+        vectors = self._features.vectors(histories)
+        builder = PromptBuilder(self.tokenizer, self.prompt)
+        examples = []
+        for sample, history, vecs in zip(samples, histories, vectors):
+            encoded = builder.encode(sample, history, self.data.item)
+            slot_vec = [vecs.his[i] if kind == HIS else vecs.diff[i] for i, kind, _ in encoded.slots]
+            # A his slot always has its vector; a diff slot may have no peers (zero vector, mask False).
+            slot_peers = [True if kind == HIS else bool(vecs.has_peers[i]) for i, kind, _ in encoded.slots]
+            examples.append({
+                "sample_id": sample.sample_id, "category": sample.category, "user_id": sample.user_id,
+                "item_id": sample.item.item_id, "reference": sample.target.text,
+                "input_ids": encoded.input_ids, "labels": encoded.labels, "prompt_length": encoded.prompt_length,
+                "slot_pos": [p for _, _, p in encoded.slots], "slot_kind": [k for _, k, _ in encoded.slots],
+                "slot_index": [i for i, _, _ in encoded.slots],
+                "slot_vec": np.asarray(slot_vec, np.float32).reshape(len(slot_vec), self.embedding_dim),
+                "slot_peers": np.asarray(slot_peers, bool),
+                "kept": [history[i] for i in encoded.kept],
+            })
+        return examples
+
+    def _loader(self, split: Split, generation: bool) -> DataLoader:
+        examples = self.examples.get(split) or self.build_examples(split)
+        self.examples[split] = examples
+        collate = Collator(self.tokenizer.pad_token_id, self.embedding_dim, generation=generation)
+        if split == "train":
+            if self.bucket_by_length:
+                sampler = LengthBucketSampler([len(e["input_ids"]) for e in examples], self.batch_size,
+                                              shuffle=True, seed=self.seed)
+                return DataLoader(examples, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
+            return DataLoader(examples, batch_size=self.batch_size, shuffle=True, collate_fn=collate,
+                              num_workers=self.num_workers)
+        return DataLoader(examples, batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate,
+                          num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", generation=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", generation=True)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", generation=True)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", generation=True)
+
+    def uniqueness(self):
+        """Per-user uniqueness over the peer corpus (paper RQ4 / figure 3)."""
+        if self._features is None:
+            self.setup("test")
+        return self._features.uniqueness
