@@ -149,8 +149,9 @@ class DEPDataModule(L.LightningDataModule):
     def build_examples(self, split: Split) -> list[dict[str, Any]]:
         samples = self._samples(split)
         histories = self._retrieve(samples)
+        # A no-op when prepare_data ran; otherwise (setup without it) encodes what is missing.
+        self.cache.ensure(FeatureBuilder.texts_needed(self.load_data(), histories))
         if self._features is None:
-            self.cache.ensure(FeatureBuilder.texts_needed(self.load_data(), histories))
             self._features = FeatureBuilder(self.load_data(), self.cache.lookup)
         vectors = self._features.vectors(histories)
         builder = PromptBuilder(self.tokenizer, self.prompt)

@@ -1,0 +1,33 @@
+"""Shared builders for tests: small real pipelines (tiny embedder, tiny backbone)."""
+
+from __future__ import annotations
+
+from dep_lightning.data.errors import ErrorLog
+from dep_lightning.data.preprocess import PreprocessReport
+from dep_lightning.data.schema import PreparedData
+from dep_lightning.data.sources import EmbeddedSource, ReviewSource
+
+
+class InMemorySource(ReviewSource):
+    """A source serving an already prepared dataset (lets tests edit data directly)."""
+
+    def __init__(self, data: PreparedData):
+        self.data = data
+
+    def load(self, errors: ErrorLog, report: PreprocessReport) -> PreparedData:
+        return self.data
+
+
+def small_data(num_users: int = 40, seed: int = 0) -> PreparedData:
+    return EmbeddedSource(num_users=num_users, num_items=36, seed=seed).load(ErrorLog(), PreprocessReport())
+
+
+def small_datamodule(cache_dir, source: ReviewSource | None = None, **overrides):
+    from dep_lightning.data.datamodule import DEPDataModule
+    from dep_lightning.embeddings.embedder import SentenceEmbedder
+
+    settings = dict(source=source or InMemorySource(small_data()), embedder=SentenceEmbedder(model="tiny"),
+                    cache_dir=str(cache_dir), k=3, limit_train=8, limit_val=4, limit_test=4, batch_size=2,
+                    eval_batch_size=4, tokenizer="tiny")
+    settings.update(overrides)
+    return DEPDataModule(**settings)
