@@ -208,6 +208,9 @@ def tiny_backbone(seed: int = 0, vocab_from: str | os.PathLike | PreTrainedToken
         num_attention_heads=4,
         num_key_value_heads=2,  # grouped-query attention, as SmolLM2 uses
         max_position_embeddings=4096,
+        # With the usual 0.02 a random model's output hardly depends on its input, so soft
+        # prompts could not lower its loss; 0.2 makes adapter training testable.
+        initializer_range=0.2,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=eot,
