@@ -33,8 +33,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The main job: the embedded dataset's statistics, then DEP fit + test on it.
 demo: setup
 	$(BIN)/dep-lightning prepare --config configs/prepare/embedded.yaml
+	$(BIN)/dep-lightning fit --config configs/quickstart.yaml
 
 clean:
 	rm -rf $(VENV) data/embedded

@@ -9,10 +9,12 @@ from dep_lightning.cli import build_parser
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 PREPARE = [p for p in CONFIGS if p.parent.name == "prepare"]
+FIT = [p for p in CONFIGS if p.parent == ROOT / "configs"]
+EXPERIMENTS = [p for p in CONFIGS if p.parent.name == "experiment"]
 
 
 def test_every_config_has_a_parser():
-    unclaimed = [p for p in CONFIGS if p not in PREPARE]
+    unclaimed = [p for p in CONFIGS if p not in PREPARE + FIT + EXPERIMENTS]
     assert not unclaimed, f"configs without a parsing test: {unclaimed}"
 
 
@@ -24,3 +26,31 @@ def test_prepare_configs_parse_and_instantiate(path):
     source = init.prepare.source
     assert type(source).__name__ == config.prepare.source.class_path.rsplit(".", 1)[1]
     assert source.describe()
+
+
+def instantiate(configs: list[Path], tmp_path):
+    from dep_lightning.training import DEPLightningCLI
+
+    args = [a for p in configs for a in ("--config", str(p))]
+    args += ["--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"]
+    return DEPLightningCLI(args=args, run=False)
+
+
+@pytest.mark.parametrize("path", FIT, ids=lambda p: p.name)
+def test_fit_configs_instantiate(path, tmp_path):
+    cli = instantiate([path], tmp_path)
+    assert cli.model.hparams.embedding_dim == cli.datamodule.embedding_dim
+    assert cli.datamodule.tokenizer_name == cli.model.hparams.backbone
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_experiment_configs_override_the_quickstart(path, tmp_path):
+    from omegaconf import OmegaConf
+
+    cli = instantiate([ROOT / "configs" / "quickstart.yaml", path], tmp_path)
+    wanted = OmegaConf.to_container(OmegaConf.load(path))
+    model, data = cli.model.hparams, cli.datamodule
+    for key, value in wanted.get("model", {}).get("init_args", {}).items():
+        assert model[key] == value, key
+    for key, value in wanted.get("data", {}).get("init_args", {}).get("prompt", {}).items():
+        assert getattr(data.prompt, key) == value, key
