@@ -6,6 +6,7 @@ omegaconf ``${...}`` interpolation):
 
 Framework subcommands:
   prepare   any review source -> DPL-format dataset on disk + table-4 statistics
+  evaluate  score predictions JSON lines with ROUGE-1 / METEOR / BLEU / BERTScore
 """
 
 from __future__ import annotations
@@ -21,6 +22,19 @@ def _commands() -> dict:
     from dep_lightning.prepare import prepare
 
     return {"prepare": prepare}
+
+
+def _evaluate(argv: list[str]) -> None:
+    import argparse
+
+    from dep_lightning.evaluate import evaluate
+
+    parser = argparse.ArgumentParser(prog="dep-lightning evaluate", description=evaluate.__doc__.split("\n")[0])
+    parser.add_argument("predictions", nargs="+", help="JSON-lines files (prediction, reference[, sample_id, category])")
+    parser.add_argument("--bertscore", action="store_true", help="also compute BERTScore F1 (slow on CPU)")
+    parser.add_argument("--out", help="write the scores as JSON to this file")
+    args = parser.parse_args(argv)
+    evaluate(args.predictions, bertscore=args.bertscore, out=args.out)
 
 
 def _run(argv: list[str]):
@@ -50,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if argv and argv[0] in LIGHTNING_COMMANDS:
             lightning_cli(argv)
+        elif argv and argv[0] == "evaluate":
+            _evaluate(argv[1:])
         elif argv and argv[0] in ("-h", "--help"):
             print(__doc__)
             _run(argv)

@@ -1,0 +1,57 @@
+"""End to end through the CLI: fit -> best checkpoint by val/meteor -> test -> files; evaluate."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dep_lightning.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_quickstart_fit_and_test_with_tiny_models(tmp_path, capsys):
+    override = tmp_path / "tiny.yaml"
+    override.write_text(f"""
+model: {{init_args: {{backbone: tiny, generation: {{max_new_tokens: 8}}}}}}
+data:
+  init_args:
+    embedder: {{model: tiny}}
+    cache_dir: {tmp_path / 'embeddings'}
+    source: {{init_args: {{num_users: 40, num_items: 36}}}}
+    limit_train: 4
+    limit_val: 2
+    limit_test: 4
+trainer:
+  precision: 32-true
+  logger: {{init_args: {{save_dir: {tmp_path / 'runs'}}}}}
+""")
+    main(["fit", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--config", str(override)])
+    run = tmp_path / "runs" / "quickstart" / "version_0"
+    assert (run / "config.yaml").is_file()
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and len(checkpoints) == 2
+    rows = [json.loads(line) for line in (run / "predictions" / "test.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and len({r["sample_id"] for r in rows}) == 4
+    assert set(rows[0]) == {"sample_id", "user_id", "item_id", "category", "reference", "prediction"}
+    for category in {r["category"] for r in rows}:
+        assert (run / "predictions" / f"test-{category}.jsonl").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["overall"]["n"] == 4 and set(metrics["overall"]) >= {"rouge1", "meteor", "bleu"}
+    assert metrics["backbone"] == "tiny" and len(metrics["config_hash"]) == 16
+
+    capsys.readouterr()
+    main(["evaluate", str(run / "predictions" / "test.jsonl"), "--out", str(tmp_path / "scores.json")])
+    rescored = json.loads((tmp_path / "scores.json").read_text())
+    assert rescored["overall"] == metrics["overall"]
+    assert "| overall | 4 |" in capsys.readouterr().out
+
+
+def test_evaluate_reports_a_bad_line(tmp_path, capsys):
+    path = tmp_path / "preds.jsonl"
+    path.write_text('{"prediction": "a", "reference": "b"}\n{"prediction": 3, "reference": "b"}\n')
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", str(path)])
+    assert info.value.code == 2
+    assert f"{path}:2: wrong type, field 'prediction', value 3" in capsys.readouterr().err
