@@ -40,6 +40,8 @@ trainer:
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["overall"]["n"] == 4 and set(metrics["overall"]) >= {"rouge1", "meteor", "bleu"}
     assert metrics["backbone"] == "tiny" and len(metrics["config_hash"]) == 16
+    halves = metrics["uniqueness"]
+    assert halves["unique"]["n"] + halves["non_unique"]["n"] == 4
 
     capsys.readouterr()
     main(["evaluate", str(run / "predictions" / "test.jsonl"), "--out", str(tmp_path / "scores.json")])

@@ -52,5 +52,10 @@ def test_experiment_configs_override_the_quickstart(path, tmp_path):
     model, data = cli.model.hparams, cli.datamodule
     for key, value in wanted.get("model", {}).get("init_args", {}).items():
         assert model[key] == value, key
-    for key, value in wanted.get("data", {}).get("init_args", {}).get("prompt", {}).items():
+    data_args = wanted.get("data", {}).get("init_args", {})
+    for key, value in data_args.get("prompt", {}).items():
         assert getattr(data.prompt, key) == value, key
+    if "retriever" in data_args:
+        assert type(data.retriever).__name__ == data_args["retriever"]["class_path"].rsplit(".", 1)[1]
+    if "k" in data_args:
+        assert data.k == data_args["k"]

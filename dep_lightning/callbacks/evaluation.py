@@ -84,12 +84,25 @@ class TestMetricsWriter(PredictionWriter):
         self.bertscore = bertscore
         self.scores: dict[str, Any] | None = None
 
+    def _by_uniqueness(self, trainer) -> dict[str, Any] | None:
+        """Overall metrics for the unique and the non-unique half of users (paper RQ4, figure 3)."""
+        uniqueness_of = getattr(trainer.datamodule, "uniqueness", None)
+        halves = uniqueness_of() if uniqueness_of is not None else None
+        if halves is None:
+            return None
+        out = {}
+        for name, keep in (("unique", lambda u: u in halves.unique), ("non_unique", lambda u: u not in halves.unique)):
+            rows = [r for r in self.rows if keep(r["user_id"])]
+            out[name] = score_predictions(rows, bertscore=self.bertscore)["overall"] if rows else {"n": 0}
+        return out
+
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         super().on_test_epoch_end(trainer, pl_module)
         if not trainer.is_global_zero or not self.rows:
             return
         self.scores = score_predictions(self.rows, bertscore=self.bertscore)
-        report = {**self.scores, "backbone": pl_module.hparams.get("backbone"),
+        report = {**self.scores, "uniqueness": self._by_uniqueness(trainer),
+                  "backbone": pl_module.hparams.get("backbone"),
                   "config_hash": config_hash(trainer, pl_module),
                   "predictions": str(self.paths[0]) if self.paths else None}
         path = Path(run_dir(trainer)) / "metrics.json"
