@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from dep_lightning.data.batching import Collator, LengthBucketSampler
 from dep_lightning.data.errors import ErrorLog
-from dep_lightning.data.features import FeatureBuilder
+from dep_lightning.data.features import FeatureBuilder, peer_corpus
 from dep_lightning.data.preprocess import PreprocessReport
 from dep_lightning.data.prompt import DIFF, HIS, PromptBuilder, PromptConfig
 from dep_lightning.data.retrieval import EmbeddingRetriever, RecencyRetriever, Retriever
@@ -87,6 +87,7 @@ class DEPDataModule(L.LightningDataModule):
         self._tokenizer = None
         self._cache: EmbeddingCache | None = None
         self._features: FeatureBuilder | None = None
+        self._corpus: list | None = None
 
     # -- pieces ---------------------------------------------------------------------------
     @property
@@ -121,6 +122,12 @@ class DEPDataModule(L.LightningDataModule):
                 print(errors.report())
         return self.data
 
+    def peer_corpus(self) -> list:
+        """The peer corpus of the loaded data, computed once (see ``data/features.py``)."""
+        if self._corpus is None:
+            self._corpus = peer_corpus(self.load_data())
+        return self._corpus
+
     def _samples(self, split: Split) -> list[Sample]:
         if split not in self.samples:
             samples = build_samples(self.load_data(), split, val_size=self.val_size, seed=self.seed,
@@ -138,7 +145,7 @@ class DEPDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Encode every text this run needs (once per node; cached on disk across runs)."""
         histories = [h for split in ("train", "val", "test") for h in self._retrieve(self._samples(split))]
-        self.cache.ensure(FeatureBuilder.texts_needed(self.load_data(), histories))
+        self.cache.ensure(FeatureBuilder.texts_needed(self.peer_corpus(), histories))
 
     def setup(self, stage: str | None = None) -> None:
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -150,9 +157,9 @@ class DEPDataModule(L.LightningDataModule):
         samples = self._samples(split)
         histories = self._retrieve(samples)
         # A no-op when prepare_data ran; otherwise (setup without it) encodes what is missing.
-        self.cache.ensure(FeatureBuilder.texts_needed(self.load_data(), histories))
+        self.cache.ensure(FeatureBuilder.texts_needed(self.peer_corpus(), histories))
         if self._features is None:
-            self._features = FeatureBuilder(self.load_data(), self.cache.lookup)
+            self._features = FeatureBuilder(self.peer_corpus(), self.cache.lookup)
         vectors = self._features.vectors(histories)
         builder = PromptBuilder(self.tokenizer, self.prompt)
         examples = []

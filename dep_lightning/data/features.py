@@ -49,22 +49,21 @@ class FeatureBuilder:
     """Computes :class:`HistoryVectors` from an embedding lookup and the peer corpus.
 
     Args:
-        data: the prepared dataset (defines the peer corpus).
+        corpus: the peer corpus (:func:`peer_corpus` of the prepared dataset).
         lookup: ``texts -> (n, d) float32`` (an ``EmbeddingCache.lookup``).
     """
 
-    def __init__(self, data: PreparedData, lookup):
+    def __init__(self, corpus: Sequence[Review], lookup):
         self.lookup = lookup
-        corpus = peer_corpus(data)
         self.corpus_keys = {review_key(r) for r in corpus}
         vectors = lookup([r.text for r in corpus]) if corpus else np.zeros((0, 0), np.float32)
         self.stats: PeerStats = build_peer_stats([r.item_id for r in corpus], vectors)
         self.uniqueness = user_uniqueness([r.user_id for r in corpus], vectors) if corpus else None
 
     @staticmethod
-    def texts_needed(data: PreparedData, histories: Sequence[Sequence[Review]]) -> list[str]:
+    def texts_needed(corpus: Sequence[Review], histories: Sequence[Sequence[Review]]) -> list[str]:
         """Every text whose embedding a run needs: the peer corpus and the retrieved histories."""
-        texts = {r.text for r in peer_corpus(data)}
+        texts = {r.text for r in corpus}
         texts.update(r.text for history in histories for r in history)
         return sorted(texts)
 
