@@ -5,7 +5,6 @@ from __future__ import annotations
 from lightning.pytorch.cli import LightningCLI
 
 from dep_lightning.data.datamodule import DEPDataModule
-from dep_lightning.models.dep_module import DEPModule
 
 
 class DEPLightningCLI(LightningCLI):
@@ -18,8 +17,9 @@ class DEPLightningCLI(LightningCLI):
 
     def __init__(self, args=None, run: bool = True, **kwargs):
         super().__init__(
-            DEPModule, DEPDataModule, args=args, run=run,
-            # Any LightningModule / DataModule subclass can be selected with class_path.
+            # Any LightningModule (DEPModule, NoUserControl, PromptingModule, CopyBaseline, …)
+            # and any DataModule subclass can be selected with class_path.
+            None, DEPDataModule, args=args, run=run,
             subclass_mode_model=True, subclass_mode_data=True,
             parser_kwargs={"parser_mode": "omegaconf"},
             save_config_kwargs={"overwrite": True},

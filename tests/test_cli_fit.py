@@ -34,12 +34,29 @@ trainer:
     assert "last.ckpt" in checkpoints and len(checkpoints) == 2
     rows = [json.loads(line) for line in (run / "predictions" / "test.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and len({r["sample_id"] for r in rows}) == 4
-    assert set(rows[0]) == {"sample_id", "user_id", "item_id", "category", "reference", "prediction"}
+    assert set(rows[0]) == {"sample_id", "user_id", "item_id", "category", "reference", "prediction", "history",
+                            "generated_tokens", "hit_limit", "scores", "longest_copy", "copied", "echo"}
+    for row in rows:
+        assert 0 <= row["generated_tokens"] <= 8 and row["hit_limit"] == (row["generated_tokens"] == 8)
+        assert len(row["history"]) == 2 and set(row["scores"]) == {"rouge1", "meteor"}
     for category in {r["category"] for r in rows}:
         assert (run / "predictions" / f"test-{category}.jsonl").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["overall"]["n"] == 4 and set(metrics["overall"]) >= {"rouge1", "meteor", "bleu"}
     assert metrics["backbone"] == "tiny" and len(metrics["config_hash"]) == 16
+    rouge = sum(r["scores"]["rouge1"] for r in rows) / len(rows)
+    assert abs(rouge - metrics["overall"]["rouge1"]) < 1e-9
+    assert metrics["hygiene"]["n"] == 4
+    assert metrics["hygiene"]["limit_rate"] == sum(r["hit_limit"] for r in rows) / 4
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["method"] == "dep" and manifest["seed"] == 0 and manifest["backbone"] == "tiny"
+    assert manifest["ablation"] == {"refinement": "sae", "embeddings": "his+diff", "with_text": True,
+                                    "guidance": True, "history": True, "k": 2, "retriever": "recency"}
+    assert manifest["data"]["n"]["test"] == 4 and manifest["trainable_parameters"] > 0
+    import numpy as np
+
+    latents = np.load(run / "analysis" / "latents.npz")
+    assert latents["z"].shape == (4, 256) and sorted(latents["sample_id"]) == sorted(r["sample_id"] for r in rows)
     halves = metrics["uniqueness"]
     assert halves["unique"]["n"] + halves["non_unique"]["n"] == 4
 

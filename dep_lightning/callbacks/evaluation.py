@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 
-from dep_lightning.callbacks.predictions import PredictionWriter, run_dir
-from dep_lightning.metrics import TextMetrics, score_predictions
+from dep_lightning.callbacks.predictions import PredictionWriter, gather_rows, run_dir
+from dep_lightning.metrics import TextMetrics, per_sample_scores, score_predictions
+from dep_lightning.metrics import hygiene
 
 
 class GenerationEvaluator(L.Callback):
@@ -55,12 +60,62 @@ class GenerationEvaluator(L.Callback):
         self.metrics = None
 
 
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON atomically (temporary file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+
+
 def config_hash(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
     """sha256 (16 hex) of the run's saved config.yaml, else of the model hyperparameters."""
     saved = run_dir(trainer) / "config.yaml"
     payload = saved.read_bytes() if saved.is_file() else json.dumps(dict(pl_module.hparams), sort_keys=True,
                                                                     default=str).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def code_version() -> str:
+    """Package version plus the git commit (and ``.dirty``) when run from a checkout."""
+    import dep_lightning
+
+    version = dep_lightning.__version__
+    root = Path(dep_lightning.__file__).resolve().parents[1]
+    if (root / ".git").exists():
+        try:
+            sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                 text=True, timeout=10, check=True).stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=10).stdout.strip()
+            version += f"+g{sha}" + (".dirty" if dirty else "")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return version
+
+
+ABLATION_KEYS = ("refinement", "embeddings", "with_text", "guidance", "k", "retriever")
+
+
+def build_manifest(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+    """``manifest.json`` (docs/runs.md): method, ablation keys, seed, backbone, data, code version."""
+    info = pl_module.method_info() if hasattr(pl_module, "method_info") else {"method": type(pl_module).__name__}
+    described = trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else {}
+    ablation = {"refinement": info.get("refinement"), **described.get("ablation", {})}
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    count = getattr(pl_module, "trainable_parameter_count", None)
+    return {
+        "schema": 1,
+        "method": info["method"],
+        "ablation": ablation,
+        "seed": int(seed) if seed is not None else None,
+        "backbone": pl_module.hparams.get("backbone"),
+        "data": described.get("data", {}),
+        "trainable_parameters": count() if count else None,
+        "code_version": code_version(),
+        "config_hash": config_hash(trainer, pl_module),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def metrics_table(scores: dict[str, Any]) -> str:
@@ -73,16 +128,38 @@ def metrics_table(scores: dict[str, Any]) -> str:
 
 
 class TestMetricsWriter(PredictionWriter):
-    """Writes predictions (see :class:`PredictionWriter`) and scores them into ``metrics.json``.
+    """Writes predictions (see :class:`PredictionWriter`), scores them, and writes the run's
+    registry files (docs/runs.md).
 
-    ``metrics.json``: all metrics per category and overall, sample counts, backbone and
-    config hash. The table is also printed.
+    * prediction rows gain per-sample ``scores`` and the hygiene fields (``metrics/hygiene.py``);
+    * ``metrics.json``: all metrics per category and overall, sample counts, the hygiene
+      summary, metrics by user-uniqueness half, backbone and config hash;
+    * ``manifest.json``: method, ablation keys, seed, backbone, data, code version;
+    * ``analysis/latents.npz``: per test sample, the mean refiner latent of its his slots
+      (methods that record ``latents``).
+
+    Args:
+        bertscore: also compute BERTScore (slow on CPU).
+        copy_n: word-run length that counts as copied from the history.
     """
 
-    def __init__(self, bertscore: bool = False):
+    def __init__(self, bertscore: bool = False, copy_n: int = hygiene.COPY_N):
         super().__init__()
-        self.bertscore = bertscore
+        self.bertscore, self.copy_n = bertscore, copy_n
         self.scores: dict[str, Any] | None = None
+
+    def _annotate(self) -> None:
+        for row, values in zip(self.rows, per_sample_scores(self.rows, bertscore=self.bertscore)):
+            row["scores"] = values
+            hygiene.annotate(row, self.copy_n)
+
+    def _write(self, trainer: L.Trainer, stage: str) -> None:
+        # Rows are annotated before they are written, so the files carry per-sample values.
+        self.rows = gather_rows(trainer, self._buffer)
+        self._buffer = []
+        if trainer.is_global_zero and self.rows:
+            self._annotate()
+        self._write_rows(trainer, stage)
 
     def _by_uniqueness(self, trainer) -> dict[str, Any] | None:
         """Overall metrics for the unique and the non-unique half of users (paper RQ4, figure 3)."""
@@ -101,10 +178,23 @@ class TestMetricsWriter(PredictionWriter):
         if not trainer.is_global_zero or not self.rows:
             return
         self.scores = score_predictions(self.rows, bertscore=self.bertscore)
-        report = {**self.scores, "uniqueness": self._by_uniqueness(trainer),
+        report = {**self.scores, "hygiene": hygiene.summarize(self.rows, self.copy_n),
+                  "uniqueness": self._by_uniqueness(trainer),
                   "backbone": pl_module.hparams.get("backbone"),
                   "config_hash": config_hash(trainer, pl_module),
                   "predictions": str(self.paths[0]) if self.paths else None}
-        path = Path(run_dir(trainer)) / "metrics.json"
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        print("\n" + metrics_table(self.scores) + f"\nmetrics: {path}")
+        folder = Path(run_dir(trainer))
+        write_json(folder / "metrics.json", report)
+        write_json(folder / "manifest.json", build_manifest(trainer, pl_module))
+        latents = getattr(pl_module, "latents", None)
+        if latents:
+            (folder / "analysis").mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(folder / "analysis" / "latents.npz",
+                                sample_id=np.array([r["sample_id"] for r in latents]),
+                                user_id=np.array([r["user_id"] for r in latents]),
+                                z=np.stack([r["z"] for r in latents]).astype(np.float32))
+        h = report["hygiene"]
+        print("\n" + metrics_table(self.scores)
+              + f"\nhygiene: {h['copy_rate']:.1%} copied >= {h['copy_n']} words, mean longest copy "
+                f"{h['mean_longest_copy']:.1f}, {h['limit_rate']:.1%} hit the token limit, "
+                f"{h['echo_rate']:.1%} echo the prompt\nmetrics: {folder / 'metrics.json'}")

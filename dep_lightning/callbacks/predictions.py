@@ -68,6 +68,9 @@ class PredictionWriter(L.Callback):
     def _write(self, trainer: L.Trainer, stage: str) -> None:
         self.rows = gather_rows(trainer, self._buffer)
         self._buffer = []
+        self._write_rows(trainer, stage)
+
+    def _write_rows(self, trainer: L.Trainer, stage: str) -> None:
         if not trainer.is_global_zero:
             return
         folder = run_dir(trainer) / "predictions"

@@ -29,12 +29,23 @@ def _pad(rows: Sequence[Sequence[int]], value: int, left: bool) -> tuple[torch.T
     return ids, mask, offsets
 
 
+def _ranks(kinds: Sequence[int]) -> list[int]:
+    """Each slot's rank among the sample's slots of the same kind (0 = first in the prompt)."""
+    seen: dict[int, int] = {}
+    ranks = []
+    for kind in kinds:
+        ranks.append(seen.get(kind, 0))
+        seen[kind] = ranks[-1] + 1
+    return ranks
+
+
 def _slots(examples: Sequence[dict[str, Any]], offsets: Sequence[int], dim: int) -> dict[str, torch.Tensor]:
     positions = [(b, offsets[b] + p) for b, ex in enumerate(examples) for p in ex["slot_pos"]]
     vectors = [ex["slot_vec"] for ex in examples if len(ex["slot_pos"])]
     return {
         "positions": torch.as_tensor(positions, dtype=torch.long).reshape(-1, 2),
         "kinds": torch.as_tensor([k for ex in examples for k in ex["slot_kind"]], dtype=torch.long),
+        "ranks": torch.as_tensor([r for ex in examples for r in _ranks(ex["slot_kind"])], dtype=torch.long),
         "vectors": torch.from_numpy(np.concatenate(vectors)) if vectors else torch.zeros((0, dim)),
         "has_peers": torch.as_tensor(np.concatenate([ex["slot_peers"] for ex in examples]) if examples else [],
                                      dtype=torch.bool),
@@ -58,6 +69,11 @@ class Collator:
             "user_id": [ex["user_id"] for ex in examples],
             "item_id": [ex["item_id"] for ex in examples],
             "reference": [ex["reference"] for ex in examples],
+            # Texts for methods that read the history directly (copy baselines, multi-stage
+            # prompting) and for the copy measurement: shown in the prompt, retrieved, newest.
+            "history": [ex["history"] for ex in examples],
+            "retrieved": [ex["retrieved"] for ex in examples],
+            "latest": [ex["latest"] for ex in examples],
         }
         if self.generation:
             prompts = [ex["input_ids"][: ex["prompt_length"]] for ex in examples]

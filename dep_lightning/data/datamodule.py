@@ -177,6 +177,9 @@ class DEPDataModule(L.LightningDataModule):
                 "slot_vec": np.asarray(slot_vec, np.float32).reshape(len(slot_vec), self.embedding_dim),
                 "slot_peers": np.asarray(slot_peers, bool),
                 "kept": [history[i] for i in encoded.kept],
+                "history": [history[i].text for i in encoded.kept],  # shown in the prompt, ascending time
+                "retrieved": [r.text for r in history],  # the K retrieved, ascending time
+                "latest": sample.history[-1].text if sample.history else "",  # the user's most recent review
             })
         return examples
 
@@ -205,6 +208,23 @@ class DEPDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", generation=True)
+
+    def describe(self) -> dict[str, Any]:
+        """Data-side ablation keys and data identity, for the run's ``manifest.json``."""
+        from dep_lightning.data.retrieval import RETRIEVERS
+
+        names = {cls: name for name, cls in RETRIEVERS.items()}
+        data = self.load_data()
+        return {
+            "ablation": {"embeddings": self.prompt.embeddings if self.prompt.history else "none",
+                         "with_text": self.prompt.with_text and self.prompt.history,
+                         "guidance": self.prompt.guidance, "history": self.prompt.history, "k": self.k,
+                         "retriever": names.get(type(self.retriever), type(self.retriever).__name__)},
+            "data": {"source": self.source.describe(), "categories": self.categories or data.categories,
+                     "limits": dict(self.limits),
+                     "n": {split: len(self.samples[split]) for split in ("train", "val", "test")
+                           if split in self.samples}},
+        }
 
     def uniqueness(self):
         """Per-user uniqueness over the peer corpus (paper RQ4 / figure 3)."""

@@ -466,3 +466,15 @@ def score_predictions(rows: list[dict], bertscore: bool = True, **text_metrics_k
 
 def _floats(values: dict[str, torch.Tensor]) -> dict[str, float]:
     return {name: float(value) for name, value in values.items()}
+
+
+def per_sample_scores(rows: list[dict], bertscore: bool = False) -> list[dict[str, float]]:
+    """Each row's own ROUGE-1 / METEOR (/ BERTScore) — the values whose means
+    :func:`score_predictions` reports, kept for bootstrap intervals and paired tests.
+    (BLEU is a corpus statistic; it is resampled from n-gram counts instead.)"""
+    preds, refs = [r["prediction"] for r in rows], [r["reference"] for r in rows]
+    metrics: dict[str, _MeanOfPairScores] = {"rouge1": Rouge1(), "meteor": Meteor()}
+    if bertscore:
+        metrics["bertscore"] = BertScoreF1()
+    values = {name: metric._payloads(preds, refs) for name, metric in metrics.items()}
+    return [{name: float(values[name][i]) for name in metrics} for i in range(len(rows))]

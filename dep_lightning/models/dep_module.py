@@ -6,6 +6,11 @@ refiner. Diff slots of reviews without peers carry the zero vector (see
 ``embeddings/peers.py``): they are projected like any other diff vector — so the model
 learns one "no peers" prompt — but are left out of the refiner's losses.
 
+:class:`NoUserControl` is the trained control: the same refiner and projectors, trained
+the same way, but every slot's input is a learned vector that depends only on the slot
+(kind and position), never on the user — generic prompt tuning. Whatever DEP gains over
+it is attributable to the user signal rather than to training itself.
+
 Checkpoints hold only the trainable weights and the hyperparameters; loading one builds
 the frozen backbone afresh from its name and fills in the adapters.
 """
@@ -13,39 +18,16 @@ the frozen backbone afresh from its name and fills in the adapters.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import lightning as L
 import torch
 
 from dep_lightning.data.prompt import DIFF, HIS
-from dep_lightning.models.backbone import end_of_turn_id, load_backbone, tiny_backbone
+from dep_lightning.models.base import TINY, GenerationConfig, GenerativeModule  # noqa: F401 (re-exported)
 from dep_lightning.models.components import (Autoencoder, IdentityRefiner, Projector, SparseAutoencoder,
                                              splice_soft_prompts)
 
 Refinement = Literal["sae", "ae", "none"]
-TINY = "tiny"  # backbone name of the randomly initialised 2-layer test model
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    """Decoding settings (paper: sampling with temperature 0.8, top-p 0.95).
-
-    Args:
-        max_new_tokens: cap on generated tokens.
-        do_sample: sample (True) or greedy (False).
-        temperature: sampling temperature.
-        top_p: nucleus sampling mass.
-        seed: base seed; each batch is seeded from it and its first sample id, so outputs
-            do not depend on batch order or on what ran before.
-    """
-
-    max_new_tokens: int = 256
-    do_sample: bool = True
-    temperature: float = 0.8
-    top_p: float = 0.95
-    seed: int = 0
 
 
 def make_refiner(kind: Refinement, d_in: int, d_latent: int, rho: float) -> torch.nn.Module:
@@ -58,14 +40,11 @@ def make_refiner(kind: Refinement, d_in: int, d_latent: int, rho: float) -> torc
     raise ValueError(f"refinement must be 'sae', 'ae' or 'none', got {kind!r}")
 
 
-def _stable_seed(seed: int, key: str) -> int:
-    import hashlib
-
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest(), "little") % (2**63)
-
-
-class DEPModule(L.LightningModule):
+class DEPModule(GenerativeModule):
     """DEP with every ablation of the paper as a constructor argument.
+
+    Test runs also keep, per sample, the mean refiner latent of its his slots (SAE / AE
+    only) in ``self.latents``; the test writer saves them as ``analysis/latents.npz``.
 
     Args:
         backbone: frozen causal LM: ``"smollm2-135m-instruct"``, a local HF folder, or ``"tiny"``.
@@ -99,17 +78,8 @@ class DEPModule(L.LightningModule):
         generation: GenerationConfig = GenerationConfig(),
         seed: int = 0,
     ):
-        super().__init__()
-        if isinstance(generation, dict):  # as stored in a checkpoint's hyperparameters
-            generation = GenerationConfig(**generation)
-        # Hyperparameters are kept as plain values so checkpoints load with weights_only=True.
-        self.save_hyperparameters(ignore=["generation"])
-        self.hparams["generation"] = asdict(generation)
-        if backbone == TINY:
-            self.backbone, self.tokenizer = tiny_backbone(seed=seed)
-        else:
-            self.backbone, self.tokenizer = load_backbone(backbone, dtype=backbone_dtype)
-        self.end_of_turn = end_of_turn_id(self.tokenizer)
+        super().__init__(backbone, backbone_dtype, generation, seed)
+        self.save_plain_hyperparameters()
         hidden = self.backbone.config.hidden_size
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -117,14 +87,21 @@ class DEPModule(L.LightningModule):
             d_latent = self.refiner.d_latent
             self.proj_his = Projector(d_latent, hidden, projector_hidden)
             self.proj_diff = Projector(d_latent, hidden, projector_hidden)
-        self.generation = generation
-        # Checkpoints omit the frozen backbone; its weights come from `backbone` instead.
-        self.strict_loading = False
+        self.latents: list[dict[str, Any]] = []  # per test sample: mean his latent (analysis/latents.npz)
+
+    method = "dep"
+
+    def method_info(self) -> dict[str, Any]:
+        return {"method": self.method, "refinement": self.hparams.refinement}
 
     # -- soft prompts ---------------------------------------------------------------------
+    def slot_inputs(self, slots: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The vector each slot's soft prompt is computed from: the review's his / diff vector."""
+        return slots["vectors"].float()
+
     def soft_prompts(self, slots: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Project every slot's vector; returns (N, hidden) and the refiner losses."""
-        e = slots["vectors"].float()
+        e = self.slot_inputs(slots)
         kinds, has_peers = slots["kinds"], slots["has_peers"]
         z, e_hat = self.refiner(e)
         his, diff = kinds == HIS, kinds == DIFF
@@ -166,33 +143,26 @@ class DEPModule(L.LightningModule):
         self.log("val/loss", losses["loss_gen"], prog_bar=True, batch_size=batch["input_ids"].shape[0],
                  sync_dist=True)
 
+    def on_test_epoch_start(self) -> None:
+        self.latents = []
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        return self.predict_step(batch, batch_idx)
+        rows = super().test_step(batch, batch_idx)
+        if self.hparams.refinement != "none":
+            self._record_latents(batch)
+        return rows
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        texts = self.generate(batch["prompt"], key=batch["sample_id"][0])
-        fields = ("sample_id", "user_id", "item_id", "category", "reference")
-        return [{**{f: batch[f][i] for f in fields}, "prediction": text} for i, text in enumerate(texts)]
-
-    # -- generation -----------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, prompt: dict[str, Any], key: str = "", generation: GenerationConfig | None = None) -> list[str]:
-        """Generate for a left-padded prompt batch; returns only the new text per row."""
-        g = generation or self.generation
-        embeds, _ = self.input_embeddings(prompt["input_ids"], prompt["slots"])
-        stop = sorted({self.end_of_turn, self.tokenizer.eos_token_id} - {None})
-        kwargs = dict(max_new_tokens=g.max_new_tokens, do_sample=g.do_sample,
-                      pad_token_id=self.tokenizer.pad_token_id, eos_token_id=stop)
-        if g.do_sample:
-            kwargs.update(temperature=g.temperature, top_p=g.top_p)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        with torch.random.fork_rng(devices=[embeds.device] if embeds.is_cuda else []):
-            torch.manual_seed(_stable_seed(g.seed, key))
-            # With inputs_embeds only, generate returns just the new tokens.
-            out = self.backbone.generate(inputs_embeds=embeds.to(self.backbone.dtype),
-                                         attention_mask=prompt["attention_mask"], **kwargs)
-        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+    def _record_latents(self, batch: dict[str, Any]) -> None:
+        slots = batch["prompt"]["slots"]
+        his = slots["kinds"] == HIS
+        if not bool(his.any()):
+            return
+        z = self.refiner.encode(self.slot_inputs(slots)[his]).float()
+        owner = slots["positions"][his, 0]
+        for b in owner.unique().tolist():
+            self.latents.append({"sample_id": batch["sample_id"][b], "user_id": batch["user_id"][b],
+                                 "z": z[owner == b].mean(0).cpu().numpy()})
 
     # -- optimisation ---------------------------------------------------------------------
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -212,17 +182,52 @@ class DEPModule(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    # -- checkpoints: trainable weights only ----------------------------------------------
-    def trainable_state_keys(self) -> set[str]:
-        names = {n for n, p in self.named_parameters() if p.requires_grad}
-        return names | {n for n, _ in self.named_buffers() if not n.startswith("backbone.")}
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        keep = self.trainable_state_keys()
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+class NoUserControl(DEPModule):
+    """Trained control without user signal: generic prompt tuning through DEP's adapters.
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        missing = sorted(self.trainable_state_keys() - set(checkpoint["state_dict"]))
-        if missing:
-            raise KeyError(f"checkpoint lacks trainable weights {missing[:5]} (of {len(missing)}): "
-                           f"was it saved with another refinement or size?")
+    Every slot's input vector is a learned parameter chosen by the slot's kind (his /
+    diff) and its rank among the sample's slots of that kind (0 = newest review shown);
+    the refiner, projectors, losses and training loop are DEP's. Trainable parameters:
+    DEP's plus ``2 * max_slots * embedding_dim`` for the input table. Prompt text (the
+    reviews shown when ``with_text``) still carries the history, exactly as for DEP.
+
+    Args:
+        max_slots: slots per kind the table covers (at least the DataModule's ``k``).
+        (all other arguments as :class:`DEPModule`)
+    """
+
+    method = "no_user"
+
+    def __init__(
+        self,
+        backbone: str = "smollm2-135m-instruct",
+        backbone_dtype: str = "auto",
+        embedding_dim: int = 384,
+        refinement: Refinement = "sae",
+        latent_dim: int = 256,
+        rho: float = 0.05,
+        lam: float = 100.0,
+        gamma: float = 1e-3,
+        projector_hidden: int | None = None,
+        lr: float = 1e-5,
+        weight_decay: float = 0.025,
+        warmup_ratio: float = 0.01,
+        generation: GenerationConfig = GenerationConfig(),
+        seed: int = 0,
+        max_slots: int = 8,
+    ):
+        super().__init__(backbone, backbone_dtype, embedding_dim, refinement, latent_dim, rho, lam, gamma,
+                         projector_hidden, lr, weight_decay, warmup_ratio, generation, seed)
+        self.save_plain_hyperparameters()
+        generator = torch.Generator().manual_seed(seed + 1)
+        # Unit-norm random starting points, like the L2-normalised review vectors they replace.
+        table = torch.randn(2, max_slots, embedding_dim, generator=generator)
+        self.slot_table = torch.nn.Parameter(table / table.norm(dim=-1, keepdim=True))
+
+    def slot_inputs(self, slots: dict[str, torch.Tensor]) -> torch.Tensor:
+        ranks = slots["ranks"]
+        if ranks.numel() and int(ranks.max()) >= self.slot_table.shape[1]:
+            raise ValueError(f"a sample has {int(ranks.max()) + 1} slots of one kind but max_slots="
+                             f"{self.slot_table.shape[1]}; set model.init_args.max_slots >= data k")
+        return self.slot_table[slots["kinds"], ranks]

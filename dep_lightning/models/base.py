@@ -1,0 +1,219 @@
+"""What every method shares: the frozen backbone, generation, prediction rows, checkpoints.
+
+Methods (``manifest.json``'s ``method``):
+
+* trained on the frozen LLM — ``dep`` (:class:`~dep_lightning.models.dep_module.DEPModule`),
+  ``no_user`` (:class:`~dep_lightning.models.dep_module.NoUserControl`), ``pplug``;
+* prompting only — ``non_perso``, ``rag`` (:class:`PromptingModule`), ``pag``, ``dpl``;
+* no model — ``copy_recent``, ``copy_concat`` (:class:`~dep_lightning.models.copy.CopyBaseline`).
+
+Output hygiene is the same for every generating method: decoding stops at the
+end-of-turn (or eos) token and the text is cut there; how many tokens were generated and
+whether ``max_new_tokens`` was hit are recorded per sample (``predictions/test.jsonl``).
+Echo and copy detection are measured on the rows (``metrics/hygiene.py``), never used to
+filter them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import lightning as L
+import torch
+
+from dep_lightning.models.backbone import end_of_turn_id, load_backbone, tiny_backbone
+
+TINY = "tiny"  # backbone name of the randomly initialised 2-layer test model
+ROW_FIELDS = ("sample_id", "user_id", "item_id", "category", "reference", "history")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Decoding settings (paper: sampling with temperature 0.8, top-p 0.95).
+
+    Args:
+        max_new_tokens: cap on generated tokens.
+        do_sample: sample (True) or greedy (False).
+        temperature: sampling temperature.
+        top_p: nucleus sampling mass.
+        seed: base seed; each batch is seeded from it and its first sample id, so outputs
+            do not depend on batch order or on what ran before.
+    """
+
+    max_new_tokens: int = 256
+    do_sample: bool = True
+    temperature: float = 0.8
+    top_p: float = 0.95
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One generated output: the text up to the first stop token and its token count."""
+
+    text: str
+    tokens: int
+    hit_limit: bool
+
+
+def stable_seed(seed: int, key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest(), "little") % (2**63)
+
+
+def as_generation_config(generation: GenerationConfig | dict) -> GenerationConfig:
+    return GenerationConfig(**generation) if isinstance(generation, dict) else generation
+
+
+def prediction_rows(batch: dict[str, Any], outputs: list[Generated]) -> list[dict[str, Any]]:
+    """The ``predictions/test.jsonl`` rows of one batch (see docs/runs.md)."""
+    rows = []
+    for i, out in enumerate(outputs):
+        row = {f: batch[f][i] for f in ROW_FIELDS}
+        row.update(prediction=out.text, generated_tokens=out.tokens, hit_limit=out.hit_limit)
+        rows.append(row)
+    return rows
+
+
+class MethodMixin:
+    """Identity of a method for the results registry."""
+
+    method: str = "unknown"
+
+    def method_info(self) -> dict[str, Any]:
+        """``method`` and the model-side ablation keys (``refinement``)."""
+        return {"method": self.method, "refinement": None}
+
+    def trainable_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+class GenerativeModule(MethodMixin, L.LightningModule):
+    """A frozen causal LM that generates from the DataModule's prompts.
+
+    Subclasses add trainable parts by overriding :meth:`input_embeddings` (soft prompts
+    spliced into the token embeddings). Checkpoints keep only trainable weights and
+    buffers outside the backbone; loading one builds the backbone afresh from its name.
+
+    Args:
+        backbone: ``"smollm2-135m-instruct"``, a local HF folder, or ``"tiny"``.
+        backbone_dtype: ``auto`` (bf16 on capable GPUs, fp32 on CPU), ``bfloat16``, ``float32``, ``float16``.
+        generation: decoding settings for validation / test / predict.
+        seed: seeds the tiny backbone and any adapters' initialisation.
+    """
+
+    def __init__(self, backbone: str = "smollm2-135m-instruct", backbone_dtype: str = "auto",
+                 generation: GenerationConfig = GenerationConfig(), seed: int = 0):
+        super().__init__()
+        if backbone == TINY:
+            self.backbone, self.tokenizer = tiny_backbone(seed=seed)
+        else:
+            self.backbone, self.tokenizer = load_backbone(backbone, dtype=backbone_dtype)
+        self.end_of_turn = end_of_turn_id(self.tokenizer)
+        self.generation = as_generation_config(generation)
+        # Checkpoints omit the frozen backbone; its weights come from `backbone` instead.
+        self.strict_loading = False
+
+    def save_plain_hyperparameters(self, ignore: tuple[str, ...] = ()) -> None:
+        """save_hyperparameters of the calling ``__init__``, with the GenerationConfig as a
+        dict, so checkpoints load with ``torch.load(weights_only=True)``."""
+        self.save_hyperparameters(ignore=["generation", *ignore], frame=inspect.currentframe().f_back)
+        self.hparams["generation"] = asdict(self.generation)
+
+    # -- prompts --------------------------------------------------------------------------
+    def input_embeddings(self, input_ids: torch.Tensor, slots: dict[str, torch.Tensor]):
+        """Token embeddings with any soft prompts spliced in; returns (embeds, aux losses)."""
+        embeds = self.backbone.get_input_embeddings()(input_ids)
+        zero = embeds.new_zeros((), dtype=torch.float32)
+        return embeds, {"recon": zero, "sparse": zero}
+
+    # -- generation -----------------------------------------------------------------------
+    @property
+    def stop_ids(self) -> list[int]:
+        return sorted({self.end_of_turn, self.tokenizer.eos_token_id} - {None})
+
+    @torch.no_grad()
+    def generate_outputs(self, prompt: dict[str, Any], key: str = "",
+                         generation: GenerationConfig | None = None) -> list[Generated]:
+        """Generate for a left-padded prompt batch; the new text per row, cut at the first stop token."""
+        g = generation or self.generation
+        embeds, _ = self.input_embeddings(prompt["input_ids"], prompt["slots"])
+        stop = self.stop_ids
+        kwargs = dict(max_new_tokens=g.max_new_tokens, do_sample=g.do_sample,
+                      pad_token_id=self.tokenizer.pad_token_id, eos_token_id=stop)
+        if g.do_sample:
+            kwargs.update(temperature=g.temperature, top_p=g.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.random.fork_rng(devices=[embeds.device] if embeds.is_cuda else []):
+            torch.manual_seed(stable_seed(g.seed, key))
+            # With inputs_embeds only, generate returns just the new tokens.
+            out = self.backbone.generate(inputs_embeds=embeds.to(self.backbone.dtype),
+                                         attention_mask=prompt["attention_mask"], **kwargs)
+        return [self._cut(row.tolist(), g.max_new_tokens) for row in out]
+
+    def _cut(self, ids: list[int], limit: int) -> Generated:
+        stops = set(self.stop_ids)
+        end = next((i for i, t in enumerate(ids) if t in stops), None)
+        kept = ids if end is None else ids[:end]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
+        return Generated(text, len(kept), hit_limit=end is None and len(ids) >= limit)
+
+    def generate(self, prompt: dict[str, Any], key: str = "", generation: GenerationConfig | None = None) -> list[str]:
+        """Generated texts only (see :meth:`generate_outputs`)."""
+        return [g.text for g in self.generate_outputs(prompt, key, generation)]
+
+    # -- steps ----------------------------------------------------------------------------
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        return self.predict_step(batch, batch_idx)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        return prediction_rows(batch, self.generate_outputs(batch["prompt"], key=batch["sample_id"][0]))
+
+    # -- checkpoints: trainable weights only ----------------------------------------------
+    def trainable_state_keys(self) -> set[str]:
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        return names | {n for n, _ in self.named_buffers() if not n.startswith("backbone.")}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = self.trainable_state_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        missing = sorted(self.trainable_state_keys() - set(checkpoint["state_dict"]))
+        if missing:
+            raise KeyError(f"checkpoint lacks trainable weights {missing[:5]} (of {len(missing)}): "
+                           f"was it saved with another method, refinement or size?")
+
+
+class PromptingModule(GenerativeModule):
+    """An untrained method: the frozen LLM prompted by the DataModule's text prompt.
+
+    ``non_perso`` uses a prompt without history (``data.prompt.history: false``); ``rag``
+    shows the K retrieved reviews as text (``embeddings: none``). Nothing is trained: run
+    it with ``test`` (or ``fit`` with ``trainer.max_epochs: 0`` and ``test_after_fit``).
+
+    Args:
+        method: name recorded in the run's manifest (``non_perso`` or ``rag``).
+        embedding_dim: unused (accepted so every method takes the same linked arguments).
+    """
+
+    def __init__(self, method: str = "rag", backbone: str = "smollm2-135m-instruct", backbone_dtype: str = "auto",
+                 embedding_dim: int = 384, generation: GenerationConfig = GenerationConfig(), seed: int = 0):
+        super().__init__(backbone, backbone_dtype, generation, seed)
+        self.method = method
+        self.save_plain_hyperparameters()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        raise RuntimeError(f"method {self.method!r} has nothing to train: run `dep-lightning test`, or fit with "
+                           f"trainer.max_epochs: 0")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        out = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            labels=batch["labels"])
+        self.log("val/loss", out.loss, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+
+    def configure_optimizers(self):
+        return None

@@ -1,0 +1,66 @@
+"""Reference baselines that use no model at all.
+
+``copy_recent`` answers with the user's most recent review (the last of the sample's
+profile); ``copy_concat`` with the K retrieved history reviews joined oldest first. They
+show how far text overlap metrics reward copying the user's own past words: a method
+whose outputs are mostly echoed history should not beat them by much.
+
+They run through the same DataModule, writer and tables as every other method:
+``dep-lightning test --config configs/quickstart.yaml --config configs/baselines/copy_recent.yaml``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+
+from dep_lightning.models.base import Generated, MethodMixin, prediction_rows
+
+
+class CopyBaseline(MethodMixin, L.LightningModule):
+    """Predicts by copying history text.
+
+    Args:
+        mode: ``recent`` (the most recent review of the user's profile) or ``concat`` (the
+            K retrieved reviews, ascending time, separated by a blank line).
+        backbone: recorded in the manifest only (prompts are still tokenized with its
+            tokenizer by the DataModule, which lets runs share the same samples).
+        embedding_dim: unused (every method takes the same linked arguments).
+    """
+
+    def __init__(self, mode: Literal["recent", "concat"] = "recent", backbone: str = "smollm2-135m-instruct",
+                 embedding_dim: int = 384):
+        super().__init__()
+        if mode not in ("recent", "concat"):
+            raise ValueError(f"mode must be 'recent' or 'concat', got {mode!r}")
+        self.mode = mode
+        self.method = f"copy_{mode}"
+        self.save_hyperparameters()
+        # Lightning needs a device anchor; nothing is trained.
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    def predict_text(self, batch: dict[str, Any], i: int) -> str:
+        if self.mode == "recent":
+            return batch["latest"][i]
+        return "\n\n".join(batch["retrieved"][i])
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        outputs = [Generated(self.predict_text(batch, i), 0, False) for i in range(len(batch["sample_id"]))]
+        rows = prediction_rows(batch, outputs)
+        for row in rows:
+            row["generated_tokens"] = None  # nothing was generated
+        return rows
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        return self.predict_step(batch, batch_idx)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        raise RuntimeError(f"{self.method} has nothing to train: run `dep-lightning test`")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        return None
+
+    def configure_optimizers(self):
+        return None
