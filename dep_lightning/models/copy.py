@@ -16,7 +16,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 
-from dep_lightning.models.base import Generated, MethodMixin, prediction_rows
+from dep_lightning.models.base import GenerationConfig, Generated, MethodMixin, prediction_rows
 
 
 class CopyBaseline(MethodMixin, L.LightningModule):
@@ -27,17 +27,19 @@ class CopyBaseline(MethodMixin, L.LightningModule):
             K retrieved reviews, ascending time, separated by a blank line).
         backbone: recorded in the manifest only (prompts are still tokenized with its
             tokenizer by the DataModule, which lets runs share the same samples).
-        embedding_dim: unused (every method takes the same linked arguments).
+        backbone_dtype, embedding_dim, generation, seed: unused; every method accepts the
+            same common arguments, so one override file applies to any method.
     """
 
     def __init__(self, mode: Literal["recent", "concat"] = "recent", backbone: str = "smollm2-135m-instruct",
-                 embedding_dim: int = 384):
+                 backbone_dtype: str = "auto", embedding_dim: int = 384,
+                 generation: GenerationConfig = GenerationConfig(), seed: int = 0):
         super().__init__()
         if mode not in ("recent", "concat"):
             raise ValueError(f"mode must be 'recent' or 'concat', got {mode!r}")
         self.mode = mode
         self.method = f"copy_{mode}"
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["generation"])
         # Lightning needs a device anchor; nothing is trained.
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
