@@ -11,10 +11,11 @@ CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 PREPARE = [p for p in CONFIGS if p.parent.name == "prepare"]
 FIT = [p for p in CONFIGS if p.parent == ROOT / "configs"]
 EXPERIMENTS = [p for p in CONFIGS if p.parent.name == "experiment"]
+BASELINES = [p for p in CONFIGS if p.parent.name == "baselines"]
 
 
 def test_every_config_has_a_parser():
-    unclaimed = [p for p in CONFIGS if p not in PREPARE + FIT + EXPERIMENTS]
+    unclaimed = [p for p in CONFIGS if p not in PREPARE + FIT + EXPERIMENTS + BASELINES]
     assert not unclaimed, f"configs without a parsing test: {unclaimed}"
 
 
@@ -59,3 +60,17 @@ def test_experiment_configs_override_the_quickstart(path, tmp_path):
         assert type(data.retriever).__name__ == data_args["retriever"]["class_path"].rsplit(".", 1)[1]
     if "k" in data_args:
         assert data.k == data_args["k"]
+
+
+@pytest.mark.parametrize("path", BASELINES, ids=lambda p: p.name)
+def test_baseline_configs_select_their_method(path, tmp_path):
+    from omegaconf import OmegaConf
+
+    cli = instantiate([ROOT / "configs" / "quickstart.yaml", path], tmp_path)
+    wanted = OmegaConf.to_container(OmegaConf.load(path))
+    assert type(cli.model).__name__ == wanted["model"]["class_path"].rsplit(".", 1)[1]
+    for key, value in wanted.get("data", {}).get("init_args", {}).get("prompt", {}).items():
+        assert getattr(cli.datamodule.prompt, key) == value, key
+    if "max_epochs" in wanted.get("trainer", {}):
+        assert cli.trainer.max_epochs == wanted["trainer"]["max_epochs"]
+    assert cli.model.method_info()["method"] == wanted["model"]["init_args"].get("method", cli.model.method)
