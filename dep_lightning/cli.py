@@ -7,6 +7,8 @@ omegaconf ``${...}`` interpolation):
 Framework subcommands:
   prepare   any review source -> DPL-format dataset on disk + table-4 statistics
   evaluate  score predictions JSON lines with ROUGE-1 / METEOR / BLEU / BERTScore
+  sweep     Optuna study over a sweep file (sqlite or any RDB storage, parallel workers, resumable)
+  grid      run a W&B grid sweep file locally, without a W&B server (resumable)
 """
 
 from __future__ import annotations
@@ -35,6 +37,53 @@ def _evaluate(argv: list[str]) -> None:
     parser.add_argument("--out", help="write the scores as JSON to this file")
     args = parser.parse_args(argv)
     evaluate(args.predictions, bertscore=args.bertscore, out=args.out)
+
+
+def _sweep(argv: list[str]) -> None:
+    import argparse
+
+    from dep_lightning.sweeps.optuna_sweep import sweep
+
+    parser = argparse.ArgumentParser(prog="dep-lightning sweep",
+                                     description="Optuna study over a sweep file (sweeps/*.yaml, W&B format).")
+    parser.add_argument("--spec", required=True, help="sweep file, e.g. sweeps/table3_refinement.yaml")
+    parser.add_argument("--storage", help="RDB URL (default: sqlite:///<root>/optuna.db; postgresql://… for many machines)")
+    parser.add_argument("--study-name", help="study name (default: the sweep's name)")
+    parser.add_argument("--n-trials", type=int, help="trials in the study (grid: default every point)")
+    parser.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
+    parser.add_argument("--root", default="runs/sweeps", help="run directories go to <root>/<study>/trial_<n>")
+    parser.add_argument("--pruner", choices=("none", "median"), default="none")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random / TPE sampler")
+    parser.add_argument("--heartbeat", type=int, default=30, help="seconds between trial heartbeats")
+    parser.add_argument("--worker-only", action="store_true",
+                        help="only claim and run trials of an existing study (extra machines)")
+    parser.add_argument("--extra", action="append", default=[], metavar="ARG",
+                        help="an extra dep-lightning argument for every trial, e.g. --extra=--trainer.max_epochs=2")
+    args = parser.parse_args(argv)
+    counts = sweep(args.spec, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials,
+                   workers=args.workers, root=args.root, pruner=args.pruner, seed=args.seed,
+                   heartbeat=args.heartbeat, worker_only=args.worker_only, extra_args=args.extra)
+    print(f"trials: {counts}")
+
+
+def _grid(argv: list[str]) -> None:
+    import argparse
+
+    from dep_lightning.sweeps.local_grid import run_grid
+
+    parser = argparse.ArgumentParser(prog="dep-lightning grid",
+                                     description="Run a W&B grid sweep file here, one point after another.")
+    parser.add_argument("spec", nargs="+", help="sweep file(s), e.g. sweeps/table3_refinement.yaml")
+    parser.add_argument("--root", default="runs/sweeps", help="run directories go to <root>/<sweep>/<point>")
+    parser.add_argument("--dry-run", action="store_true", help="print the command lines only")
+    parser.add_argument("--extra", action="append", default=[], metavar="ARG",
+                        help="an extra dep-lightning argument for every point, e.g. --extra=--data.init_args.limit_test=8")
+    args = parser.parse_args(argv)
+    failed = 0
+    for spec in args.spec:
+        failed += run_grid(spec, root=args.root, dry_run=args.dry_run, extra_args=args.extra)["failed"]
+    if failed:
+        raise SystemExit(1)
 
 
 def _run(argv: list[str]):
@@ -66,6 +115,10 @@ def main(argv: list[str] | None = None) -> None:
             lightning_cli(argv)
         elif argv and argv[0] == "evaluate":
             _evaluate(argv[1:])
+        elif argv and argv[0] == "sweep":
+            _sweep(argv[1:])
+        elif argv and argv[0] == "grid":
+            _grid(argv[1:])
         elif argv and argv[0] in ("-h", "--help"):
             print(__doc__)
             _run(argv)
