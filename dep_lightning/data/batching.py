@@ -39,10 +39,26 @@ def _ranks(kinds: Sequence[int]) -> list[int]:
     return ranks
 
 
+def _user_inputs(examples: Sequence[dict[str, Any]], dim: int) -> dict[str, torch.Tensor]:
+    """Whole-history vectors (B, N, d) with their mask (B, N), and target item vectors (B, d)."""
+    width = max(1, max(len(ex["user_vectors"]) for ex in examples))
+    history = torch.zeros((len(examples), width, dim))
+    mask = torch.zeros((len(examples), width), dtype=torch.bool)
+    for b, ex in enumerate(examples):
+        n = len(ex["user_vectors"])
+        history[b, :n] = torch.from_numpy(ex["user_vectors"])
+        mask[b, :n] = True
+    items = torch.from_numpy(np.stack([ex["item_vector"] for ex in examples]))
+    return {"user_history": history, "user_history_mask": mask, "target_item": items}
+
+
 def _slots(examples: Sequence[dict[str, Any]], offsets: Sequence[int], dim: int) -> dict[str, torch.Tensor]:
     positions = [(b, offsets[b] + p) for b, ex in enumerate(examples) for p in ex["slot_pos"]]
     vectors = [ex["slot_vec"] for ex in examples if len(ex["slot_pos"])]
+    # Examples of a user-slot prompt (embeddings: user) carry the vectors the user slot is made from.
+    user = _user_inputs(examples, dim) if examples and "user_vectors" in examples[0] else {}
     return {
+        **user,
         "positions": torch.as_tensor(positions, dtype=torch.long).reshape(-1, 2),
         "kinds": torch.as_tensor([k for ex in examples for k in ex["slot_kind"]], dtype=torch.long),
         "ranks": torch.as_tensor([r for ex in examples for r in _ranks(ex["slot_kind"])], dtype=torch.long),
@@ -75,6 +91,8 @@ class Collator:
             "retrieved": [ex["retrieved"] for ex in examples],
             "latest": [ex["latest"] for ex in examples],
         }
+        if examples and "context" in examples[0]:  # SampleContext objects (data.init_args.context: true)
+            batch["context"] = [ex["context"] for ex in examples]
         if self.generation:
             prompts = [ex["input_ids"][: ex["prompt_length"]] for ex in examples]
             p_ids, p_mask, p_offsets = _pad(prompts, self.pad_id, left=True)

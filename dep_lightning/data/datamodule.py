@@ -14,6 +14,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from dep_lightning.data.batching import Collator, LengthBucketSampler
+from dep_lightning.data.context import ContextBuilder, user_inputs, user_texts
 from dep_lightning.data.errors import ErrorLog
 from dep_lightning.data.features import FeatureBuilder, peer_corpus
 from dep_lightning.data.preprocess import PreprocessReport
@@ -46,6 +47,13 @@ class DEPDataModule(L.LightningDataModule):
         bucket_by_length: batch training samples of similar length together.
         num_workers: DataLoader worker processes.
         on_error: ``raise`` or ``skip`` bad input records (see ``data/errors.py``).
+        context: attach each sample's :class:`~dep_lightning.data.context.SampleContext`
+            (retrieved reviews, their items and peers) as ``batch["context"]``, for the
+            multi-stage prompting baselines (PAG, DPL).
+
+    With ``prompt.embeddings: user`` (PPlug) every example also carries the vectors of the
+    user's whole history and of the target item (``data/context.py``), which batches
+    hold in ``slots`` as ``user_history``, ``user_history_mask`` and ``target_item``.
     """
 
     def __init__(
@@ -68,6 +76,7 @@ class DEPDataModule(L.LightningDataModule):
         bucket_by_length: bool = True,
         num_workers: int = 0,
         on_error: Literal["raise", "skip"] = "raise",
+        context: bool = False,
     ):
         super().__init__()
         if k < 0:
@@ -81,6 +90,7 @@ class DEPDataModule(L.LightningDataModule):
         self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.bucket_by_length, self.num_workers, self.on_error = bucket_by_length, num_workers, on_error
+        self.context = context
         self.data: PreparedData | None = None
         self.examples: dict[str, list[dict[str, Any]]] = {}
         self.samples: dict[str, list[Sample]] = {}
@@ -88,6 +98,7 @@ class DEPDataModule(L.LightningDataModule):
         self._cache: EmbeddingCache | None = None
         self._features: FeatureBuilder | None = None
         self._corpus: list | None = None
+        self._contexts: ContextBuilder | None = None
 
     # -- pieces ---------------------------------------------------------------------------
     @property
@@ -144,8 +155,10 @@ class DEPDataModule(L.LightningDataModule):
     # -- Lightning hooks ------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Encode every text this run needs (once per node; cached on disk across runs)."""
-        histories = [h for split in ("train", "val", "test") for h in self._retrieve(self._samples(split))]
-        self.cache.ensure(FeatureBuilder.texts_needed(self.peer_corpus(), histories))
+        splits = ("train", "val", "test")
+        histories = [h for split in splits for h in self._retrieve(self._samples(split))]
+        extra = user_texts([s for split in splits for s in self._samples(split)]) if self.prompt.user_slot else []
+        self.cache.ensure(FeatureBuilder.texts_needed(self.peer_corpus(), histories) + extra)
 
     def setup(self, stage: str | None = None) -> None:
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -157,17 +170,23 @@ class DEPDataModule(L.LightningDataModule):
         samples = self._samples(split)
         histories = self._retrieve(samples)
         # A no-op when prepare_data ran; otherwise (setup without it) encodes what is missing.
-        self.cache.ensure(FeatureBuilder.texts_needed(self.peer_corpus(), histories))
+        extra = user_texts(samples) if self.prompt.user_slot else []
+        self.cache.ensure(FeatureBuilder.texts_needed(self.peer_corpus(), histories) + extra)
         if self._features is None:
             self._features = FeatureBuilder(self.peer_corpus(), self.cache.lookup)
         vectors = self._features.vectors(histories)
         builder = PromptBuilder(self.tokenizer, self.prompt)
+        if self.context and self._contexts is None:
+            self._contexts = ContextBuilder(self.peer_corpus(), self.load_data(), self.cache.lookup, self.prompt)
+        # User and instruction slots (embeddings: user) are filled by the model from the user inputs.
+        no_vector = np.zeros(self.embedding_dim, np.float32)
         examples = []
         for sample, history, vecs in zip(samples, histories, vectors):
             encoded = builder.encode(sample, history, self.data.item)
-            slot_vec = [vecs.his[i] if kind == HIS else vecs.diff[i] for i, kind, _ in encoded.slots]
+            slot_vec = [vecs.his[i] if kind == HIS else vecs.diff[i] if kind == DIFF else no_vector
+                        for i, kind, _ in encoded.slots]
             # A his slot always has its vector; a diff slot may have no peers (zero vector, mask False).
-            slot_peers = [True if kind == HIS else bool(vecs.has_peers[i]) for i, kind, _ in encoded.slots]
+            slot_peers = [bool(vecs.has_peers[i]) if kind == DIFF else True for i, kind, _ in encoded.slots]
             examples.append({
                 "sample_id": sample.sample_id, "category": sample.category, "user_id": sample.user_id,
                 "item_id": sample.item.item_id, "reference": sample.target.text,
@@ -181,6 +200,10 @@ class DEPDataModule(L.LightningDataModule):
                 "retrieved": [r.text for r in history],  # the K retrieved, ascending time
                 "latest": sample.history[-1].text if sample.history else "",  # the user's most recent review
             })
+            if self._contexts is not None:
+                examples[-1]["context"] = self._contexts.build(sample, history)
+            if self.prompt.user_slot:
+                examples[-1].update(user_inputs(sample, self.cache.lookup, self.embedding_dim))
         return examples
 
     def _loader(self, split: Split, generation: bool) -> DataLoader:

@@ -8,6 +8,10 @@ slot, splitting on it, tokenizing the pieces and recording where the slots fall.
 
 History blocks are shown newest first. When prompt + target exceed ``max_length``
 tokens, the oldest histories are dropped first.
+
+Two additions serve the baselines: ``embeddings: user`` puts one instruction slot and one
+user slot (PPlug) at the top of the user message instead of per-review slots, and
+``encode(..., profile=...)`` adds a ``[User Profile]`` section (PAG, DPL).
 """
 
 from __future__ import annotations
@@ -18,20 +22,29 @@ from typing import Literal, Sequence
 
 from dep_lightning.data.schema import Review, Sample
 
-Embeddings = Literal["his", "diff", "his+diff", "none"]
-HIS, DIFF = 0, 1  # slot kinds
+Embeddings = Literal["his", "diff", "his+diff", "none", "user"]
+HIS, DIFF = 0, 1  # slot kinds of a history review
+USER, INSTRUCTION = 2, 3  # slot kinds of the whole user (embeddings: user)
 
 HIS_START, HIS_END = "<his_token_start>", "<his_token_end>"
 DIFF_START, DIFF_END = "<diff_token_start>", "<diff_token_end>"
+USER_START, USER_END = "<user_token_start>", "<user_token_end>"
 _SENTINEL = "\ue000"  # private-use character; stripped from every inserted text
-_SLOT = re.compile(_SENTINEL + r"([01])(\d+)" + _SENTINEL)
+_SLOT = re.compile(_SENTINEL + r"([0-3])(\d+)" + _SENTINEL)
 
 TASK = ("Given the title and description of an item, along with the user's past reviews (including {fields}), "
         "and the output review rating and review title, generate a personalized item review for the user.")
 #: The guidance note (paper table 9): what each kind of slot means.
 NOTES = {HIS: ("[Review Embedding]", "denotes a soft prompt of the review text"),
          DIFF: ("[Review Difference Embedding]", "denotes a soft prompt showing the difference between the review "
-                "text and other reviews on the same item")}
+                "text and other reviews on the same item"),
+         USER: ("[User Embedding]", "denotes a soft prompt of the user's review history")}
+NON_PERSO_TASK = ("Given the title and description of an item, and the output review rating and review title, "
+                  "generate an item review.")
+USER_TASK = ("Given the title and description of an item, the user's embedding, and the output review rating and "
+             "review title, generate a personalized item review for the user.")
+PROFILE_NOTE = ("[User Profile] is a summary of the user written from their past reviews; it should serve as a hint "
+                "for personalized review text generation.")
 
 
 @dataclass(frozen=True)
@@ -40,7 +53,8 @@ class PromptConfig:
 
     Args:
         with_text: show each history review's text (paper "w/ text").
-        embeddings: which soft-prompt slots each history block carries.
+        embeddings: which soft-prompt slots each history block carries; ``user`` gives no
+            per-review slots but one instruction slot and one user slot per prompt (PPlug).
         guidance: add the system-prompt note explaining the embeddings (paper table 9).
         max_length: token budget of prompt + target; oldest histories are dropped to fit.
         max_target_tokens: the target review is cut to this many tokens (plus end-of-turn).
@@ -55,12 +69,18 @@ class PromptConfig:
     history: bool = True
 
     def __post_init__(self) -> None:
-        if self.embeddings not in ("his", "diff", "his+diff", "none"):
-            raise ValueError(f"embeddings must be his, diff, his+diff or none, got {self.embeddings!r}")
+        if self.embeddings not in ("his", "diff", "his+diff", "none", "user"):
+            raise ValueError(f"embeddings must be his, diff, his+diff, none or user, got {self.embeddings!r}")
 
     @property
     def kinds(self) -> tuple[int, ...]:
-        return {"his": (HIS,), "diff": (DIFF,), "his+diff": (HIS, DIFF), "none": ()}[self.embeddings]
+        """Slot kinds of each history block."""
+        return {"his": (HIS,), "diff": (DIFF,), "his+diff": (HIS, DIFF), "none": (), "user": ()}[self.embeddings]
+
+    @property
+    def user_slot(self) -> bool:
+        """One instruction slot and one user slot per prompt (``embeddings: user``)."""
+        return self.embeddings == "user"
 
 
 @dataclass
@@ -97,7 +117,7 @@ class PromptBuilder:
         self.slot_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_of_turn_id
 
     # -- text -------------------------------------------------------------------------
-    def system_prompt(self) -> str:
+    def system_prompt(self, profile: bool = False) -> str:
         c = self.config
         fields = ["item title", "item description", "review rating", "review title"]
         if c.with_text:
@@ -107,13 +127,18 @@ class PromptBuilder:
         if DIFF in c.kinds:
             fields.append("review difference embedding")
         if not c.history:
-            return ("Given the title and description of an item, and the output review rating and review title, "
-                    "generate an item review.")
-        text = TASK.format(fields=", ".join(fields))
-        if c.guidance and c.kinds:
-            notes = " and ".join(f"{NOTES[k][0]} {NOTES[k][1]}" for k in c.kinds)
-            names = " and ".join(NOTES[k][0] for k in c.kinds)
+            text = USER_TASK if c.user_slot else NON_PERSO_TASK
+        else:
+            text = TASK.format(fields=", ".join(fields))
+            if c.user_slot:
+                text += " The user's embedding is also given."
+        kinds = (c.kinds if c.history else ()) + ((USER,) if c.user_slot else ())
+        if c.guidance and kinds:
+            notes = " and ".join(f"{NOTES[k][0]} {NOTES[k][1]}" for k in kinds)
+            names = " and ".join(NOTES[k][0] for k in kinds)
             text += f"\n\nNote: {notes}. {names} should serve as hints for personalized review text generation."
+        if profile:
+            text += "\n\n" + PROFILE_NOTE
         return text
 
     def history_block(self, number: int, review: Review, item_title: str, item_description: str, index: int) -> str:
@@ -130,8 +155,14 @@ class PromptBuilder:
             lines.append(f"- [Review Difference Embedding]: {DIFF_START}{_SENTINEL}{DIFF}{index}{_SENTINEL}{DIFF_END}")
         return "\n".join(lines)
 
-    def user_prompt(self, sample: Sample, history: Sequence[Review], kept: Sequence[int], items) -> str:
-        parts = [f"[Item Title]: {_clean(sample.item.title)}", f"[Item Description]: {_clean(sample.item.description)}"]
+    def user_prompt(self, sample: Sample, history: Sequence[Review], kept: Sequence[int], items,
+                    profile: str | None = None) -> str:
+        parts = []
+        if self.config.user_slot:
+            # The learned instruction slot, then the user slot (PPlug prepends both to the input).
+            slots = f"{_SENTINEL}{INSTRUCTION}0{_SENTINEL}{_SENTINEL}{USER}0{_SENTINEL}"
+            parts.append(f"[User Embedding]: {USER_START}{slots}{USER_END}")
+        parts += [f"[Item Title]: {_clean(sample.item.title)}", f"[Item Description]: {_clean(sample.item.description)}"]
         if self.config.history:
             blocks = []
             for number, index in enumerate(reversed(kept), start=1):  # newest first
@@ -139,6 +170,8 @@ class PromptBuilder:
                 item = items(review.item_id, review.category)
                 blocks.append(self.history_block(number, review, item.title, item.description, index))
             parts.append("[User's Past Reviews]:\n" + "\n\n".join(blocks))
+        if profile is not None:
+            parts.append(f"[User Profile]: {_clean(profile)}")
         parts.append(f"[Output Review Rating]: {_rating(sample.target.rating)}")
         parts.append(f"[Output Review Title]: {_clean(sample.target.title)}")
         return "\n".join(parts)
@@ -156,15 +189,19 @@ class PromptBuilder:
         ids += self.tokenizer(text_with_sentinels[cursor:], add_special_tokens=False).input_ids
         return ids, slots
 
-    def render(self, sample: Sample, history: Sequence[Review], kept: Sequence[int], items) -> str:
-        messages = [{"role": "system", "content": self.system_prompt()},
-                    {"role": "user", "content": self.user_prompt(sample, history, kept, items)}]
+    def render(self, sample: Sample, history: Sequence[Review], kept: Sequence[int], items,
+               profile: str | None = None) -> str:
+        messages = [{"role": "system", "content": self.system_prompt(profile=profile is not None)},
+                    {"role": "user", "content": self.user_prompt(sample, history, kept, items, profile)}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def encode(self, sample: Sample, history: Sequence[Review], items, with_target: bool = True) -> EncodedPrompt:
+    def encode(self, sample: Sample, history: Sequence[Review], items, with_target: bool = True,
+               profile: str | None = None) -> EncodedPrompt:
         """Encode ``sample`` with ``history`` (retrieved reviews, ascending time).
 
-        ``items(item_id, category) -> Item`` looks up history items' metadata.
+        ``items(item_id, category) -> Item`` looks up history items' metadata. ``profile``
+        (a text about the user, e.g. an LLM-written summary) adds a ``[User Profile]``
+        section after the past reviews; it is kept whole when histories are dropped.
         """
         target: list[int] = []
         if with_target:
@@ -174,7 +211,7 @@ class PromptBuilder:
                 target.append(self.end_of_turn_id)
         kept = list(range(len(history))) if self.config.history else []
         while True:
-            ids, slots = self._tokenize_prompt(self.render(sample, history, kept, items))
+            ids, slots = self._tokenize_prompt(self.render(sample, history, kept, items, profile))
             if len(ids) + len(target) <= self.config.max_length:
                 break
             if not kept:
