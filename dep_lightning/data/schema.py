@@ -23,6 +23,11 @@ SPLITS = ("train", "val", "test")
 PLACEHOLDER_TITLE = "Item {item_id}"
 PLACEHOLDER_DESCRIPTION = "No description available."
 
+#: Latest review time readers accept (3000-01-01, in ms). Far beyond any real review, it
+#: still rejects a millisecond value given where seconds are expected and keeps every
+#: timestamp inside the int64 columns of the written parquet files.
+MAX_TIMESTAMP_MS = 32_503_680_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class Review:

@@ -32,7 +32,7 @@ def _review_2023(f: Fields, category: str) -> Review:
         rating=f.number("rating", low=1.0, high=5.0),
         title=f.string("title", default=""),
         text=f.string("text"),
-        timestamp=f.integer("timestamp", low=0),
+        timestamp=f.timestamp("timestamp", "ms"),
         category=category,
     )
 
@@ -44,7 +44,7 @@ def _review_5core(f: Fields, category: str) -> Review:
         rating=f.number("overall", low=1.0, high=5.0),
         title=f.string("summary", default=""),
         text=f.string("reviewText"),
-        timestamp=f.integer("unixReviewTime", low=0) * 1000,
+        timestamp=f.timestamp("unixReviewTime", "s"),
         category=category,
     )
 

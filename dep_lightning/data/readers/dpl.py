@@ -63,10 +63,16 @@ def iter_records(path: Path, errors: ErrorLog) -> Iterator[tuple[int, dict[str, 
                 yield start + offset + 1, {key: batch[key][offset] for key in keys}
     elif path.suffix == ".parquet":
         row = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS):
-            for record in batch.to_pylist():
-                row += 1
-                yield row, record
+        try:
+            batches = pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS)
+            for batch in batches:
+                for record in batch.to_pylist():
+                    row += 1
+                    yield row, record
+        except (pa.ArrowException, OSError) as exc:
+            # A truncated or overwritten file: no record can be located, so the file is reported.
+            raise InputError(str(path), None, None, f"after row {row}", "unreadable parquet file",
+                             str(exc)) from exc
     else:
         yield from iter_json_lines(path, errors)
 
@@ -78,7 +84,7 @@ def parse_review(fields: Fields, user_id: str, category: str) -> Review:
         rating=fields.number("rating", low=1.0, high=5.0),
         title=fields.string("title", default=""),
         text=fields.string("text", allow_empty=False),
-        timestamp=fields.integer("timestamp", low=0),
+        timestamp=fields.timestamp("timestamp", "ms"),
         category=category,
     )
 

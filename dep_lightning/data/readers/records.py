@@ -17,6 +17,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from dep_lightning.data.errors import ErrorLog, InputError
+from dep_lightning.data.schema import MAX_TIMESTAMP_MS
 
 
 def open_binary(path: str | Path):
@@ -38,12 +39,18 @@ def iter_json_lines(path: str | Path, errors: ErrorLog) -> Iterator[tuple[int, d
                 errors.handle(InputError(str(path), number, None, raw[max(0, exc.start - 20) : exc.end + 20],
                                          "undecodable bytes", f"not UTF-8 at byte {exc.start}"))
                 continue
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark some editors write first
             if not line.strip():
                 continue  # blank lines carry no record
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 errors.handle(InputError(str(path), number, None, line.strip(), "malformed JSON", exc.msg))
+                continue
+            except RecursionError:  # json's parser recurses per nesting level
+                errors.handle(InputError(str(path), number, None, line.strip(), "malformed JSON",
+                                         "nested too deeply"))
                 continue
             if not isinstance(obj, dict):
                 errors.handle(InputError(str(path), number, None, obj, "malformed JSON", "expected an object"))
@@ -82,19 +89,37 @@ class Fields:
         value = self.raw(field)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(field, value, "wrong type", f"expected a number, got {type(value).__name__}")
-        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+        finite = isinstance(value, int) or math.isfinite(value)  # isfinite overflows on ints beyond float range
+        if not finite or (low is not None and value < low) or (high is not None and value > high):
             raise self.error(field, value, "value out of range", f"expected a finite number in [{low}, {high}]")
         return float(value)
 
-    def integer(self, field: str, *, low: int | None = None) -> int:
+    def integer(self, field: str, *, low: int | None = None, high: int | None = None, hint: str = "") -> int:
+        """An integer (an integral float such as ``1.6e12`` counts) in ``[low, high]``.
+
+        ``hint`` is added to the out-of-range message (e.g. the unit the field must use).
+        """
         value = self.raw(field)
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(field, value, "wrong type", f"expected an integer, got {type(value).__name__}")
-        if low is not None and value < low:
-            raise self.error(field, value, "value out of range", f"expected >= {low}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"expected an integer in [{low}, {high}]" if high is not None else f"expected >= {low}"
+            raise self.error(field, value, "value out of range", bounds + (f"; {hint}" if hint else ""))
         return value
+
+    def timestamp(self, field: str, unit: str) -> int:
+        """A review time in ``unit`` (``"s"`` or ``"ms"``) as milliseconds since the epoch.
+
+        Accepted: 1970 up to :data:`~dep_lightning.data.schema.MAX_TIMESTAMP_MS`. The upper
+        bound catches seconds/milliseconds mix-ups (a millisecond value in a seconds field
+        lands tens of thousands of years ahead) and integers too large for int64 columns.
+        """
+        if unit == "s":
+            high, hint = MAX_TIMESTAMP_MS // 1000, "seconds since 1970 expected; is this value in milliseconds?"
+            return self.integer(field, low=0, high=high, hint=hint) * 1000
+        return self.integer(field, low=0, high=MAX_TIMESTAMP_MS, hint="milliseconds since 1970 expected")
 
     def text_or_list(self, field: str, *, default: str | None = None) -> str:
         """Amazon descriptions come as a string or a list of paragraphs; join lists with spaces."""
