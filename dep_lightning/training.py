@@ -29,10 +29,56 @@ class DEPLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.init_args.backbone", "data.init_args.tokenizer")
         parser.link_arguments("data.embedding_dim", "model.init_args.embedding_dim", apply_on="instantiate")
+        # One seed per run: seed_everything also seeds the method (adapter init, sampling).
+        parser.link_arguments("seed_everything", "model.init_args.seed", compute_fn=run_seed)
         parser.add_argument("--test_after_fit", type=bool, default=False,
                             help="after fit, run test with the best checkpoint (fit only)")
+        parser.add_argument("--run_dir", type=str | None, default=None,
+                            help="put this run's directory exactly here (sweeps use it): file loggers write "
+                                 "<run_dir> itself, W&B keeps its files inside it")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if config is None or not config.get("run_dir"):
+            return
+        place_run(config, config["run_dir"])
 
     def after_fit(self) -> None:
         if self.config.get(self.subcommand, {}).get("test_after_fit"):
             ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+
+
+def run_seed(seed_everything) -> int:
+    """The method's seed from ``seed_everything`` (an int; ``true``/``null`` fall back to 0)."""
+    return seed_everything if isinstance(seed_everything, int) and not isinstance(seed_everything, bool) else 0
+
+
+FILE_LOGGERS = ("CSVLogger", "TensorBoardLogger")
+
+
+def place_run(config, run_dir: str) -> None:
+    """Point the configured loggers (and ``default_root_dir``) at ``run_dir``.
+
+    The first logger decides ``trainer.log_dir``, the run directory: a CSV / TensorBoard
+    logger gets ``save_dir/name/version`` = ``run_dir``; a W&B logger keeps its files in
+    ``run_dir`` and takes its folder name as the run name.
+    """
+    from pathlib import Path
+
+    path = Path(run_dir)
+    trainer = config["trainer"]
+    trainer["default_root_dir"] = str(path)
+    loggers = trainer.get("logger")
+    if loggers in (None, False, True):
+        raise ValueError("--run_dir needs a configured logger (trainer.logger with class_path)")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        name = str(logger["class_path"]).rsplit(".", 1)[-1]
+        init = logger["init_args"]
+        if name in FILE_LOGGERS:
+            init["save_dir"], init["name"], init["version"] = str(path.parent.parent), path.parent.name, path.name
+        elif name == "WandbLogger":
+            init["save_dir"], init["name"] = str(path), path.name
+        else:
+            raise ValueError(f"--run_dir does not know where {name} writes; use CSVLogger, TensorBoardLogger "
+                             f"or WandbLogger")

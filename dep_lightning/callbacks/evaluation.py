@@ -161,6 +161,19 @@ class TestMetricsWriter(PredictionWriter):
             self._annotate()
         self._write_rows(trainer, stage)
 
+    @staticmethod
+    def _log_to_loggers(trainer: L.Trainer, folder: Path, manifest: dict[str, Any], report: dict[str, Any]) -> None:
+        """Manifest as hyperparameters and overall scores as ``test/*`` metrics in every logger;
+        a W&B run also gets the registry files, so tables can be rebuilt from W&B alone."""
+        overall = {f"test/{k}": float(v) for k, v in report["overall"].items() if k != "n"}
+        overall.update({f"test/hygiene/{k}": float(v) for k, v in report["hygiene"].items()})
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"manifest": manifest})
+            logger.log_metrics(overall, step=trainer.global_step)
+            if type(logger).__name__ == "WandbLogger":
+                for name in ("manifest.json", "metrics.json", "predictions/test.jsonl"):
+                    logger.experiment.save(str(folder / name), base_path=str(folder), policy="now")
+
     def _by_uniqueness(self, trainer) -> dict[str, Any] | None:
         """Overall metrics for the unique and the non-unique half of users (paper RQ4, figure 3)."""
         uniqueness_of = getattr(trainer.datamodule, "uniqueness", None)
@@ -185,7 +198,9 @@ class TestMetricsWriter(PredictionWriter):
                   "predictions": str(self.paths[0]) if self.paths else None}
         folder = Path(run_dir(trainer))
         write_json(folder / "metrics.json", report)
-        write_json(folder / "manifest.json", build_manifest(trainer, pl_module))
+        manifest = build_manifest(trainer, pl_module)
+        write_json(folder / "manifest.json", manifest)
+        self._log_to_loggers(trainer, folder, manifest, report)
         latents = getattr(pl_module, "latents", None)
         if latents:
             (folder / "analysis").mkdir(parents=True, exist_ok=True)

@@ -101,7 +101,8 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         backbone: ``"smollm2-135m-instruct"``, a local HF folder, or ``"tiny"``.
         backbone_dtype: ``auto`` (bf16 on capable GPUs, fp32 on CPU), ``bfloat16``, ``float32``, ``float16``.
         generation: decoding settings for validation / test / predict.
-        seed: seeds the tiny backbone and any adapters' initialisation.
+        seed: seeds the tiny backbone, any adapters' initialisation and (with
+            ``generation.seed``) sampling; the CLI sets it from ``seed_everything``.
     """
 
     def __init__(self, backbone: str = "smollm2-135m-instruct", backbone_dtype: str = "auto",
@@ -113,6 +114,7 @@ class GenerativeModule(MethodMixin, L.LightningModule):
             self.backbone, self.tokenizer = load_backbone(backbone, dtype=backbone_dtype)
         self.end_of_turn = end_of_turn_id(self.tokenizer)
         self.generation = as_generation_config(generation)
+        self.seed = seed
         # Checkpoints omit the frozen backbone; its weights come from `backbone` instead.
         self.strict_loading = False
 
@@ -148,7 +150,8 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         with torch.random.fork_rng(devices=[embeds.device] if embeds.is_cuda else []):
-            torch.manual_seed(stable_seed(g.seed, key))
+            # Sampling depends on the decoding seed, the run's seed and the batch's first sample.
+            torch.manual_seed(stable_seed(g.seed, key if self.seed == 0 else f"{self.seed}/{key}"))
             # With inputs_embeds only, generate returns just the new tokens.
             out = self.backbone.generate(inputs_embeds=embeds.to(self.backbone.dtype),
                                          attention_mask=prompt["attention_mask"], **kwargs)
