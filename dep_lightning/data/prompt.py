@@ -6,6 +6,11 @@ slot holds an ordinary token id (the pad token) and the start/end markers are pl
 text. Slots are found by rendering the chat template with a sentinel character at each
 slot, splitting on it, tokenizing the pieces and recording where the slots fall.
 
+Every text taken from the data is cleaned first: the sentinel is removed (so no review
+can forge a slot) and the tokenizer's added/special tokens written out as text (e.g.
+``<|im_end|>``) get a zero-width space after their first character, so review text can
+never become a control token that ends a turn or opens a new one.
+
 History blocks are shown newest first. When prompt + target exceed ``max_length``
 tokens, the oldest histories are dropped first.
 
@@ -31,6 +36,7 @@ DIFF_START, DIFF_END = "<diff_token_start>", "<diff_token_end>"
 USER_START, USER_END = "<user_token_start>", "<user_token_end>"
 _SENTINEL = "\ue000"  # private-use character; stripped from every inserted text
 _SLOT = re.compile(_SENTINEL + r"([0-3])(\d+)" + _SENTINEL)
+_ZERO_WIDTH_SPACE = "\u200b"
 
 TASK = ("Given the title and description of an item, along with the user's past reviews (including {fields}), "
         "and the output review rating and review title, generate a personalized item review for the user.")
@@ -98,8 +104,13 @@ class EncodedPrompt:
     prompt_length: int
 
 
-def _clean(text: str) -> str:
-    return text.replace(_SENTINEL, "")
+def _clean(text: str, specials: Sequence[str] = ()) -> str:
+    """Data text made safe to render: no sentinel, no special-token strings (see module doc)."""
+    text = text.replace(_SENTINEL, "")
+    for token in specials:
+        if token in text:
+            text = text.replace(token, token[0] + _ZERO_WIDTH_SPACE + token[1:])
+    return text
 
 
 def _rating(value: float) -> str:
@@ -115,6 +126,13 @@ class PromptBuilder:
         if self.end_of_turn_id is None or self.end_of_turn_id == tokenizer.unk_token_id:
             self.end_of_turn_id = tokenizer.eos_token_id
         self.slot_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_of_turn_id
+        # Token strings the tokenizer turns into control tokens wherever they appear in text.
+        added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+        self.specials = tuple(sorted({t.content for t in added.values() if len(t.content) > 1}, key=len, reverse=True))
+
+    def clean(self, text: str) -> str:
+        """A data text (title, description, review, profile) made safe to render."""
+        return _clean(text, self.specials)
 
     # -- text -------------------------------------------------------------------------
     def system_prompt(self, profile: bool = False) -> str:
@@ -143,12 +161,12 @@ class PromptBuilder:
 
     def history_block(self, number: int, review: Review, item_title: str, item_description: str, index: int) -> str:
         lines = [f"[Review {number}]:",
-                 f"- [Item Title]: {_clean(item_title)}",
-                 f"- [Item Description]: {_clean(item_description)}",
+                 f"- [Item Title]: {self.clean(item_title)}",
+                 f"- [Item Description]: {self.clean(item_description)}",
                  f"- [Review Rating]: {_rating(review.rating)}",
-                 f"- [Review Title]: {_clean(review.title)}"]
+                 f"- [Review Title]: {self.clean(review.title)}"]
         if self.config.with_text:
-            lines.append(f"- [Review Text]: {_clean(review.text)}")
+            lines.append(f"- [Review Text]: {self.clean(review.text)}")
         if HIS in self.config.kinds:
             lines.append(f"- [Review Embedding]: {HIS_START}{_SENTINEL}{HIS}{index}{_SENTINEL}{HIS_END}")
         if DIFF in self.config.kinds:
@@ -162,7 +180,7 @@ class PromptBuilder:
             # The learned instruction slot, then the user slot (PPlug prepends both to the input).
             slots = f"{_SENTINEL}{INSTRUCTION}0{_SENTINEL}{_SENTINEL}{USER}0{_SENTINEL}"
             parts.append(f"[User Embedding]: {USER_START}{slots}{USER_END}")
-        parts += [f"[Item Title]: {_clean(sample.item.title)}", f"[Item Description]: {_clean(sample.item.description)}"]
+        parts += [f"[Item Title]: {self.clean(sample.item.title)}", f"[Item Description]: {self.clean(sample.item.description)}"]
         if self.config.history:
             blocks = []
             for number, index in enumerate(reversed(kept), start=1):  # newest first
@@ -171,9 +189,9 @@ class PromptBuilder:
                 blocks.append(self.history_block(number, review, item.title, item.description, index))
             parts.append("[User's Past Reviews]:\n" + "\n\n".join(blocks))
         if profile is not None:
-            parts.append(f"[User Profile]: {_clean(profile)}")
+            parts.append(f"[User Profile]: {self.clean(profile)}")
         parts.append(f"[Output Review Rating]: {_rating(sample.target.rating)}")
-        parts.append(f"[Output Review Title]: {_clean(sample.target.title)}")
+        parts.append(f"[Output Review Title]: {self.clean(sample.target.title)}")
         return "\n".join(parts)
 
     # -- tokens -----------------------------------------------------------------------
@@ -205,7 +223,7 @@ class PromptBuilder:
         """
         target: list[int] = []
         if with_target:
-            target = self.tokenizer(_clean(sample.target.text), add_special_tokens=False).input_ids
+            target = self.tokenizer(self.clean(sample.target.text), add_special_tokens=False).input_ids
             target = target[: self.config.max_target_tokens]
             if len(target) < self.config.max_target_tokens or not target:
                 target.append(self.end_of_turn_id)
