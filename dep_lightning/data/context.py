@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -24,15 +23,15 @@ from dep_lightning.data.schema import Item, PreparedData, Review, Sample
 Lookup = Callable[[Sequence[str]], np.ndarray]
 
 
-@dataclass(frozen=True)
 class Peers:
     """Other users' reviews of one item (peer corpus order) and their embedding vectors (n, d)."""
 
-    reviews: tuple[Review, ...]
-    vectors: np.ndarray
+    __slots__ = ("reviews", "vectors")
+
+    def __init__(self, reviews: tuple[Review, ...], vectors: np.ndarray):
+        self.reviews, self.vectors = reviews, vectors
 
 
-@dataclass(frozen=True)
 class SampleContext:
     """Everything a multi-stage prompting method needs to write its prompts for one sample.
 
@@ -40,13 +39,19 @@ class SampleContext:
     to ``retrieved[i]``; ``items`` holds the metadata of the target item and of every
     retrieved review's item; ``prompt`` is the DataModule's prompt settings, so a method
     renders its final prompt exactly as the DataModule would, plus what it adds.
+
+    A plain class on purpose: Lightning moves batches to the device by walking through
+    containers and dataclasses, and this object (which holds no tensors) must stay opaque.
     """
 
-    sample: Sample
-    retrieved: tuple[Review, ...]
-    peers: tuple[Peers, ...]
-    items: dict[str, Item]
-    prompt: PromptConfig
+    __slots__ = ("sample", "retrieved", "peers", "items", "prompt")
+
+    def __init__(self, sample: Sample, retrieved: tuple[Review, ...], peers: tuple[Peers, ...],
+                 items: dict[str, Item], prompt: PromptConfig):
+        self.sample, self.retrieved, self.peers, self.items, self.prompt = sample, retrieved, peers, items, prompt
+
+    def __repr__(self) -> str:
+        return f"SampleContext({self.sample.sample_id!r}, {len(self.retrieved)} retrieved)"
 
     def item(self, item_id: str, category: str = "") -> Item:
         found = self.items.get(item_id)

@@ -239,7 +239,8 @@ class DEPDataModule(L.LightningDataModule):
         names = {cls: name for name, cls in RETRIEVERS.items()}
         data = self.load_data()
         return {
-            "ablation": {"embeddings": self.prompt.embeddings if self.prompt.history else "none",
+            "ablation": {"embeddings": self.prompt.embeddings if self.prompt.history or self.prompt.user_slot
+                         else "none",
                          "with_text": self.prompt.with_text and self.prompt.history,
                          "guidance": self.prompt.guidance, "history": self.prompt.history, "k": self.k,
                          "retriever": names.get(type(self.retriever), type(self.retriever).__name__)},

@@ -1,7 +1,11 @@
-"""Methods: DEP and its trained control, prompting baselines, no-model copy baselines."""
+"""Methods: DEP and its trained control, the paper's baselines, no-model copy baselines."""
 
 from dep_lightning.models.base import GenerationConfig, GenerativeModule, PromptingModule
 from dep_lightning.models.copy import CopyBaseline
 from dep_lightning.models.dep_module import DEPModule, NoUserControl
+from dep_lightning.models.dpl import DPLModule
+from dep_lightning.models.pag import PAGModule
+from dep_lightning.models.pplug import PPlugModule
 
-__all__ = ["CopyBaseline", "DEPModule", "GenerationConfig", "GenerativeModule", "NoUserControl", "PromptingModule"]
+__all__ = ["CopyBaseline", "DEPModule", "DPLModule", "GenerationConfig", "GenerativeModule", "NoUserControl",
+           "PAGModule", "PPlugModule", "PromptingModule"]

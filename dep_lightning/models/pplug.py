@@ -1,0 +1,153 @@
+"""PPlug (paper table 1): one user embedding, from input-aware attention, as a soft prompt.
+
+The user embedder reads *all* of the user's history review vectors (the DEP embedder's,
+from the embedding cache) and weighs them by how well each matches the target item:
+
+    w_i = softmax_i(<e_item, e_i> / τ),   u = Σ_i w_i e_i
+
+where ``e_item`` embeds the target item's title and description with the same sentence
+embedder. A trainable projector (2-layer MLP) maps ``u`` to the LLM's hidden size; it is
+placed in the prompt's user slot right after a trainable *instruction embedding* (one
+vector of the hidden size), both at the top of the user message. No review text is shown
+(PPlug has no retrieval augmentation). The LLM stays frozen; only the projector and the
+instruction embedding train, with DEP's loop (AdamW, linear warm-up and decay) and
+trainable-only checkpoints.
+
+Data: ``prompt.embeddings: user`` makes the DataModule put one instruction and one user
+slot in each prompt and attach the whole-history and target-item vectors.
+
+    dep-lightning fit --config configs/quickstart.yaml --config configs/baselines/pplug.yaml
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from dep_lightning.data.prompt import INSTRUCTION, USER
+from dep_lightning.models.base import GenerationConfig, GenerativeModule
+from dep_lightning.models.components import Projector, splice_soft_prompts
+
+
+class InputAwareAttention(nn.Module):
+    """Attention of a query (the target item) over a padded set of history vectors.
+
+    Args:
+        temperature: τ; with L2-normalised vectors the scores are cosines in [-1, 1], so
+            τ = 1 gives mild preferences and smaller τ sharper ones.
+    """
+
+    def __init__(self, temperature: float = 1.0):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def weights(self, query: torch.Tensor, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``query`` (B, d), ``history`` (B, N, d), ``mask`` (B, N) -> weights (B, N).
+
+        Each row with at least one history vector sums to 1 over its unmasked entries;
+        masked entries (padding) get 0, and a row without history gets all zeros.
+        """
+        if history.shape[:2] != mask.shape or query.shape != (history.shape[0], history.shape[2]):
+            raise ValueError(f"shapes do not fit: query {tuple(query.shape)}, history {tuple(history.shape)}, "
+                             f"mask {tuple(mask.shape)}")
+        scores = torch.einsum("bd,bnd->bn", query, history) / self.temperature
+        scores = scores.masked_fill(~mask, float("-inf"))
+        empty = ~mask.any(dim=1, keepdim=True)
+        weights = torch.softmax(scores.masked_fill(empty, 0.0), dim=1)
+        return weights.masked_fill(~mask, 0.0)
+
+    def forward(self, query: torch.Tensor, history: torch.Tensor, mask: torch.Tensor):
+        """The user embeddings (B, d) and the attention weights (B, N)."""
+        w = self.weights(query, history, mask)
+        return torch.einsum("bn,bnd->bd", w, history), w
+
+
+def adamw_with_warmup(module, parameters, lr: float, weight_decay: float, warmup_ratio: float):
+    """AdamW with linear warm-up over ``warmup_ratio`` of the steps, then linear decay to 0."""
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    total = max(1, int(module.trainer.estimated_stepping_batches))
+    warmup = int(math.ceil(warmup_ratio * total))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class PPlugModule(GenerativeModule):
+    """PPlug on the frozen backbone.
+
+    Args:
+        backbone, backbone_dtype: the frozen LLM (as :class:`~dep_lightning.models.dep_module.DEPModule`).
+        embedding_dim: size of the review / item vectors (set from the DataModule by the CLI).
+        projector_hidden: hidden width of the projector (default: the LLM's hidden size).
+        temperature: τ of the input-aware attention.
+        lr, weight_decay, warmup_ratio: AdamW with linear warm-up and linear decay.
+        generation: decoding settings for validation / test / predict.
+        seed: seeds the projector's and the instruction embedding's initialisation.
+    """
+
+    method = "pplug"
+
+    def __init__(self, backbone: str = "smollm2-135m-instruct", backbone_dtype: str = "auto",
+                 embedding_dim: int = 384, projector_hidden: int | None = None, temperature: float = 1.0,
+                 lr: float = 1e-5, weight_decay: float = 0.025, warmup_ratio: float = 0.01,
+                 generation: GenerationConfig = GenerationConfig(), seed: int = 0):
+        super().__init__(backbone, backbone_dtype, generation, seed)
+        self.save_plain_hyperparameters()
+        hidden = self.backbone.config.hidden_size
+        tokens = self.backbone.get_input_embeddings().weight
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.attention = InputAwareAttention(temperature)
+            self.projector = Projector(embedding_dim, hidden, projector_hidden)
+            # Starts at the scale of the frozen token embeddings, like any input position.
+            self.instruction = nn.Parameter(torch.randn(hidden) * tokens.detach().float().std())
+
+    # -- soft prompts ---------------------------------------------------------------------
+    def user_embedding(self, slots: dict[str, torch.Tensor]):
+        """Per sample: the attention-pooled history vector (B, d) and its weights (B, N)."""
+        if "user_history" not in slots:
+            raise ValueError("pplug reads the whole-history and target-item vectors: set "
+                             "data.init_args.prompt.embeddings: user (configs/baselines/pplug.yaml does)")
+        return self.attention(slots["target_item"].float(), slots["user_history"].float(),
+                              slots["user_history_mask"].bool())
+
+    def input_embeddings(self, input_ids: torch.Tensor, slots: dict[str, torch.Tensor]):
+        embeds = self.backbone.get_input_embeddings()(input_ids)
+        kinds, positions = slots["kinds"], slots["positions"]
+        is_user, is_instruction = kinds == USER, kinds == INSTRUCTION
+        if positions.numel() == 0 or not bool(is_user.any()) or not bool((is_user | is_instruction).all()):
+            raise ValueError("pplug needs prompts with exactly an instruction and a user slot: set "
+                             "data.init_args.prompt.embeddings: user")
+        user, _ = self.user_embedding(slots)
+        vectors = self.projector(user)[positions[:, 0]]
+        vectors = torch.where(is_instruction[:, None], self.instruction.to(vectors.dtype).expand_as(vectors), vectors)
+        zero = embeds.new_zeros((), dtype=torch.float32)
+        return splice_soft_prompts(embeds, positions, vectors), {"recon": zero, "sparse": zero}
+
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        embeds, _ = self.input_embeddings(batch["input_ids"], batch["slots"])
+        return self.backbone(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+
+    # -- steps ----------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.log("val/loss", self.loss(batch), prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+
+    def configure_optimizers(self):
+        h = self.hparams
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        return adamw_with_warmup(self, parameters, h.lr, h.weight_decay, h.warmup_ratio)
