@@ -9,6 +9,7 @@ Framework subcommands:
   evaluate  score predictions JSON lines with ROUGE-1 / METEOR / BLEU / BERTScore
   sweep     Optuna study over a sweep file (sqlite or any RDB storage, parallel workers, resumable)
   grid      run a W&B grid sweep file locally, without a W&B server (resumable)
+  tables    the paper's tables (Markdown / LaTeX / CSV) and figures from run directories or W&B
 """
 
 from __future__ import annotations
@@ -86,6 +87,37 @@ def _grid(argv: list[str]) -> None:
         raise SystemExit(1)
 
 
+def _tables(argv: list[str]) -> None:
+    import argparse
+
+    from dep_lightning.results.command import make_tables, parse_formats
+    from dep_lightning.results.tables import parse_assignments
+
+    parser = argparse.ArgumentParser(prog="dep-lightning tables",
+                                     description="Regenerate the paper's tables and figures from run directories.")
+    parser.add_argument("--runs", nargs="+", default=[], metavar="DIR",
+                        help="folders searched recursively for run directories (manifest.json + metrics.json)")
+    parser.add_argument("--out", default="tables", help="output folder (default: tables)")
+    parser.add_argument("--format", default="md,latex,csv", help="comma-separated: md, latex, csv")
+    parser.add_argument("--reference", help="row the others are tested against: a method (table 1) or a row key "
+                                            "such as refinement=ae (ablation tables)")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read runs from this W&B project (online)")
+    parser.add_argument("--defaults", metavar="KEY=VALUE,...", help="ablation defaults, e.g. k=4,retriever=recency "
+                                                                    "(default: the most common value among DEP runs)")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default: 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--no-figures", action="store_true", help="write tables only")
+    args = parser.parse_args(argv)
+    if not args.runs and not args.wandb:
+        parser.error("give --runs DIR... and/or --wandb ENTITY/PROJECT")
+    try:
+        formats, defaults = parse_formats(args.format), parse_assignments(args.defaults)
+    except ValueError as error:
+        parser.error(str(error))
+    make_tables(args.runs, out=args.out, formats=formats, reference=args.reference, wandb=args.wandb,
+                defaults=defaults, resamples=args.resamples, seed=args.seed, figures=not args.no_figures)
+
+
 def _run(argv: list[str]):
     from jsonargparse import CLI
 
@@ -119,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
             _sweep(argv[1:])
         elif argv and argv[0] == "grid":
             _grid(argv[1:])
+        elif argv and argv[0] == "tables":
+            _tables(argv[1:])
         elif argv and argv[0] in ("-h", "--help"):
             print(__doc__)
             _run(argv)

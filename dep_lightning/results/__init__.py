@@ -1,0 +1,7 @@
+"""Results: run directories -> the paper's tables (Markdown / LaTeX / CSV) and figures.
+
+``registry`` reads and groups runs, ``stats`` bootstraps intervals and paired tests,
+``tables`` defines and fills the tables, ``render`` writes them, ``figures`` draws the
+K sweep and the uniqueness comparison, ``wandb_source`` reads runs from W&B, and
+``command`` is ``dep-lightning tables``.
+"""

@@ -1,0 +1,404 @@
+"""The results registry: run directories (docs/runs.md) read, validated and grouped by seed.
+
+A run is a folder holding ``manifest.json`` and ``metrics.json``; ``predictions/test.jsonl``
+(per-sample scores) is optional and only needed for confidence intervals and significance
+tests. Every file is validated field by field; a bad value stops with an
+:class:`~dep_lightning.data.errors.InputError` naming the file, the field and the value.
+
+Runs that differ only in their seed form a :class:`RunGroup`: everything else in the
+manifest -- method, every ablation key, backbone and the data description -- must match.
+(``created``, ``code_version``, ``config_hash`` and ``trainable_parameters`` identify a
+run, not a configuration, and are ignored for grouping.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from dep_lightning.data.errors import InputError
+from dep_lightning.results.stats import MetricSamples, bleu_statistics
+
+ABLATION_KEYS = ("refinement", "embeddings", "with_text", "guidance", "k", "retriever")
+QUALITY_METRICS = ("rouge1", "meteor", "bleu", "bertscore")
+PER_SAMPLE_SCORES = ("rouge1", "meteor", "bertscore")
+HYGIENE_METRICS = ("copy_rate", "mean_longest_copy", "limit_rate", "echo_rate")
+# Per-sample prediction fields whose means are the hygiene rates.
+HYGIENE_FIELDS = {"copy_rate": "copied", "mean_longest_copy": "longest_copy", "limit_rate": "hit_limit",
+                  "echo_rate": "echo"}
+PREDICTIONS = Path("predictions") / "test.jsonl"
+_RUN_IDENTITY = ("schema", "seed", "created", "code_version", "config_hash", "trainable_parameters")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+# --------------------------------------------------------------------------------------
+# Validation
+
+
+def _require(doc: Mapping, key: str, where: str, prefix: str = "") -> Any:
+    if key not in doc:
+        raise InputError(where, None, prefix + key, None, "missing field")
+    return doc[key]
+
+
+def _object(value: Any, where: str, name: str) -> dict:
+    if not isinstance(value, dict):
+        raise InputError(where, None, name, value, "wrong type", f"expected an object, got {_type_name(value)}")
+    return value
+
+
+def validate_manifest(manifest: Any, where: str) -> dict:
+    manifest = _object(manifest, where, "(top level)")
+    schema = _require(manifest, "schema", where)
+    if schema != 1:
+        raise InputError(where, None, "schema", schema, "unsupported schema", "this version reads schema 1")
+    method = _require(manifest, "method", where)
+    if not isinstance(method, str) or not method:
+        raise InputError(where, None, "method", method, "wrong type", "expected a non-empty string")
+    ablation = _object(_require(manifest, "ablation", where), where, "ablation")
+    for key in ABLATION_KEYS:
+        value = _require(ablation, key, where, "ablation.")
+        if isinstance(value, (dict, list)):
+            raise InputError(where, None, f"ablation.{key}", value, "wrong type", "expected a scalar")
+    if not (isinstance(ablation["k"], int) and not isinstance(ablation["k"], bool)) or ablation["k"] < 0:
+        raise InputError(where, None, "ablation.k", ablation["k"], "wrong type", "expected an integer >= 0")
+    for key in ("with_text", "guidance"):
+        if not isinstance(ablation[key], bool):
+            raise InputError(where, None, f"ablation.{key}", ablation[key], "wrong type", "expected true or false")
+    seed = manifest.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise InputError(where, None, "seed", seed, "wrong type", "expected an integer or null")
+    backbone = manifest.get("backbone")
+    if backbone is not None and not isinstance(backbone, str):
+        raise InputError(where, None, "backbone", backbone, "wrong type", "expected a string or null")
+    if "data" in manifest and manifest["data"] is not None:
+        _object(manifest["data"], where, "data")
+    return manifest
+
+
+def _validate_scores(block: Any, where: str, name: str, allowed: Iterable[str]) -> dict:
+    block = _object(block, where, name)
+    n = _require(block, "n", where, name + ".")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise InputError(where, None, f"{name}.n", n, "wrong type", "expected an integer >= 0")
+    for key in allowed:
+        if key in block and not _is_number(block[key]):
+            raise InputError(where, None, f"{name}.{key}", block[key], "wrong type", "expected a finite number")
+    return block
+
+
+def validate_metrics(metrics: Any, where: str) -> dict:
+    metrics = _object(metrics, where, "(top level)")
+    categories = _object(_require(metrics, "categories", where), where, "categories")
+    for category, block in categories.items():
+        _validate_scores(block, where, f"categories.{category}", QUALITY_METRICS)
+    _validate_scores(_require(metrics, "overall", where), where, "overall", QUALITY_METRICS)
+    if metrics.get("hygiene") is not None:
+        _validate_scores(metrics["hygiene"], where, "hygiene", HYGIENE_METRICS)
+    uniqueness = metrics.get("uniqueness")
+    if uniqueness is not None:
+        uniqueness = _object(uniqueness, where, "uniqueness")
+        for half in ("unique", "non_unique"):
+            _validate_scores(_require(uniqueness, half, where, "uniqueness."), where, f"uniqueness.{half}",
+                             QUALITY_METRICS)
+    return metrics
+
+
+def read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(str(path), None, None, exc.object[exc.start : exc.end], "undecodable bytes") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(str(path), exc.lineno, None, text.splitlines()[exc.lineno - 1] if text else "",
+                         "malformed JSON", exc.msg) from None
+
+
+# --------------------------------------------------------------------------------------
+# Per-sample predictions
+
+
+@dataclass
+class Samples:
+    """The per-sample part of ``predictions/test.jsonl`` that tables need."""
+
+    ids: list[str]
+    categories: np.ndarray  # str, one per sample
+    predictions: list[str]
+    references: list[str]
+    scores: dict[str, np.ndarray]  # rouge1 / meteor (/ bertscore): present when every row has it
+    hygiene: dict[str, np.ndarray]  # copy_rate -> copied, ...: present when every row has the field
+
+    @cached_property
+    def bleu_stats(self) -> np.ndarray:
+        return bleu_statistics(self.predictions, self.references)
+
+    def values(self, metric: str) -> np.ndarray | None:
+        """``[n]`` per-sample values (``[n, 10]`` statistics for BLEU) or None when not recorded."""
+        if metric == "bleu":
+            return self.bleu_stats
+        if metric in self.scores:
+            return self.scores[metric]
+        return self.hygiene.get(metric)
+
+
+def read_predictions(path: Path) -> Samples:
+    ids: list[str] = []
+    categories: list[str] = []
+    predictions: list[str] = []
+    references: list[str] = []
+    scores: dict[str, list[float]] = {name: [] for name in PER_SAMPLE_SCORES}
+    hygiene: dict[str, list[float]] = {name: [] for name in HYGIENE_FIELDS}
+    seen: dict[str, int] = {}
+    where = str(path)
+    with open(path, encoding="utf-8", errors="strict") as handle:
+        try:
+            lines = list(enumerate(handle, start=1))
+        except UnicodeDecodeError as exc:
+            raise InputError(where, None, None, exc.object[exc.start : exc.end], "undecodable bytes") from None
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(where, number, None, line.strip(), "malformed JSON", exc.msg) from None
+        if not isinstance(row, dict):
+            raise InputError(where, number, None, row, "wrong type", "expected an object per line")
+        for name in ("sample_id", "category", "prediction", "reference"):
+            if name not in row:
+                raise InputError(where, number, name, None, "missing field")
+            if not isinstance(row[name], str):
+                raise InputError(where, number, name, row[name], "wrong type", "expected a string")
+        sample_id = row["sample_id"]
+        if sample_id in seen:
+            raise InputError(where, number, "sample_id", sample_id, "duplicate sample",
+                             f"first seen on line {seen[sample_id]}")
+        seen[sample_id] = number
+        row_scores = row.get("scores")
+        if not isinstance(row_scores, dict):
+            raise InputError(where, number, "scores", row_scores, "missing field" if "scores" not in row
+                             else "wrong type", "expected per-sample scores {rouge1, meteor[, bertscore]}")
+        for name in PER_SAMPLE_SCORES:
+            if name in row_scores:
+                if not _is_number(row_scores[name]):
+                    raise InputError(where, number, f"scores.{name}", row_scores[name], "wrong type",
+                                     "expected a finite number")
+                scores[name].append(float(row_scores[name]))
+            elif name != "bertscore":
+                raise InputError(where, number, f"scores.{name}", None, "missing field")
+        for metric, name in HYGIENE_FIELDS.items():
+            if name in row and row[name] is not None:
+                if not (_is_number(row[name]) or isinstance(row[name], bool)):
+                    raise InputError(where, number, name, row[name], "wrong type", "expected a number or boolean")
+                hygiene[metric].append(float(row[name]))
+        ids.append(sample_id)
+        categories.append(row["category"])
+        predictions.append(row["prediction"])
+        references.append(row["reference"])
+    n = len(ids)
+    return Samples(
+        ids=ids,
+        categories=np.asarray(categories, dtype=object),
+        predictions=predictions,
+        references=references,
+        scores={k: np.asarray(v) for k, v in scores.items() if len(v) == n and n},
+        hygiene={k: np.asarray(v) for k, v in hygiene.items() if len(v) == n and n},
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Runs and groups
+
+
+@dataclass
+class Run:
+    source: str  # the run directory, or the W&B run path
+    manifest: dict
+    metrics: dict
+    samples: Samples | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def method(self) -> str:
+        return self.manifest["method"]
+
+    @property
+    def ablation(self) -> dict:
+        return self.manifest["ablation"]
+
+    @property
+    def seed(self) -> int | None:
+        return self.manifest.get("seed")
+
+    @property
+    def group_key(self) -> str:
+        configuration = {k: v for k, v in self.manifest.items() if k not in _RUN_IDENTITY}
+        return json.dumps(configuration, sort_keys=True, default=str)
+
+    def score(self, category: str | None, metric: str) -> float | None:
+        """A metric from ``metrics.json`` (``category=None``: overall); None when absent."""
+        if metric in HYGIENE_METRICS:
+            block = self.metrics.get("hygiene") or {}
+        elif category is None:
+            block = self.metrics["overall"]
+        else:
+            block = self.metrics["categories"].get(category) or {}
+        value = block.get(metric)
+        return float(value) if value is not None else None
+
+
+def load_run(folder: Path, predictions: bool = True) -> Run:
+    manifest = validate_manifest(read_json(folder / "manifest.json"), str(folder / "manifest.json"))
+    metrics = validate_metrics(read_json(folder / "metrics.json"), str(folder / "metrics.json"))
+    run = Run(str(folder), manifest, metrics)
+    if predictions:
+        path = folder / PREDICTIONS
+        if path.is_file():
+            run.samples = read_predictions(path)
+        else:
+            run.notes.append(f"{folder}: no {PREDICTIONS}; no intervals or tests for this run")
+    return run
+
+
+def find_run_dirs(roots: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+    """Run directories under the roots (recursively) and notes on incomplete ones."""
+    found: list[Path] = []
+    notes: list[str] = []
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            raise FileNotFoundError(f"runs folder not found: {root}")
+        candidates = [root] if root.is_file() else sorted({p.parent for name in ("manifest.json", "metrics.json")
+                                                           for p in root.rglob(name)})
+        for folder in candidates:
+            has_manifest, has_metrics = (folder / "manifest.json").is_file(), (folder / "metrics.json").is_file()
+            if has_manifest and has_metrics:
+                found.append(folder)
+            elif has_manifest or has_metrics:
+                missing = "metrics.json" if has_manifest else "manifest.json"
+                notes.append(f"{folder}: not a complete run (no {missing}); skipped")
+    unique = sorted(set(found))
+    return unique, notes
+
+
+@dataclass
+class RunGroup:
+    """Runs of one configuration that differ only in seed."""
+
+    runs: list[Run]
+
+    @property
+    def first(self) -> Run:
+        return self.runs[0]
+
+    @property
+    def method(self) -> str:
+        return self.first.method
+
+    @property
+    def ablation(self) -> dict:
+        return self.first.ablation
+
+    @property
+    def manifest(self) -> dict:
+        return self.first.manifest
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [run.seed for run in self.runs]
+
+    @property
+    def sources(self) -> list[str]:
+        return [run.source for run in self.runs]
+
+    def categories(self) -> set[str]:
+        return {c for run in self.runs for c in run.metrics["categories"]}
+
+    def summary(self, category: str | None, metric: str) -> tuple[float, float | None, int] | str:
+        """(mean, sample std over seeds or None for one seed, seeds), or why there is no value."""
+        values = [run.score(category, metric) for run in self.runs]
+        present = [v for v in values if v is not None]
+        if not present:
+            where = "hygiene" if metric in HYGIENE_METRICS else (f"category {category}" if category else "overall")
+            return f"{metric} not in metrics.json ({where}) of {', '.join(self.sources)}"
+        if len(present) < len(values):
+            missing = [run.source for run, v in zip(self.runs, values) if v is None]
+            return f"{metric} missing in some seeds of the group: {', '.join(missing)}"
+        mean = math.fsum(present) / len(present)
+        std = float(np.std(present, ddof=1)) if len(present) > 1 else None
+        return mean, std, len(present)
+
+    def per_sample(self, category: str | None, metric: str) -> tuple[list[str], MetricSamples] | str:
+        """Per-sample values of the group (sample ids, values), or why there are none.
+
+        Seeds are combined per sample id, over the ids every seed has: mean-type values
+        are averaged over seeds; BLEU statistics are summed (the BLEU of all seeds'
+        outputs pooled, which equals the BLEU of seed-averaged statistics up to
+        sacreBLEU's smoothing of unmatched orders).
+        """
+        if any(run.samples is None for run in self.runs):
+            return f"no {PREDICTIONS} in " + ", ".join(run.source for run in self.runs if run.samples is None)
+        per_run = []
+        for run in self.runs:
+            samples = run.samples
+            values = samples.values(metric)
+            if values is None:
+                return f"no per-sample {metric} in {run.source}/{PREDICTIONS}"
+            mask = np.ones(len(samples.ids), bool) if category is None else samples.categories == category
+            per_run.append({sid: values[i] for i, sid in zip(np.flatnonzero(mask), np.asarray(samples.ids,
+                                                                                                object)[mask])})
+        common = sorted(set.intersection(*(set(d) for d in per_run)))
+        if not common:
+            where = f" of category {category}" if category else ""
+            return f"no samples{where} shared by all seeds of the group"
+        stacked = np.stack([np.stack([d[sid] for sid in common]) for d in per_run])
+        combined = stacked.sum(axis=0) if metric == "bleu" else stacked.mean(axis=0)
+        return common, MetricSamples(metric, combined)
+
+
+def group_runs(runs: Iterable[Run]) -> list[RunGroup]:
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.group_key, []).append(run)
+    return [RunGroup(sorted(members, key=lambda r: (r.seed is None, r.seed or 0, r.source)))
+            for members in groups.values()]
+
+
+@dataclass
+class Registry:
+    runs: list[Run]
+    notes: list[str] = field(default_factory=list)
+
+    @cached_property
+    def groups(self) -> list[RunGroup]:
+        groups = group_runs(self.runs)
+        for group in groups:
+            seeds = group.seeds
+            if len(set(seeds)) < len(seeds):
+                self.notes.append(f"runs with the same seed counted separately: {', '.join(group.sources)}")
+        return groups
+
+    def all_notes(self) -> list[str]:
+        _ = self.groups
+        return self.notes + [note for run in self.runs for note in run.notes]
+
+
+def load_registry(roots: Iterable[str | Path], predictions: bool = True) -> Registry:
+    folders, notes = find_run_dirs(roots)
+    return Registry([load_run(folder, predictions) for folder in folders], notes)
