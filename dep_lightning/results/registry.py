@@ -335,8 +335,9 @@ class RunGroup:
         values = [run.score(category, metric) for run in self.runs]
         present = [v for v in values if v is not None]
         if not present:
-            where = "hygiene" if metric in HYGIENE_METRICS else (f"category {category}" if category else "overall")
-            return f"{metric} not in metrics.json ({where}) of {', '.join(self.sources)}"
+            if category is not None and metric not in HYGIENE_METRICS and category not in self.categories():
+                return f"no category {category} in metrics.json of {', '.join(self.sources)}"
+            return f"{metric} not in metrics.json of {', '.join(self.sources)}"
         if len(present) < len(values):
             missing = [run.source for run, v in zip(self.runs, values) if v is None]
             return f"{metric} missing in some seeds of the group: {', '.join(missing)}"
