@@ -23,6 +23,7 @@ from dep_lightning.results.registry import RunGroup
 from dep_lightning.results.tables import METRIC_LABELS, Row, _matches, category_label, show_value
 
 UNIQUENESS_METRICS = ("meteor", "rouge1", "bleu")
+FULL_NAMES = {"rouge1": "ROUGE-1", "meteor": "METEOR", "bleu": "BLEU"}
 
 
 def _pyplot():
@@ -130,7 +131,7 @@ def uniqueness_figure(rows: Sequence[Row], path: Path) -> list[str]:
                 axis.bar(x + offset, [s[0] for s in stats], width=0.4, yerr=[s[1] for s in stats], capsize=3,
                          label=name)
             axis.set_xticks(x, [label for label, _ in data], rotation=30, ha="right", fontsize=8)
-            axis.set_title(METRIC_LABELS[metric])
+            axis.set_title(FULL_NAMES[metric])
             axis.legend(fontsize=8)
     fig.suptitle("Unique vs non-unique users (all test categories)")
     fig.tight_layout()
