@@ -189,8 +189,11 @@ class StagedPromptingModule(PromptingModule):
         """Generated text for each conversation (system + user messages), cached on disk."""
         if not conversations:
             return []
-        texts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
-                 for m in conversations]
+        # Data text (reviews, earlier stage outputs) must not turn into chat control tokens.
+        clean = self._builder(PromptConfig()).clean
+        texts = [self.tokenizer.apply_chat_template([{**m, "content": clean(m["content"])} for m in messages],
+                                                    tokenize=False, add_generation_prompt=True)
+                 for messages in conversations]
         decoding = self._decoding()
         keys = [self.stage_cache.key(t, self.backbone_fingerprint, decoding) for t in texts]
         counts = self.stage_counts.setdefault(stage, Counter())
