@@ -388,16 +388,13 @@ class Registry:
 
     @cached_property
     def groups(self) -> list[RunGroup]:
-        groups = group_runs(self.runs)
-        for group in groups:
-            seeds = group.seeds
-            if len(set(seeds)) < len(seeds):
-                self.notes.append(f"runs with the same seed counted separately: {', '.join(group.sources)}")
-        return groups
+        return group_runs(self.runs)
 
     def all_notes(self) -> list[str]:
-        _ = self.groups
-        return self.notes + [note for run in self.runs for note in run.notes]
+        """Discovery notes, repeated seeds within a group, and per-run notes (missing predictions)."""
+        repeated = [f"runs with the same seed counted separately: {', '.join(group.sources)}"
+                    for group in self.groups if len(set(group.seeds)) < len(group.seeds)]
+        return self.notes + repeated + [note for run in self.runs for note in run.notes]
 
 
 def load_registry(roots: Iterable[str | Path], predictions: bool = True) -> Registry:

@@ -22,6 +22,7 @@ Identical systems give ``d_b = d = 0`` for every resample and therefore ``p = 1`
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -114,15 +115,7 @@ class MetricSamples:
         return MetricSamples(self.metric, self.values[index])
 
 
-def resample_counts(n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
-    """Bootstrap resamples of ``n`` samples as count matrices, in chunks of rows.
-
-    Row b of the concatenated chunks counts how often each sample index was drawn in
-    resample b. The stream depends only on ``(n, n_resamples, seed)``, so two systems
-    resampled with the same arguments are resampled jointly (paired).
-    """
-    if n <= 0:
-        raise ValueError("cannot resample an empty set of samples")
+def _draw_counts(n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
     rng = np.random.default_rng(seed)
     rows = max(1, _CHUNK_CELLS // n)
     for start in range(0, n_resamples, rows):
@@ -130,6 +123,29 @@ def resample_counts(n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]
         index = rng.integers(0, n, size=(b, n))
         flat = (np.arange(b)[:, None] * n + index).ravel()
         yield np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+
+
+@functools.lru_cache(maxsize=8)
+def _single_chunk(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    counts = next(_draw_counts(n, n_resamples, seed))
+    counts.flags.writeable = False
+    return counts
+
+
+def resample_counts(n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Bootstrap resamples of ``n`` samples as count matrices, in chunks of rows.
+
+    Row b of the concatenated chunks counts how often each sample index was drawn in
+    resample b. The stream depends only on ``(n, n_resamples, seed)``, so two systems
+    resampled with the same arguments are resampled jointly (paired). A stream that fits
+    in one chunk is drawn once and reused (read-only) by every cell of that size.
+    """
+    if n <= 0:
+        raise ValueError("cannot resample an empty set of samples")
+    if n * n_resamples <= _CHUNK_CELLS:
+        yield _single_chunk(n, n_resamples, seed)
+    else:
+        yield from _draw_counts(n, n_resamples, seed)
 
 
 def bootstrap_estimates(samples: MetricSamples, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:

@@ -80,6 +80,13 @@ def row_key(values: dict[str, Any]) -> str:
     return ",".join(f"{k}={show_value(values[k])}" for k in sorted(values))
 
 
+def _value_order(value: Any) -> tuple:
+    """Numbers (and booleans) by value, then text, then anything else."""
+    if isinstance(value, (int, float)):
+        return (0, value, "")
+    return (1, 0, value) if isinstance(value, str) else (2, 0, json.dumps(value))
+
+
 def resolve_defaults(groups: Sequence[RunGroup], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per ablation key, the value most common among DEP runs (counted per run, so seeds count)."""
     counts: dict[str, Counter] = {}
@@ -91,9 +98,9 @@ def resolve_defaults(groups: Sequence[RunGroup], overrides: dict[str, Any] | Non
     defaults: dict[str, Any] = {}
     for key, counter in counts.items():
         top = max(counter.values())
-        tied = sorted(v for v, c in counter.items() if c == top)
-        preferred = json.dumps(PAPER_DEFAULTS[key]) if key in PAPER_DEFAULTS else None
-        defaults[key] = json.loads(preferred if preferred in tied else tied[0])
+        tied = sorted((json.loads(v) for v, c in counter.items() if c == top), key=_value_order)
+        preferred = [v for v in tied if key in PAPER_DEFAULTS and json.dumps(v) == json.dumps(PAPER_DEFAULTS[key])]
+        defaults[key] = (preferred or tied)[0]
     for key, value in (overrides or {}).items():
         defaults[key] = value
     return defaults
@@ -361,6 +368,13 @@ def table1(groups, defaults, categories) -> Table:
                   _quality_columns(categories, metrics), rows, notes)
     table.notes.append("each method's run group closest to the ablation defaults ("
                        + ", ".join(f"{k}={show_value(v)}" for k, v in sorted(defaults.items())) + ")")
+    for row in rows:
+        # Trained adapters share DEP's ablation keys: say when their row is not at the defaults.
+        if row.group is not None and row.group.method in ("dep", "no_user"):
+            off = [f"{k}={show_value(row.group.ablation.get(k))}" for k, v in sorted(defaults.items())
+                   if not _matches(row.group.ablation, {k: v})]
+            if off:
+                table.notes.append(f"{row.label}: no run at the defaults; shown with {', '.join(off)}")
     return table
 
 

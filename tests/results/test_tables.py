@@ -166,12 +166,16 @@ def test_reference_and_defaults_options(runs_dir, tmp_path):
     dep = next(row for row in table1.rows if row.key == "dep")
     assert dep.group.ablation["refinement"] == "ae"  # the DEP row follows the defaults
     assert dep.cells[1].mean == pytest.approx(0.29)
+    assert not any(note.startswith("DEP: no run at the defaults") for note in table1.notes)
     table3 = next(t for t in tables if t.name == "table3")
     assert table3.reference.key == "refinement=ae"  # "rag" names no row there: its default reference
     ae, sae = (next(r for r in table3.rows if r.key == key) for key in ("refinement=ae", "refinement=sae"))
     assert ae.cells[0].p_value is None and sae.cells[0].p_value == pytest.approx(1 / 201)
     tables = make_tables([str(runs_dir)], out=None, reference="refinement=ae", intervals=False, echo=lambda line: None)
     assert next(t for t in tables if t.name == "table7").reference.key == "refinement=ae"
+    # Defaults nothing matches exactly: the closest group is shown, and the note says so.
+    tables = make_tables([str(runs_dir)], out=None, defaults="retriever=bm25", intervals=False, echo=lambda line: None)
+    assert "DEP: no run at the defaults; shown with retriever=recency" in tables[0].notes
 
 
 def test_empty_runs_folder_still_writes_every_table(tmp_path):
@@ -227,3 +231,20 @@ def test_cli_rejects_missing_inputs_and_formats(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["tables", "--runs", str(tmp_path / "nowhere")])
     assert exit_info.value.code == 2 and "runs folder not found" in capsys.readouterr().err
+
+
+def test_defaults_are_the_most_common_dep_values_with_paper_tie_breaks(tmp_path):
+    from dep_lightning.results.registry import load_registry
+    from dep_lightning.results.tables import resolve_defaults
+
+    scores = {"Books": quality(0.3, 0.2, 5.0)}
+    for name, ablation in {"a": {"k": 16, "refinement": "ae"}, "b": {"k": 8, "refinement": "sae"},
+                           "c": {"k": 8, "retriever": "bm25"}, "d": {"k": 16, "retriever": "random"}}.items():
+        write_run(tmp_path / name, scores, predictions=None, **ablation)
+    write_run(tmp_path / "rag", scores, method="rag", predictions=None, k=2, refinement=None)  # not DEP: not counted
+    defaults = resolve_defaults(load_registry([tmp_path]).groups)
+    # k: 8 and 16 tie (2 runs each) -> the smaller number, not the smaller string;
+    # refinement: sae 3 vs ae 1; retriever: recency 2, bm25 1, random 1.
+    assert defaults == {"refinement": "sae", "embeddings": "his+diff", "with_text": True, "guidance": True,
+                        "k": 8, "retriever": "recency"}
+    assert resolve_defaults(load_registry([tmp_path]).groups, {"k": 16})["k"] == 16
