@@ -14,23 +14,28 @@ from __future__ import annotations
 import csv
 import io
 
-from dep_lightning.results.tables import EMPTY, METRIC_LABELS, SIGNIFICANCE, Cell, Options, Table, category_label
+from dep_lightning.results.tables import (
+    EMPTY,
+    METRIC_LABELS,
+    SIGNIFICANCE,
+    Cell,
+    Options,
+    Table,
+    category_label,
+    display_number,
+)
 
 DAGGER = "†"
 CSV_FIELDS = ("table", "row", "row_key", "kind", "category", "metric", "mean", "std", "seeds", "ci_low", "ci_high",
               "ci_n", "p_value", "reference", "rank", "empty_reason", "note", "runs")
 
 
-def number(metric: str, value: float) -> str:
-    return f"{value:.2f}" if metric == "mean_longest_copy" else f"{value:.4f}"
-
-
 def value_text(cell: Cell, metric: str, plus_minus: str = " ± ") -> str | None:
     if cell.mean is None:
         return None
-    text = number(metric, cell.mean)
+    text = display_number(metric, cell.mean)
     if cell.std is not None:
-        text += plus_minus + number(metric, cell.std)
+        text += plus_minus + display_number(metric, cell.std)
     return text
 
 

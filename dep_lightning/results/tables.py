@@ -49,6 +49,11 @@ SIGNIFICANCE = 0.05
 EMPTY = "—"
 
 
+def display_number(metric: str, value: float) -> str:
+    """A value as tables show it (two decimals for word counts, four otherwise)."""
+    return f"{value:.2f}" if metric == "mean_longest_copy" else f"{value:.4f}"
+
+
 def category_label(category: str | None) -> str:
     if category is None:
         return "overall"
@@ -310,12 +315,15 @@ class _CellFiller:
 
     @staticmethod
     def _rank(table: Table) -> None:
-        for column in range(len(table.columns)):
+        """Best and second best per column, compared as displayed (equal-looking values share a mark)."""
+        for column, (_, metric) in enumerate(table.columns):
             ranked = [row.cells[column] for row in table.rows if row.kind == "method" and row.cells[column].mean
                       is not None]
-            distinct = sorted({cell.mean for cell in ranked}, reverse=True)
+            shown = {id(cell): float(display_number(metric, cell.mean)) for cell in ranked}
+            distinct = sorted(set(shown.values()), reverse=True)
             for cell in ranked:
-                cell.rank = 1 if cell.mean == distinct[0] else 2 if len(distinct) > 1 and cell.mean == distinct[1] else 0
+                place = distinct.index(shown[id(cell)])
+                cell.rank = place + 1 if place < 2 else 0
 
 
 # --------------------------------------------------------------------------------------
@@ -367,7 +375,8 @@ def table1(groups, defaults, categories) -> Table:
                   "Copy-Recent and Copy-Concat are reference rows (not ranked).",
                   _quality_columns(categories, metrics), rows, notes)
     table.notes.append("each method's run group closest to the ablation defaults ("
-                       + ", ".join(f"{k}={show_value(v)}" for k, v in sorted(defaults.items())) + ")")
+                       + (", ".join(f"{k}={show_value(v)}" for k, v in sorted(defaults.items()))
+                          or "none: no DEP runs") + ")")
     for row in rows:
         # Trained adapters share DEP's ablation keys: say when their row is not at the defaults.
         if row.group is not None and row.group.method in ("dep", "no_user"):

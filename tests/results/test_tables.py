@@ -248,3 +248,14 @@ def test_defaults_are_the_most_common_dep_values_with_paper_tie_breaks(tmp_path)
     assert defaults == {"refinement": "sae", "embeddings": "his+diff", "with_text": True, "guidance": True,
                         "k": 8, "retriever": "recency"}
     assert resolve_defaults(load_registry([tmp_path]).groups, {"k": 16})["k"] == 16
+
+
+def test_values_that_look_equal_share_the_mark(tmp_path):
+    write_run(tmp_path / "dep", {"Books": quality(0.31001, 0.2, 5.0)}, predictions=None)
+    write_run(tmp_path / "rag", {"Books": quality(0.31003, 0.1, 5.0)}, method="rag", predictions=None)
+    write_run(tmp_path / "np", {"Books": quality(0.2, 0.1, 4.0)}, method="non_perso", predictions=None)
+    make_tables([str(tmp_path)], out=tmp_path / "out", formats=("md",), figures=False, echo=lambda line: None)
+    _, rows = markdown_rows(tmp_path / "out" / "table1.md")
+    assert rows["DEP (ref.)"][:3] == ["**0.3100**", "**0.2000**", "**5.0000**"]
+    assert rows["RAG"][:3] == ["**0.3100**", "<u>0.1000</u>", "**5.0000**"]
+    assert rows["Non-Perso"][:3] == ["<u>0.2000</u>", "<u>0.1000</u>", "<u>4.0000</u>"]
