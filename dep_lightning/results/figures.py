@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dep_lightning.results.registry import RunGroup
-from dep_lightning.results.tables import METRIC_LABELS, Row, _matches, category_label, show_value
+from dep_lightning.results.tables import METRIC_LABELS, Row, matches_ablation, category_label, show_value
 
 UNIQUENESS_METRICS = ("meteor", "rouge1", "bleu")
 FULL_NAMES = {"rouge1": "ROUGE-1", "meteor": "METEOR", "bleu": "BLEU"}
@@ -43,7 +43,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def k_sweep_groups(groups: Sequence[RunGroup], defaults: dict[str, Any]) -> list[RunGroup]:
     fixed = {k: v for k, v in defaults.items() if k != "k"}
-    chosen = [g for g in groups if g.method == "dep" and _matches(g.ablation, fixed)]
+    chosen = [g for g in groups if g.method == "dep" and matches_ablation(g.ablation, fixed)]
     return sorted(chosen, key=lambda g: g.ablation["k"])
 
 

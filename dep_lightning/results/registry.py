@@ -135,18 +135,31 @@ def read_json(path: Path) -> Any:
 
 @dataclass
 class Samples:
-    """The per-sample part of ``predictions/test.jsonl`` that tables need."""
+    """The per-sample part of ``predictions/test.jsonl`` that tables need.
 
+    Texts are not kept (a run's outputs and references can be large): BLEU statistics are
+    computed from the file, once, the first time a BLEU cell needs them.
+    """
+
+    path: Path
     ids: list[str]
     categories: np.ndarray  # str, one per sample
-    predictions: list[str]
-    references: list[str]
     scores: dict[str, np.ndarray]  # rouge1 / meteor (/ bertscore): present when every row has it
     hygiene: dict[str, np.ndarray]  # copy_rate -> copied, ...: present when every row has the field
 
     @cached_property
     def bleu_stats(self) -> np.ndarray:
-        return bleu_statistics(self.predictions, self.references)
+        predictions, references = [], []
+        with open(self.path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    row = json.loads(line)  # validated by read_predictions
+                    predictions.append(row["prediction"])
+                    references.append(row["reference"])
+        if len(predictions) != len(self.ids):
+            raise InputError(str(self.path), None, None, len(predictions), "file changed while reading",
+                             f"expected {len(self.ids)} rows")
+        return bleu_statistics(predictions, references)
 
     def values(self, metric: str) -> np.ndarray | None:
         """``[n]`` per-sample values (``[n, 10]`` statistics for BLEU) or None when not recorded."""
@@ -157,21 +170,24 @@ class Samples:
         return self.hygiene.get(metric)
 
 
+def _numbered_lines(path: Path):
+    """(line number, line) streamed; undecodable bytes stop with the file named."""
+    with open(path, encoding="utf-8") as handle:
+        try:
+            yield from enumerate(handle, start=1)
+        except UnicodeDecodeError as exc:
+            # Decoding runs ahead of the line iterator, so the exact line is not known.
+            raise InputError(str(path), None, None, exc.object[exc.start : exc.end], "undecodable bytes") from None
+
+
 def read_predictions(path: Path) -> Samples:
     ids: list[str] = []
     categories: list[str] = []
-    predictions: list[str] = []
-    references: list[str] = []
     scores: dict[str, list[float]] = {name: [] for name in PER_SAMPLE_SCORES}
     hygiene: dict[str, list[float]] = {name: [] for name in HYGIENE_FIELDS}
     seen: dict[str, int] = {}
     where = str(path)
-    with open(path, encoding="utf-8", errors="strict") as handle:
-        try:
-            lines = list(enumerate(handle, start=1))
-        except UnicodeDecodeError as exc:
-            raise InputError(where, None, None, exc.object[exc.start : exc.end], "undecodable bytes") from None
-    for number, line in lines:
+    for number, line in _numbered_lines(path):
         if not line.strip():
             continue
         try:
@@ -209,14 +225,11 @@ def read_predictions(path: Path) -> Samples:
                 hygiene[metric].append(float(row[name]))
         ids.append(sample_id)
         categories.append(row["category"])
-        predictions.append(row["prediction"])
-        references.append(row["reference"])
     n = len(ids)
     return Samples(
+        path=Path(path),
         ids=ids,
         categories=np.asarray(categories, dtype=object),
-        predictions=predictions,
-        references=references,
         scores={k: np.asarray(v) for k, v in scores.items() if len(v) == n and n},
         hygiene={k: np.asarray(v) for k, v in hygiene.items() if len(v) == n and n},
     )
@@ -284,8 +297,12 @@ def find_run_dirs(roots: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
         root = Path(root)
         if not root.exists():
             raise FileNotFoundError(f"runs folder not found: {root}")
-        candidates = [root] if root.is_file() else sorted({p.parent for name in ("manifest.json", "metrics.json")
-                                                           for p in root.rglob(name)})
+        if root.is_file():
+            if root.name not in ("manifest.json", "metrics.json"):
+                raise InputError(str(root), None, None, root.name, "not a run folder",
+                                 "pass folders (searched recursively for manifest.json + metrics.json)")
+            root = root.parent
+        candidates = sorted({p.parent for name in ("manifest.json", "metrics.json") for p in root.rglob(name)})
         for folder in candidates:
             has_manifest, has_metrics = (folder / "manifest.json").is_file(), (folder / "metrics.json").is_file()
             if has_manifest and has_metrics:

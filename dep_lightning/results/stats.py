@@ -72,9 +72,8 @@ def bleu_from_statistics(stats: np.ndarray) -> np.ndarray:
             alive &= total[..., n] != 0
             unmatched = alive & (correct[..., n] == 0)
             smooth = np.where(unmatched, smooth * 2.0, smooth)
-            precision = np.where(
-                alive, np.where(unmatched, 100.0 / (smooth * total[..., n]), 100.0 * correct[..., n] / total[..., n]), 0.0
-            )
+            matched = 100.0 * correct[..., n] / total[..., n]
+            precision = np.where(alive, np.where(unmatched, 100.0 / (smooth * total[..., n]), matched), 0.0)
             log_sum = log_sum + np.where(precision > 0, np.log(np.where(precision > 0, precision, 1.0)), _LOG_ZERO)
         score = bp * np.exp(log_sum / MAX_NGRAM_ORDER)
     return np.where(correct.sum(axis=-1) > 0, score, 0.0)

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from dep_lightning.results.registry import HYGIENE_METRICS, Registry, RunGroup
-from dep_lightning.results.stats import MetricSamples, bootstrap_ci, paired_bootstrap
+from dep_lightning.results.stats import bootstrap_ci, paired_bootstrap
 
 METHODS = ("non_perso", "rag", "pag", "dpl", "pplug", "no_user", "dep")
 REFERENCE_METHODS = ("copy_recent", "copy_concat")
@@ -184,7 +184,7 @@ class Options:
 # Selecting run groups
 
 
-def _matches(ablation: dict, wanted: dict) -> bool:
+def matches_ablation(ablation: dict, wanted: dict) -> bool:
     return all(key in ablation and json.dumps(ablation[key]) == json.dumps(value) for key, value in wanted.items())
 
 
@@ -221,14 +221,15 @@ def method_rows(groups: Sequence[RunGroup], method: str, defaults: dict[str, Any
     """The method's run group(s) closest to the defaults (most ablation keys equal)."""
     own = [g for g in groups if g.method == method]
     if own:
-        score = [sum(_matches(g.ablation, {k: v}) for k, v in defaults.items()) for g in own]
+        score = [sum(matches_ablation(g.ablation, {k: v}) for k, v in defaults.items()) for g in own]
         own = [g for g, s in zip(own, score) if s == max(score)]
     return _rows_for(METHOD_LABELS.get(method, method), method, own, f"no {method} run", kind)
 
 
 def dep_rows(groups: Sequence[RunGroup], label: str, varied: dict[str, Any], defaults: dict[str, Any]) -> list[Row]:
     fixed = {k: v for k, v in defaults.items() if k not in varied}
-    candidates = [g for g in groups if g.method == "dep" and _matches(g.ablation, varied) and _matches(g.ablation, fixed)]
+    candidates = [g for g in groups
+                  if g.method == "dep" and matches_ablation(g.ablation, varied) and matches_ablation(g.ablation, fixed)]
     wanted = row_key(varied)
     return _rows_for(label, wanted, candidates, f"no dep run with {wanted.replace(',', ', ')} and the other "
                                                 f"ablation keys at their defaults")
@@ -381,7 +382,7 @@ def table1(groups, defaults, categories) -> Table:
         # Trained adapters share DEP's ablation keys: say when their row is not at the defaults.
         if row.group is not None and row.group.method in ("dep", "no_user"):
             off = [f"{k}={show_value(row.group.ablation.get(k))}" for k, v in sorted(defaults.items())
-                   if not _matches(row.group.ablation, {k: v})]
+                   if not matches_ablation(row.group.ablation, {k: v})]
             if off:
                 table.notes.append(f"{row.label}: no run at the defaults; shown with {', '.join(off)}")
     return table

@@ -156,3 +156,15 @@ def test_manifest_helper_matches_the_documented_example():
                                "k": 4, "retriever": "recency"}}
     written = manifest()
     assert {k: written[k] for k in documented} == documented
+
+
+def test_undecodable_predictions_and_file_arguments(tmp_path):
+    run = write_run(tmp_path / "run", SCORES)
+    path = run / "predictions" / "test.jsonl"
+    path.write_bytes(path.read_bytes() + b'{"sample_id": "\xff"}\n')
+    with pytest.raises(InputError, match=r"test.jsonl: undecodable bytes, value b'\\xff'"):
+        load_run(run)
+    # A manifest.json given directly stands for its run folder; other files are refused.
+    assert find_run_dirs([run / "manifest.json"])[0] == [run]
+    with pytest.raises(InputError, match="not a run folder"):
+        find_run_dirs([path])
