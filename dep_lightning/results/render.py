@@ -91,7 +91,7 @@ def to_markdown(table: Table, options: Options) -> str:
              "| " + " | ".join(header) + " |",
              "|---|" + "---:|" * (len(table.columns) + 1)]
     for row in table.rows:
-        label = row.label + (" (ref.)" if row is table.reference else "")
+        label = row.label.replace("|", "\\|") + (" (ref.)" if row is table.reference else "")
         cells = [markdown_cell(cell, metric) for cell, (_, metric) in zip(row.cells, table.columns)]
         lines.append("| " + " | ".join([label, *cells, _seeds_text(row, EMPTY)]) + " |")
     notes = list(table.notes)
