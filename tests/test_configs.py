@@ -12,10 +12,11 @@ PREPARE = [p for p in CONFIGS if p.parent.name == "prepare"]
 FIT = [p for p in CONFIGS if p.parent == ROOT / "configs"]
 EXPERIMENTS = [p for p in CONFIGS if p.parent.name == "experiment"]
 BASELINES = [p for p in CONFIGS if p.parent.name == "baselines"]
+LOGGERS = [p for p in CONFIGS if p.parent.name == "logger"]
 
 
 def test_every_config_has_a_parser():
-    unclaimed = [p for p in CONFIGS if p not in PREPARE + FIT + EXPERIMENTS + BASELINES]
+    unclaimed = [p for p in CONFIGS if p not in PREPARE + FIT + EXPERIMENTS + BASELINES + LOGGERS]
     assert not unclaimed, f"configs without a parsing test: {unclaimed}"
 
 
@@ -74,3 +75,15 @@ def test_baseline_configs_select_their_method(path, tmp_path):
     if "max_epochs" in wanted.get("trainer", {}):
         assert cli.trainer.max_epochs == wanted["trainer"]["max_epochs"]
     assert cli.model.method_info()["method"] == wanted["model"]["init_args"].get("method", cli.model.method)
+
+
+@pytest.mark.parametrize("path", LOGGERS, ids=lambda p: p.name)
+def test_logger_configs_keep_the_run_directory_first_and_wandb_offline(path, monkeypatch):
+    from dep_lightning.sweeps.runner import parse_point
+
+    monkeypatch.delenv("DEP_WANDB_OFFLINE", raising=False)
+    config = parse_point(["fit", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--config", str(path)])
+    loggers = config.trainer.logger
+    assert loggers[0].class_path.endswith("CSVLogger"), "the first logger decides the run directory"
+    wandb = [lg for lg in loggers if lg.class_path.endswith("WandbLogger")]
+    assert wandb and all(lg.init_args.offline is True for lg in wandb)

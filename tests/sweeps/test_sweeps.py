@@ -195,7 +195,7 @@ def test_a_worker_killed_mid_trial_fails_that_trial_and_a_rerun_completes_the_gr
     command = [sys.executable, "-m", "dep_lightning", "sweep", "--spec", str(path), "--storage", storage,
                "--root", str(root), "--heartbeat", "1"]
     worker = subprocess.Popen(command, cwd=ROOT, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:  # kill it while its second trial runs
@@ -207,7 +207,7 @@ def test_a_worker_killed_mid_trial_fails_that_trial_and_a_rerun_completes_the_gr
                 break
             time.sleep(0.5)
         else:
-            pytest.fail("the worker never reached its second trial")
+            pytest.fail("the worker never reached its second trial:\n" + (tmp_path / "worker.log").read_text()[-3000:])
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
