@@ -11,12 +11,13 @@ CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 PREPARE = [p for p in CONFIGS if p.parent.name == "prepare"]
 FIT = [p for p in CONFIGS if p.parent == ROOT / "configs"]
 EXPERIMENTS = [p for p in CONFIGS if p.parent.name == "experiment"]
+TRAINER = [p for p in CONFIGS if p.parent.name == "trainer"]
 BASELINES = [p for p in CONFIGS if p.parent.name == "baselines"]
 LOGGERS = [p for p in CONFIGS if p.parent.name == "logger"]
 
 
 def test_every_config_has_a_parser():
-    unclaimed = [p for p in CONFIGS if p not in PREPARE + FIT + EXPERIMENTS + BASELINES + LOGGERS]
+    unclaimed = [p for p in CONFIGS if p not in PREPARE + FIT + EXPERIMENTS + BASELINES + LOGGERS + TRAINER]
     assert not unclaimed, f"configs without a parsing test: {unclaimed}"
 
 
@@ -75,6 +76,46 @@ def test_baseline_configs_select_their_method(path, tmp_path):
     if "max_epochs" in wanted.get("trainer", {}):
         assert cli.trainer.max_epochs == wanted["trainer"]["max_epochs"]
     assert cli.model.method_info()["method"] == wanted["model"]["init_args"].get("method", cli.model.method)
+
+
+def parse_only(configs: list[Path]):
+    """The resolved config of ``fit --config ...`` without instantiating anything."""
+    from jsonargparse import capture_parser
+
+    from dep_lightning.training import DEPLightningCLI
+
+    parser = capture_parser(lambda: DEPLightningCLI(args=[], run=False))
+    return parser.parse_args([a for p in configs for a in ("--config", str(p))])
+
+
+def test_the_strategy_configs_are_shipped():
+    assert {p.name for p in TRAINER} >= {"single_device.yaml", "ddp.yaml", "deepspeed_zero1.yaml"}
+
+
+@pytest.mark.parametrize("path", TRAINER, ids=lambda p: p.name)
+def test_trainer_configs_layer_on_the_quickstart(path, tmp_path):
+    import torch
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, SingleDeviceStrategy
+    from lightning.pytorch.strategies.deepspeed import _DEEPSPEED_AVAILABLE
+
+    layered = [ROOT / "configs" / "quickstart.yaml", path]
+    config = parse_only(layered)  # every key checked against the Trainer's and the strategy's signatures
+    strategy = config.trainer.strategy
+    if path.name == "deepspeed_zero1.yaml":
+        assert strategy.class_path.endswith("DeepSpeedStrategy")
+        assert strategy.init_args.stage == 1 and strategy.init_args.exclude_frozen_parameters is True
+        assert config.trainer.precision == "bf16-mixed" and config.trainer.use_distributed_sampler is False
+        if not (_DEEPSPEED_AVAILABLE and torch.cuda.is_available()):
+            return  # DeepSpeed needs CUDA (scripts/gpu_check.sh runs it on a GPU machine)
+    trainer = instantiate(layered, tmp_path).trainer
+    expected = {"single_device.yaml": SingleDeviceStrategy, "ddp.yaml": DDPStrategy,
+                "deepspeed_zero1.yaml": DeepSpeedStrategy}.get(path.name)
+    if expected is not None:
+        assert isinstance(trainer.strategy, expected)
+    if path.name == "ddp.yaml":
+        assert trainer.world_size == 2 and config.trainer.use_distributed_sampler is False
+        # gloo on CPU, nccl on CUDA: chosen from the device when left null.
+        assert trainer.strategy._get_process_group_backend() == ("nccl" if torch.cuda.is_available() else "gloo")
 
 
 @pytest.mark.parametrize("path", LOGGERS, ids=lambda p: p.name)

@@ -11,7 +11,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 
 IGNORE_INDEX = -100
 
@@ -104,38 +104,107 @@ class Collator:
 class LengthBucketSampler(Sampler[list[int]]):
     """Batches of similar length (little padding), in a seeded random order per epoch.
 
-    Indices are shuffled, cut into pools of ``pool`` batches, sorted by length inside each
-    pool and cut into batches; the batch order is shuffled again. ``set_epoch`` changes
-    the order reproducibly.
+    Indices are shuffled, cut into pools of ``pool`` global batches, sorted by length
+    inside each pool and cut into global batches of ``batch_size * num_replicas``; the
+    order of the global batches is shuffled again. ``set_epoch`` changes the order
+    reproducibly.
+
+    Several processes (DDP, DeepSpeed): every process builds the same global batches from
+    the same seed and takes its own contiguous slice of ``batch_size`` samples of each, so
+    one optimizer step sees the same samples as one process with ``batch_size *
+    num_replicas``, the processes of a step hold similar lengths (none waits long for a
+    slower one at the gradient all-reduce), and every process yields the same number of
+    batches. Without ``drop_last`` a short last global batch is split as evenly as it
+    goes; only when it has fewer samples than processes are the missing ones filled with
+    the epoch's first samples (the one case where a sample is seen twice).
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool = True, seed: int = 0,
-                 pool: int = 50, drop_last: bool = False):
+                 pool: int = 50, drop_last: bool = False, num_replicas: int = 1, rank: int = 0):
+        if isinstance(lengths, Sampler):
+            # Lightning re-instantiates batch samplers with its DistributedSampler as first argument.
+            raise TypeError("LengthBucketSampler shards itself across processes (num_replicas, rank) and takes "
+                            "lengths, not a sampler: set trainer.use_distributed_sampler: false "
+                            "(configs/trainer/ddp.yaml does)")
+        if batch_size < 1 or pool < 1:
+            raise ValueError(f"batch_size and pool must be >= 1, got {batch_size} and {pool}")
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"need num_replicas >= 1 and 0 <= rank < num_replicas, got {num_replicas} and {rank}")
         self.lengths = np.asarray(lengths)
         self.batch_size, self.shuffle, self.seed, self.pool, self.drop_last = batch_size, shuffle, seed, pool, drop_last
+        self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _batches(self) -> list[list[int]]:
+    def global_batches(self) -> list[list[int]]:
+        """This epoch's batches over all processes, each ``batch_size * num_replicas`` long (bar the last)."""
         rng = np.random.default_rng(self.seed + self.epoch)
         order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
-        span = self.batch_size * self.pool
+        size = self.batch_size * self.num_replicas
+        span = size * self.pool
         batches = []
         for start in range(0, len(order), span):
             chunk = order[start:start + span]
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            batches += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches += [chunk[i:i + size].tolist() for i in range(0, len(chunk), size)]
+        if self.drop_last and batches and len(batches[-1]) < size:
             batches.pop()
+        if batches and len(batches[-1]) < self.num_replicas:  # too short to give every process a sample
+            batches[-1] = batches[-1] + order[: self.num_replicas - len(batches[-1])].tolist()
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
+
+    def _slice(self, batch: list[int]) -> list[int]:
+        if len(batch) == self.batch_size * self.num_replicas:
+            return batch[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+        return np.array_split(np.asarray(batch), self.num_replicas)[self.rank].tolist()  # a short last batch
+
+    def _batches(self) -> list[list[int]]:
+        return [self._slice(batch) for batch in self.global_batches()]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self._batches())
 
     def __len__(self) -> int:
-        full, rest = divmod(len(self.lengths), self.batch_size)
+        full, rest = divmod(len(self.lengths), self.batch_size * self.num_replicas)
         return full + (1 if rest and not self.drop_last else 0)
+
+
+class EvalShardSampler(DistributedSampler):
+    """Evaluation order for one of several processes: whole batches, dealt out in turn.
+
+    The sequence ``0..n-1`` is cut into batches of ``batch_size`` exactly as one process
+    would; process ``rank`` takes batches ``rank, rank + num_replicas, …``. A
+    ``DataLoader(batch_size=batch_size, shuffle=False)`` over these indices rebuilds
+    exactly those batches, so every batch, and whatever is seeded per batch (generation),
+    is the same as on one process. ``pad=False`` (test, predict): each sample once, the
+    processes may get different numbers of batches. ``pad=True`` (validation, whose
+    steps synchronise a logged loss): the processes with fewer batches repeat their
+    first ones, so all run the same number of steps.
+
+    A ``DistributedSampler`` subclass, so Lightning keeps it instead of injecting its own.
+    """
+
+    def __init__(self, n: int, batch_size: int, num_replicas: int, rank: int, pad: bool):
+        if batch_size < 1 or num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"need batch_size >= 1, num_replicas >= 1, 0 <= rank < num_replicas; "
+                             f"got {batch_size}, {num_replicas}, {rank}")
+        super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=False)
+        starts = list(range(0, n, batch_size))
+        mine = starts[rank::num_replicas]
+        if pad:
+            # Only processes without the (possibly short) last batch fall short, so repeats
+            # never follow a short batch and the DataLoader's cuts stay on batch boundaries.
+            per_rank = -(-len(starts) // num_replicas)
+            mine = ((mine or starts[:1]) * per_rank)[:per_rank]
+        self.indices = [i for start in mine for i in range(start, min(start + batch_size, n))]
+        self.num_samples = len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return self.num_samples

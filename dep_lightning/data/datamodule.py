@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
-from dep_lightning.data.batching import Collator, LengthBucketSampler
+from dep_lightning.data.batching import Collator, EvalShardSampler, LengthBucketSampler
 from dep_lightning.data.context import ContextBuilder, user_inputs, user_texts
 from dep_lightning.data.errors import ErrorLog
 from dep_lightning.data.features import FeatureBuilder, peer_corpus
@@ -206,16 +206,37 @@ class DEPDataModule(L.LightningDataModule):
                 examples[-1].update(user_inputs(sample, self.cache.lookup, self.embedding_dim))
         return examples
 
+    def _replicas(self) -> tuple[int, int]:
+        """(number of processes, this process's rank) of the attached trainer; (1, 0) without one."""
+        trainer = self.trainer
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
     def _loader(self, split: Split, generation: bool) -> DataLoader:
+        """Every loader shards itself across processes (see ``data/batching.py``), so several
+        processes need ``trainer.use_distributed_sampler: false`` (configs/trainer/ddp.yaml)."""
         examples = self.examples.get(split) or self.build_examples(split)
         self.examples[split] = examples
         collate = Collator(self.tokenizer.pad_token_id, self.embedding_dim, generation=generation)
+        world, rank = self._replicas()
         if split == "train":
             if self.bucket_by_length:
                 sampler = LengthBucketSampler([len(e["input_ids"]) for e in examples], self.batch_size,
-                                              shuffle=True, seed=self.seed)
-                return DataLoader(examples, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
+                                              shuffle=True, seed=self.seed, num_replicas=world, rank=rank)
+                # Resumable: a run killed mid-epoch continues at the next batch (data/resumable.py).
+                return ResumableDataLoader(examples, batch_sampler=sampler, collate_fn=collate,
+                                           num_workers=self.num_workers)
+            if world > 1:
+                shard = DistributedSampler(examples, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+                return DataLoader(examples, batch_size=self.batch_size, sampler=shard, collate_fn=collate,
+                                  num_workers=self.num_workers)
             return DataLoader(examples, batch_size=self.batch_size, shuffle=True, collate_fn=collate,
+                              num_workers=self.num_workers)
+        if world > 1:
+            # Validation steps log a synchronised loss, so every process must run as many steps.
+            shard = EvalShardSampler(len(examples), self.eval_batch_size, world, rank, pad=split == "val")
+            return DataLoader(examples, batch_size=self.eval_batch_size, sampler=shard, collate_fn=collate,
                               num_workers=self.num_workers)
         return DataLoader(examples, batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate,
                           num_workers=self.num_workers)
