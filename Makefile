@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 WORDNET := $(VENV)/nltk_data/corpora/wordnet/lexnames
 
-.PHONY: setup test test-fast demo clean
+.PHONY: setup test test-fast demo ablation clean
 
 setup: $(STAMP) $(WORDNET)
 
@@ -37,6 +37,17 @@ test-fast: setup
 demo: setup
 	$(BIN)/dep-lightning prepare --config configs/prepare/embedded.yaml
 	$(BIN)/dep-lightning fit --config configs/quickstart.yaml
+
+# The paper's ablation grid on the embedded default (CPU, one seed), then every table and
+# figure. Each point is an ordinary run under runs/ablation/<sweep>/<point>; a rerun skips
+# finished points and configurations already run by another sweep. Tables are regenerated
+# even when a point failed (its cells stay empty); the exit status reports the failure.
+SWEEP_FILES := sweeps/table2_embeddings.yaml sweeps/table3_refinement.yaml sweeps/k_sweep.yaml \
+	sweeps/retrieval.yaml sweeps/guidance.yaml sweeps/baselines.yaml
+
+ablation: setup
+	$(BIN)/dep-lightning grid $(SWEEP_FILES) --root runs/ablation; status=$$?; \
+	$(BIN)/dep-lightning tables --runs runs/ablation --out tables; exit $$(( status || $$? ))
 
 clean:
 	rm -rf $(VENV) data/embedded
