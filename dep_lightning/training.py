@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from dep_lightning.data.datamodule import DEPDataModule
+from dep_lightning.safety import redact, require_weights_only, secret_values
+
+
+class RedactingSaveConfigCallback(SaveConfigCallback):
+    """Saves the run's ``config.yaml`` with secrets replaced by ``<redacted>`` (``safety.py``)."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.config = redact(self.config, secret_values())
+        super().setup(trainer, pl_module, stage)
 
 
 class DEPLightningCLI(LightningCLI):
@@ -23,6 +32,7 @@ class DEPLightningCLI(LightningCLI):
             subclass_mode_model=True, subclass_mode_data=True,
             parser_kwargs={"parser_mode": "omegaconf"},
             save_config_kwargs={"overwrite": True},
+            save_config_callback=kwargs.pop("save_config_callback", RedactingSaveConfigCallback),
             **kwargs,
         )
 
@@ -43,10 +53,16 @@ class DEPLightningCLI(LightningCLI):
             return
         place_run(config, config["run_dir"])
 
+    # Checkpoints are read with weights_only=True: tensors and plain values, never pickled objects.
+    def before_fit(self) -> None:
+        require_weights_only(self.config_init[self.subcommand])
+
+    before_validate = before_test = before_predict = before_fit
+
     def after_fit(self) -> None:
         if self.config.get(self.subcommand, {}).get("test_after_fit"):
             ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, weights_only=True)
 
 
 def run_seed(seed_everything) -> int:

@@ -18,6 +18,15 @@ from dep_lightning.data.readers.dpl import load_dpl
 from dep_lightning.data.schema import PAPER_CATEGORIES, SPLITS, PreparedData
 
 
+def checked_category(name: str) -> str:
+    """A category name, which becomes a folder and file name (``DPL-main/<category>/``,
+    ``predictions/test-<category>.jsonl``): one plain path component, nothing else."""
+    if (not isinstance(name, str) or not name.strip() or name in (".", "..") or "\0" in name
+            or any(sep in name for sep in ("/", "\\"))):
+        raise ValueError(f"category {name!r} cannot be used as a file name (no path separators, '.', '..' or NUL)")
+    return name
+
+
 class ReviewSource(ABC):
     """Something that yields a DPL-format dataset."""
 
@@ -41,7 +50,8 @@ class DPLSource(ReviewSource):
 
     def __init__(self, main: str, meta: str | None = None, categories: list[str] = list(PAPER_CATEGORIES),
                  splits: list[str] = list(SPLITS)):
-        self.main, self.meta, self.categories, self.splits = main, meta, list(categories), list(splits)
+        self.main, self.meta, self.splits = main, meta, list(splits)
+        self.categories = [checked_category(c) for c in categories]
 
     def load(self, errors: ErrorLog, report: PreprocessReport) -> PreparedData:
         meta = Path(self.meta) if self.meta else None
@@ -69,7 +79,7 @@ class Amazon2023Source(ReviewSource):
 
     def __init__(self, root: str, categories: list[str] = list(PAPER_CATEGORIES),
                  thresholds: Thresholds = Thresholds()):
-        self.root, self.categories, self.thresholds = root, list(categories), thresholds
+        self.root, self.categories, self.thresholds = root, [checked_category(c) for c in categories], thresholds
 
     def load(self, errors: ErrorLog, report: PreprocessReport) -> PreparedData:
         reviews, items = [], {}
@@ -101,7 +111,7 @@ class FiveCoreSource(ReviewSource):
         if category is None:
             match = re.match(r"(?:reviews_)?(.+?)(?:_5)?\.json", Path(reviews).name)
             category = match.group(1) if match else Path(reviews).name.split(".")[0]
-        self.category = category
+        self.category = checked_category(category)
 
     def load(self, errors: ErrorLog, report: PreprocessReport) -> PreparedData:
         items = read_items(self.meta, "5core", self.category, errors) if self.meta else None

@@ -117,8 +117,10 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
     ``quantization_config``. Saved in float32 so that fp32 users get the GGUF values exactly
     and bf16 is one rounding away.
     """
-    tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name))
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                                  local_files_only=True))
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                  local_files_only=True)
     config = copy.deepcopy(loaded.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
