@@ -224,9 +224,7 @@ class DEPDataModule(L.LightningDataModule):
             if self.bucket_by_length:
                 sampler = LengthBucketSampler([len(e["input_ids"]) for e in examples], self.batch_size,
                                               shuffle=True, seed=self.seed, num_replicas=world, rank=rank)
-                # Resumable: a run killed mid-epoch continues at the next batch (data/resumable.py).
-                return ResumableDataLoader(examples, batch_sampler=sampler, collate_fn=collate,
-                                           num_workers=self.num_workers)
+                return DataLoader(examples, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
             if world > 1:
                 shard = DistributedSampler(examples, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
                 return DataLoader(examples, batch_size=self.batch_size, sampler=shard, collate_fn=collate,
