@@ -105,6 +105,10 @@ class DEPModule(GenerativeModule):
         kinds, has_peers = slots["kinds"], slots["has_peers"]
         z, e_hat = self.refiner(e)
         his, diff = kinds == HIS, kinds == DIFF
+        if not bool((his | diff).all()):
+            raise ValueError(f"{type(self).__name__} fills his and diff slots only; the prompt has slot kinds "
+                             f"{sorted(set(kinds.tolist()) - {HIS, DIFF})} (set data.init_args.prompt.embeddings "
+                             f"to his, diff, his+diff or none)")
         prompts = e.new_zeros((e.shape[0], self.backbone.config.hidden_size))
         prompts = prompts.index_put((his.nonzero(as_tuple=True)[0],), self.proj_his(z[his]).float())
         prompts = prompts.index_put((diff.nonzero(as_tuple=True)[0],), self.proj_diff(z[diff]).float())
