@@ -143,6 +143,12 @@ class EmbeddingCache:
                 raise self._fail(path, f"manifest {name} is {manifest.get(name)!r}, expected {value!r}")
         if not isinstance(manifest.get("dim"), int) or manifest["dim"] < 1:
             raise self._fail(path, f"manifest dim is {manifest.get('dim')!r}")
+        try:
+            counted = sum(int(entry["rows"]) for entry in manifest["shards"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise self._fail(path, f"malformed shard entry ({exc!r})") from exc
+        if manifest.get("rows") != counted:
+            raise self._fail(path, f"manifest counts {manifest.get('rows')!r} rows but its shards list {counted}")
         return manifest
 
     def _open_array(self, path: Path, shape: tuple[int, int], dtype: str) -> np.ndarray:
@@ -150,7 +156,7 @@ class EmbeddingCache:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except FileNotFoundError as exc:
             raise self._fail(path, "shard file listed in the manifest is missing") from exc
-        except (OSError, ValueError) as exc:  # truncated header or data
+        except (OSError, ValueError, EOFError) as exc:  # truncated header or data; EOFError: an empty file
             raise self._fail(path, f"shard file is truncated or not a .npy array ({exc})") from exc
         if array.shape != shape or array.dtype != np.dtype(dtype):
             raise self._fail(path, f"holds {array.dtype}{list(array.shape)}, manifest says {dtype}{list(shape)}")
