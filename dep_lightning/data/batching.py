@@ -138,6 +138,16 @@ class LengthBucketSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    # Resuming mid-epoch (data/resumable.py): what fixes the order, and where iteration starts.
+    _start = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed, "epoch": self.epoch, "batches": len(self)}
+
+    def start_at(self, batch: int) -> None:
+        """Make the next iteration begin at ``batch`` of the epoch's batches."""
+        self._start = batch
+
     def global_batches(self) -> list[list[int]]:
         """This epoch's batches over all processes, each ``batch_size * num_replicas`` long (bar the last)."""
         rng = np.random.default_rng(self.seed + self.epoch)
@@ -166,7 +176,8 @@ class LengthBucketSampler(Sampler[list[int]]):
         return [self._slice(batch) for batch in self.global_batches()]
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches())
+        start, self._start = self._start, 0
+        return iter(self._batches()[start:])
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.lengths), self.batch_size * self.num_replicas)

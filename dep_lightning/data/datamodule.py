@@ -19,6 +19,7 @@ from dep_lightning.data.errors import ErrorLog
 from dep_lightning.data.features import FeatureBuilder, peer_corpus
 from dep_lightning.data.preprocess import PreprocessReport
 from dep_lightning.data.prompt import DIFF, HIS, PromptBuilder, PromptConfig
+from dep_lightning.data.resumable import ResumableDataLoader
 from dep_lightning.data.retrieval import EmbeddingRetriever, RecencyRetriever, Retriever
 from dep_lightning.data.samples import build_samples
 from dep_lightning.data.schema import PreparedData, Sample
@@ -224,7 +225,14 @@ class DEPDataModule(L.LightningDataModule):
             if self.bucket_by_length:
                 sampler = LengthBucketSampler([len(e["input_ids"]) for e in examples], self.batch_size,
                                               shuffle=True, seed=self.seed, num_replicas=world, rank=rank)
-                return DataLoader(examples, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
+                # Resumable: a run killed mid-epoch continues at the next batch (data/resumable.py).
+                loader = ResumableDataLoader(examples, batch_sampler=sampler, collate_fn=collate,
+                                             num_workers=self.num_workers)
+                if self._train_resume is not None:
+                    loader.load_state_dict(self._train_resume)
+                    self._train_resume = None
+                self._train_loader = loader
+                return loader
             if world > 1:
                 shard = DistributedSampler(examples, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
                 return DataLoader(examples, batch_size=self.batch_size, sampler=shard, collate_fn=collate,
@@ -238,6 +246,23 @@ class DEPDataModule(L.LightningDataModule):
                               num_workers=self.num_workers)
         return DataLoader(examples, batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate,
                           num_workers=self.num_workers)
+
+    # -- resuming mid-epoch (data/resumable.py) ------------------------------------------------
+    # The training loader's position is also kept here: Lightning restores a DataModule's
+    # state before it builds the loaders, whereas its own loader-state restore is skipped when
+    # the loader was built early (``trainer.estimated_stepping_batches`` in configure_optimizers).
+    _train_loader: ResumableDataLoader | None = None
+    _train_resume: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        resume = state.get("train_loader")
+        if resume is not None and self._train_loader is not None:  # built already (e.g. DeepSpeed order)
+            self._train_loader.load_state_dict(resume)
+        else:
+            self._train_resume = resume
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", generation=False)
