@@ -60,7 +60,8 @@ trainer:
     halves = metrics["uniqueness"]
     assert halves["unique"]["n"] + halves["non_unique"]["n"] == 4
 
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert "[train] epoch 0 batch 4/4 (100%)" in printed and "[test] batch 1/1 (100%)" in printed
     main(["evaluate", str(run / "predictions" / "test.jsonl"), "--out", str(tmp_path / "scores.json")])
     rescored = json.loads((tmp_path / "scores.json").read_text())
     assert rescored["overall"] == metrics["overall"]

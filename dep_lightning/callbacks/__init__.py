@@ -1,4 +1,5 @@
 from dep_lightning.callbacks.evaluation import GenerationEvaluator, TestMetricsWriter
 from dep_lightning.callbacks.predictions import PredictionWriter
+from dep_lightning.callbacks.progress import LogProgress
 
-__all__ = ["GenerationEvaluator", "PredictionWriter", "TestMetricsWriter"]
+__all__ = ["GenerationEvaluator", "LogProgress", "PredictionWriter", "TestMetricsWriter"]
