@@ -54,15 +54,44 @@ class DEPLightningCLI(LightningCLI):
         place_run(config, config["run_dir"])
 
     # Checkpoints are read with weights_only=True: tensors and plain values, never pickled objects.
-    def before_fit(self) -> None:
+    def before_validate(self) -> None:
         require_weights_only(self.config_init[self.subcommand])
 
-    before_validate = before_test = before_predict = before_fit
+    before_test = before_predict = before_validate
+
+    def before_fit(self) -> None:
+        self.before_validate()
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") == "last":
+            found = last_checkpoint(self.trainer)
+            if found is not None:
+                print(f"resuming from {found}", flush=True)
+                config["ckpt_path"] = str(found)
 
     def after_fit(self) -> None:
         if self.config.get(self.subcommand, {}).get("test_after_fit"):
             ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, weights_only=True)
+
+
+def last_checkpoint(trainer) -> "Path | None":
+    """The newest ``last*.ckpt`` of this run's configuration, for ``fit --ckpt_path last``.
+
+    Lightning looks for ``last`` only in the new run's own checkpoint folder; with a logger
+    that starts a new ``version_N`` per run (the shipped configs) that folder is empty, and
+    Lightning would start from scratch. This also searches every ``version_*/checkpoints/``
+    under the logger's root and any fixed ``ModelCheckpoint(dirpath=...)``.
+    """
+    from pathlib import Path
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    folders = [Path(cb.dirpath) for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+    root = getattr(trainer.logger, "root_dir", None) if trainer.logger is not None else None
+    if root:
+        folders += sorted(Path(root).glob("version_*/checkpoints"))
+    found = [p for folder in folders if folder.is_dir() for p in folder.glob("last*.ckpt") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
 def run_seed(seed_everything) -> int:

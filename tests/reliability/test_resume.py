@@ -187,3 +187,22 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     assert initial.keys() == final_whole.keys() and not same(initial, final_whole)
     assert not same(at_kill, final_whole)
     assert not same(weights(newest_last(control_root)), final_whole)
+
+
+def test_ckpt_path_last_finds_the_previous_version_of_the_run(tmp_path):
+    """The shipped configs start a new logger version per run; `last` must look in the earlier ones."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from dep_lightning.training import last_checkpoint
+
+    trainer = L.Trainer(logger=CSVLogger(tmp_path / "runs", name="quickstart"), callbacks=[ModelCheckpoint()],
+                        enable_progress_bar=False, enable_model_summary=False)
+    assert last_checkpoint(trainer) is None  # nothing yet: Lightning then starts from scratch
+    for version, age in (("version_0", 100), ("version_1", 10), ("version_2", 50)):
+        path = tmp_path / "runs" / "quickstart" / version / "checkpoints" / "last.ckpt"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+        os.utime(path, (time.time() - age, time.time() - age))
+    assert last_checkpoint(trainer) == tmp_path / "runs" / "quickstart" / "version_1" / "checkpoints" / "last.ckpt"
