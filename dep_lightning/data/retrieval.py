@@ -89,7 +89,6 @@ class BM25Retriever(Retriever):
         return f"{review.title} {review.text}"
 
     def _choose(self, sample: Sample, k: int) -> list[int]:
-        n = len(sample.history)
         query = tokenize(self.query_text(sample))
         corpus = [tokenize(self.document_text(r)) for r in sample.history]
         # rank_bm25 divides by the average document length and by the vocabulary size,

@@ -17,6 +17,7 @@ filter them.
 from __future__ import annotations
 
 import hashlib
+import math
 import inspect
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -75,6 +76,21 @@ def prediction_rows(batch: dict[str, Any], outputs: list[Generated]) -> list[dic
         row.update(prediction=out.text, generated_tokens=out.tokens, hit_limit=out.hit_limit)
         rows.append(row)
     return rows
+
+
+def adamw_with_warmup(module, parameters, lr: float, weight_decay: float, warmup_ratio: float):
+    """AdamW with linear warm-up over ``warmup_ratio`` of the steps, then linear decay to 0."""
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    total = max(1, int(module.trainer.estimated_stepping_batches))
+    warmup = int(math.ceil(warmup_ratio * total))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class MethodMixin:

@@ -17,13 +17,12 @@ the frozen backbone afresh from its name and fills in the adapters.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import torch
 
 from dep_lightning.data.prompt import DIFF, HIS
-from dep_lightning.models.base import TINY, GenerationConfig, GenerativeModule  # noqa: F401 (re-exported)
+from dep_lightning.models.base import TINY, GenerationConfig, GenerativeModule, adamw_with_warmup  # noqa: F401 (TINY, GenerationConfig re-exported)
 from dep_lightning.models.components import (Autoencoder, IdentityRefiner, Projector, SparseAutoencoder,
                                              splice_soft_prompts)
 
@@ -174,17 +173,7 @@ class DEPModule(GenerativeModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=h.lr, weight_decay=h.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(math.ceil(h.warmup_ratio * total))
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_warmup(self, self.trainable_parameters(), h.lr, h.weight_decay, h.warmup_ratio)
 
 
 class NoUserControl(DEPModule):

@@ -21,14 +21,13 @@ slot in each prompt and attach the whole-history and target-item vectors.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
 from dep_lightning.data.prompt import INSTRUCTION, USER
-from dep_lightning.models.base import GenerationConfig, GenerativeModule
+from dep_lightning.models.base import GenerationConfig, GenerativeModule, adamw_with_warmup
 from dep_lightning.models.components import Projector, splice_soft_prompts
 
 
@@ -65,21 +64,6 @@ class InputAwareAttention(nn.Module):
         """The user embeddings (B, d) and the attention weights (B, N)."""
         w = self.weights(query, history, mask)
         return torch.einsum("bn,bnd->bd", w, history), w
-
-
-def adamw_with_warmup(module, parameters, lr: float, weight_decay: float, warmup_ratio: float):
-    """AdamW with linear warm-up over ``warmup_ratio`` of the steps, then linear decay to 0."""
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    total = max(1, int(module.trainer.estimated_stepping_batches))
-    warmup = int(math.ceil(warmup_ratio * total))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class PPlugModule(GenerativeModule):
