@@ -31,3 +31,28 @@ def small_datamodule(cache_dir, source: ReviewSource | None = None, **overrides)
                     eval_batch_size=4, tokenizer="tiny")
     settings.update(overrides)
     return DEPDataModule(**settings)
+
+
+def tiny_override(path, cache_dir, limits: tuple[int, int, int] = (4, 2, 4), max_new_tokens: int = 8,
+                  save_dir=None):
+    """Write a config layered on configs/quickstart.yaml that swaps in the tiny models and
+    small sample caps (and, with ``save_dir``, moves the CSV logger there); returns its path."""
+    from pathlib import Path
+
+    train, val, test = limits
+    text = f"""
+model: {{init_args: {{backbone: tiny, generation: {{max_new_tokens: {max_new_tokens}}}}}}}
+data:
+  init_args:
+    embedder: {{model: tiny}}
+    cache_dir: {cache_dir}
+    source: {{init_args: {{num_users: 40, num_items: 36}}}}
+    limit_train: {train}
+    limit_val: {val}
+    limit_test: {test}
+"""
+    if save_dir is not None:
+        text += f"trainer:\n  precision: 32-true\n  logger: {{init_args: {{save_dir: {save_dir}}}}}\n"
+    path = Path(path)
+    path.write_text(text)
+    return path

@@ -6,27 +6,14 @@ from pathlib import Path
 import pytest
 
 from dep_lightning.cli import main
+from tests.helpers import tiny_override
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_quickstart_fit_and_test_with_tiny_models(tmp_path, capsys):
-    override = tmp_path / "tiny.yaml"
-    override.write_text(f"""
-model: {{init_args: {{backbone: tiny, generation: {{max_new_tokens: 8}}}}}}
-data:
-  init_args:
-    embedder: {{model: tiny}}
-    cache_dir: {tmp_path / 'embeddings'}
-    source: {{init_args: {{num_users: 40, num_items: 36}}}}
-    limit_train: 4
-    limit_val: 2
-    limit_test: 4
-trainer:
-  precision: 32-true
-  logger: {{init_args: {{save_dir: {tmp_path / 'runs'}}}}}
-""")
+    override = tiny_override(tmp_path / "tiny.yaml", tmp_path / "embeddings", save_dir=tmp_path / "runs")
     main(["fit", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--config", str(override)])
     run = tmp_path / "runs" / "quickstart" / "version_0"
     assert (run / "config.yaml").is_file()

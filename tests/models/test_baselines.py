@@ -11,6 +11,7 @@ from dep_lightning.data.errors import ErrorLog
 from dep_lightning.data.preprocess import PreprocessReport
 from dep_lightning.data.samples import build_samples
 from dep_lightning.data.sources import EmbeddedSource
+from tests.helpers import tiny_override
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
@@ -24,22 +25,7 @@ def embeddings(tmp_path_factory):
 
 
 def override(tmp_path: Path, embeddings: Path) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(f"""
-model: {{init_args: {{backbone: tiny, generation: {{max_new_tokens: 8}}}}}}
-data:
-  init_args:
-    embedder: {{model: tiny}}
-    cache_dir: {embeddings}
-    source: {{init_args: {{num_users: 40, num_items: 36}}}}
-    limit_train: 4
-    limit_val: 2
-    limit_test: 4
-trainer:
-  precision: 32-true
-  logger: {{init_args: {{save_dir: {tmp_path / 'runs'}}}}}
-""")
-    return path
+    return tiny_override(tmp_path / "tiny.yaml", embeddings, save_dir=tmp_path / "runs")
 
 
 def stage_override(tmp_path: Path) -> Path:

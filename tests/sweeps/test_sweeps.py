@@ -13,6 +13,7 @@ import pytest
 from dep_lightning.data.errors import InputError
 from dep_lightning.sweeps.local_grid import completed_points, expand
 from dep_lightning.sweeps.spec import load_spec
+from tests.helpers import tiny_override
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
@@ -20,24 +21,8 @@ WANDB_KEYS = {"name", "description", "program", "method", "metric", "parameters"
               "run_cap", "project", "entity"}
 
 
-def tiny_override(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(f"""
-model: {{init_args: {{backbone: tiny, generation: {{max_new_tokens: 4}}}}}}
-data:
-  init_args:
-    embedder: {{model: tiny}}
-    cache_dir: {tmp_path / 'embeddings'}
-    source: {{init_args: {{num_users: 40, num_items: 36}}}}
-    limit_train: 2
-    limit_val: 2
-    limit_test: 2
-""")
-    return path
-
-
 def write_sweep(tmp_path: Path, parameters: str, metric: str = "val/meteor", method: str = "grid") -> Path:
-    override = tiny_override(tmp_path)
+    override = tiny_override(tmp_path / "tiny.yaml", tmp_path / "embeddings", limits=(2, 2, 2), max_new_tokens=4)
     path = tmp_path / "sweep.yaml"
     path.write_text(f"""
 name: tiny
