@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,12 +35,21 @@ def open_cache(root, embedder, **kwargs) -> EmbeddingCache:
     return EmbeddingCache(root, embedder, trainer_kwargs=TRAINER, **kwargs)
 
 
-@pytest.fixture
-def built(tmp_path, embedder):
-    cache = open_cache(tmp_path, embedder)
+@pytest.fixture(scope="module")
+def template(tmp_path_factory, embedder):
+    """A two-shard cache, built once; each test damages its own copy."""
+    root = tmp_path_factory.mktemp("template")
+    cache = open_cache(root, embedder)
     cache.ensure(TEXTS[:8])
     cache.ensure(TEXTS[8:])
-    return cache, cache.lookup(TEXTS)
+    return root, cache.lookup(TEXTS)
+
+
+@pytest.fixture
+def built(tmp_path, embedder, template):
+    root, vectors = template
+    shutil.copytree(root, tmp_path, dirs_exist_ok=True)
+    return open_cache(tmp_path, embedder), vectors
 
 
 def edit_manifest(cache: EmbeddingCache, change) -> Path:

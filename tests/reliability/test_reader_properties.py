@@ -210,6 +210,7 @@ def check_skip_and_raise(verdicts, run):
     assert "value " in str(error) and len(str(error)) < 400  # the value is shown, shortened
 
 
+@pytest.mark.slow  # ~20 s: 1000 generated files
 @pytest.mark.parametrize("fmt", [FIVE_CORE, AMAZON_2023], ids=lambda f: f.name)
 @CASES
 @given(data=st.data())
@@ -377,6 +378,7 @@ def dpl_file(suffix: str) -> Path:
     return folder / f"train{suffix}"
 
 
+@pytest.mark.slow  # ~20 s: 1000 generated files
 @CASES
 @given(data=st.data())
 def test_dpl_json_lines_reader(data):
