@@ -97,8 +97,10 @@ def parse_point(args: list[str]):
         with contextlib.redirect_stderr(stderr):
             config = cli_parser().parse_args(args)
     except SystemExit:
-        lines = [line for line in stderr.getvalue().splitlines() if line.strip() and not line.startswith("usage")]
-        raise ValueError(f"dep-lightning rejects {' '.join(args)!r}: " + " ".join(lines)[:2000]) from None
+        text = stderr.getvalue()
+        text = text[text.find("error:"):] if "error:" in text else text  # drop the usage block
+        message = " ".join(line.strip() for line in text.splitlines() if line.strip())
+        raise ValueError(f"dep-lightning rejects {' '.join(args)!r}: {message[:2000]}") from None
     return config[args[0]]
 
 
