@@ -43,7 +43,12 @@ def run_grid(spec_path: str, root: str = "runs/sweeps", dry_run: bool = False,
     done = completed_points(root)
     for number, (run_dir, args) in enumerate(points, start=1):
         line = "dep-lightning " + " ".join(args)
-        key = point_key(args)
+        try:
+            key = point_key(args)
+        except ValueError as error:  # the CLI would reject this line: report it, go on
+            counts["failed"] += 1
+            print(f"[grid {spec.name}] {number}/{len(points)} FAILED: {error}", file=sys.stderr, flush=True)
+            continue
         if is_complete(run_dir) or key in done:
             counts["skipped"] += 1
             where = run_dir if is_complete(run_dir) else done[key]
