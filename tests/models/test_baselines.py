@@ -24,6 +24,18 @@ def embeddings(tmp_path_factory):
     return tmp_path_factory.mktemp("embeddings")
 
 
+@pytest.fixture(scope="module")
+def table_runs(tmp_path_factory):
+    """Registry files of every run this module makes, for the table 1 test at the end."""
+    return tmp_path_factory.mktemp("table_runs")
+
+
+def keep(run: Path, table_runs: Path, name: str) -> None:
+    import shutil
+
+    shutil.copytree(run, table_runs / name, ignore=shutil.ignore_patterns("checkpoints", "wandb"))
+
+
 def override(tmp_path: Path, embeddings: Path) -> Path:
     return tiny_override(tmp_path / "tiny.yaml", embeddings, save_dir=tmp_path / "runs")
 
@@ -67,9 +79,10 @@ def first_test_samples():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,method", [("non_perso", "non_perso"), ("rag", "rag"), ("pplug", "pplug")])
-def test_prompting_and_pplug_baselines_run_end_to_end(name, method, tmp_path, embeddings):
+def test_prompting_and_pplug_baselines_run_end_to_end(name, method, tmp_path, embeddings, table_runs):
     main(fit_args(name, tmp_path, embeddings))
     rows = outputs(run_dir(tmp_path), method)
+    keep(run_dir(tmp_path), table_runs, name)
     manifest = json.loads((run_dir(tmp_path) / "manifest.json").read_text())
     if name == "non_perso":
         assert all(r["history"] == [] for r in rows) and manifest["trainable_parameters"] == 0
@@ -86,9 +99,10 @@ def test_prompting_and_pplug_baselines_run_end_to_end(name, method, tmp_path, em
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["recent", "concat"])
-def test_copy_baselines_predict_the_copied_texts(mode, tmp_path, embeddings):
+def test_copy_baselines_predict_the_copied_texts(mode, tmp_path, embeddings, table_runs):
     main(fit_args(f"copy_{mode}", tmp_path, embeddings))
     rows = outputs(run_dir(tmp_path), f"copy_{mode}")
+    keep(run_dir(tmp_path), table_runs, f"copy_{mode}")
     samples = {s.sample_id: s for s in first_test_samples()}
     assert sorted(samples) == sorted(r["sample_id"] for r in rows)
     for row in rows:
@@ -99,11 +113,12 @@ def test_copy_baselines_predict_the_copied_texts(mode, tmp_path, embeddings):
 
 
 @pytest.mark.slow
-def test_no_user_control_adds_only_its_input_table_and_trains_only_adapters(tmp_path, embeddings):
+def test_no_user_control_adds_only_its_input_table_and_trains_only_adapters(tmp_path, embeddings, table_runs):
     from dep_lightning.models import DEPModule, NoUserControl
 
     cli = lightning_cli(fit_args("no_user", tmp_path, embeddings))
     outputs(run_dir(tmp_path), "no_user")
+    keep(run_dir(tmp_path), table_runs, "no_user")
     dim = cli.datamodule.embedding_dim
     dep = DEPModule(backbone="tiny", embedding_dim=dim, latent_dim=256)
     manifest = json.loads((run_dir(tmp_path) / "manifest.json").read_text())
@@ -129,10 +144,11 @@ def cache_files(folder: Path) -> dict[str, int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,stages", [("pag", ("profile",)), ("dpl", ("analysis", "summary"))])
-def test_multi_stage_baselines_cache_every_stage_text(name, stages, tmp_path, embeddings, capsys):
+def test_multi_stage_baselines_cache_every_stage_text(name, stages, tmp_path, embeddings, capsys, table_runs):
     args = fit_args(name, tmp_path, embeddings, stage_override(tmp_path))
     main(args)
     first = outputs(run_dir(tmp_path, 0), name)
+    keep(run_dir(tmp_path, 0), table_runs, name)
     counts = stage_counts(run_dir(tmp_path, 0))
     assert set(counts) == set(stages)
     assert all(counts[s]["generated"] > 0 for s in stages)
@@ -155,3 +171,30 @@ def test_multi_stage_baselines_cache_every_stage_text(name, stages, tmp_path, em
     assert cache_files(tmp_path / "stages") == files  # nothing written, nothing rewritten
     assert [(r["sample_id"], r["profile"], r["prediction"]) for r in second] == \
         [(r["sample_id"], r["profile"], r["prediction"]) for r in first]
+
+
+ALL_METHODS = ("non_perso", "rag", "pag", "dpl", "pplug", "copy_recent", "copy_concat", "no_user")
+
+
+@pytest.mark.slow
+def test_table1_lists_every_baseline_next_to_dep(tmp_path, embeddings, table_runs):
+    """Runs DEP itself, then regenerates table 1 from the real run directories of this module."""
+    from dep_lightning.results.command import make_tables
+
+    ran = sorted(p.name for p in table_runs.iterdir())
+    if ran != sorted(ALL_METHODS):
+        pytest.skip(f"needs every baseline test of this module to run first (ran: {ran})")
+    main(["fit", "--config", str(QUICKSTART), "--config", str(override(tmp_path, embeddings))])
+    keep(run_dir(tmp_path), table_runs, "dep")
+    out = tmp_path / "tables"
+    tables = make_tables([str(table_runs)], out=out, resamples=20, figures=False, echo=lambda line: None)
+    table1 = next(t for t in tables if t.name == "table1")
+    labels = {row.label: row for row in table1.rows}
+    filled = [label for label, row in labels.items() if row.group is not None]
+    assert len(filled) == 1 + len(ALL_METHODS), filled
+    for row in table1.rows:
+        if row.group is not None:
+            assert row.missing is None and any(cell.mean is not None for cell in row.cells), row.label
+    markdown = (out / "table1.md").read_text()
+    for label in filled:
+        assert label in markdown
