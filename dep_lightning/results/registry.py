@@ -310,8 +310,12 @@ def find_run_dirs(roots: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
             elif has_manifest or has_metrics:
                 missing = "metrics.json" if has_manifest else "manifest.json"
                 notes.append(f"{folder}: not a complete run (no {missing}); skipped")
+    # A run directory never holds another run: registry files below one (the copies a W&B
+    # logger keeps in <run>/wandb/…/files/) belong to that run, not to a second one.
     unique = sorted(set(found))
-    return unique, notes
+    runs = set(unique)
+    nested = [f for f in unique if any(parent in runs for parent in f.parents)]
+    return [f for f in unique if f not in nested], notes
 
 
 @dataclass

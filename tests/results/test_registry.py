@@ -168,3 +168,16 @@ def test_undecodable_predictions_and_file_arguments(tmp_path):
     assert find_run_dirs([run / "manifest.json"])[0] == [run]
     with pytest.raises(InputError, match="not a run folder"):
         find_run_dirs([path])
+
+
+def test_registry_copies_inside_a_run_are_not_a_second_run(tmp_path):
+    """A W&B logger keeps copies of manifest.json / metrics.json inside the run directory."""
+    import shutil
+
+    run = write_run(tmp_path / "runs" / "dep", {"Books": {"rouge1": 0.2, "meteor": 0.1, "bleu": 1.0}})
+    copy = run / "wandb" / "offline-run-1" / "files"
+    copy.mkdir(parents=True)
+    for name in ("manifest.json", "metrics.json"):
+        shutil.copy(run / name, copy / name)
+    found, _ = find_run_dirs([tmp_path / "runs"])
+    assert found == [run]
