@@ -127,10 +127,6 @@ def test_two_ddp_processes_train_like_one_with_the_same_effective_batch(tmp_path
     assert differ / moved < TOLERANCE, f"max |2 procs - 1 proc| = {differ:.3g}, training moved weights {moved:.3g}"
 
     # Test samples: disjoint shares, together all of them, each predicted once.
-    if done_two.returncode != 0 and "on_test_epoch_end" in done_two.stderr:
-        # Training is checked above; the test-stage writer still runs collectives (trainer.log_dir,
-        # torchmetrics sync) on rank 0 alone, which stops a multi-process test run.
-        pytest.xfail("2-process test stage fails in the test-epoch-end writer:\n" + done_two.stderr[-1500:])
     assert done_two.returncode == 0, failure("2 processes (test after fit)", done_two)
     _, tested_one = samples(one, "test", 0)
     shares = [samples(two, "test", r)[1] for r in (0, 1)]

@@ -68,9 +68,12 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def config_hash(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
-    """sha256 (16 hex) of the run's saved config.yaml, else of the model hyperparameters."""
-    saved = run_dir(trainer) / "config.yaml"
+def config_hash(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path | None = None) -> str:
+    """sha256 (16 hex) of the run's saved config.yaml, else of the model hyperparameters.
+
+    Pass ``folder`` (the run directory) when calling on one process of a multi-process run:
+    looking it up from the trainer is a collective."""
+    saved = Path(folder or run_dir(trainer)) / "config.yaml"
     payload = saved.read_bytes() if saved.is_file() else json.dumps(dict(pl_module.hparams), sort_keys=True,
                                                                     default=str).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
@@ -97,7 +100,7 @@ def code_version() -> str:
 ABLATION_KEYS = ("refinement", "embeddings", "with_text", "guidance", "k", "retriever")
 
 
-def build_manifest(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+def build_manifest(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path | None = None) -> dict[str, Any]:
     """``manifest.json`` (docs/runs.md): method, ablation keys, seed, backbone, data, code version."""
     info = pl_module.method_info() if hasattr(pl_module, "method_info") else {"method": type(pl_module).__name__}
     described = trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else {}
@@ -113,7 +116,7 @@ def build_manifest(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str
         "data": described.get("data", {}),
         "trainable_parameters": count() if count else None,
         "code_version": code_version(),
-        "config_hash": config_hash(trainer, pl_module),
+        "config_hash": config_hash(trainer, pl_module, folder),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -194,11 +197,11 @@ class TestMetricsWriter(PredictionWriter):
         report = {**self.scores, "hygiene": hygiene.summarize(self.rows, self.copy_n),
                   "uniqueness": self._by_uniqueness(trainer),
                   "backbone": pl_module.hparams.get("backbone"),
-                  "config_hash": config_hash(trainer, pl_module),
+                  "config_hash": config_hash(trainer, pl_module, self.folder),
                   "predictions": str(self.paths[0]) if self.paths else None}
-        folder = Path(run_dir(trainer))
+        folder = Path(self.folder)
         write_json(folder / "metrics.json", report)
-        manifest = build_manifest(trainer, pl_module)
+        manifest = build_manifest(trainer, pl_module, folder)
         write_json(folder / "manifest.json", manifest)
         self._log_to_loggers(trainer, folder, manifest, report)
         latents = getattr(pl_module, "latents", None)

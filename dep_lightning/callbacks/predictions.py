@@ -54,6 +54,7 @@ class PredictionWriter(L.Callback):
         self._buffer: list[dict[str, Any]] = []
         self.rows: list[dict[str, Any]] = []
         self.paths: list[Path] = []
+        self.folder: Path | None = None  # the run directory of the last write
 
     def _collect(self, outputs: Any) -> None:
         if outputs:
@@ -71,9 +72,11 @@ class PredictionWriter(L.Callback):
         self._write_rows(trainer, stage)
 
     def _write_rows(self, trainer: L.Trainer, stage: str) -> None:
+        # trainer.log_dir is a collective under DDP: every process asks, only rank 0 writes.
+        self.folder = run_dir(trainer)
         if not trainer.is_global_zero:
             return
-        folder = run_dir(trainer) / "predictions"
+        folder = self.folder / "predictions"
         self.paths = [folder / f"{stage}.jsonl"]
         write_jsonl(self.paths[0], self.rows)
         for category in sorted({row["category"] for row in self.rows}):

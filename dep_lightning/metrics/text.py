@@ -428,6 +428,9 @@ def score_predictions(rows: list[dict], bertscore: bool = True, **text_metrics_k
     ROUGE-1 / METEOR / BERTScore average over all samples (not over categories) and
     overall BLEU is the corpus BLEU of all samples.
     """
+    # The rows are complete (already gathered from every process): score them here, without
+    # the cross-process sync torchmetrics would otherwise attempt from this process alone.
+    text_metrics_kwargs.setdefault("sync_on_compute", False)
     for row in rows:
         missing = {"sample_id", "category", "prediction", "reference"} - set(row)
         if missing:
