@@ -8,7 +8,8 @@ reported next to the quality metrics, never used to drop outputs:
   prompt. Words are whitespace-separated tokens compared exactly.
 * ``copied`` — ``longest_copy >= n`` (``n = 8`` by default).
 * ``echo`` — the output repeats the prompt's structure: a field label such as
-  ``[Review Title]:`` / ``[User's Past Reviews]`` or a soft-prompt marker.
+  ``[Review Title]:`` / ``[User's Past Reviews]`` (also mangled ones like
+  ``[OutputOutput Rating]:``) or a soft-prompt marker.
 * ``hit_limit`` — generation stopped at ``max_new_tokens`` instead of an end-of-turn token
   (recorded at generation time; copy baselines never hit it).
 """
@@ -24,7 +25,9 @@ COPY_N = 8
 _ECHO = re.compile(
     r"\[(?:Item Title|Item Description|Review Rating|Review Title|Review Text|Review Embedding|"
     r"Review Difference Embedding|User's Past Reviews|Output Review Rating|Output Review Title|"
-    r"User Profile|Review \d+)\]|<(?:his|diff)_token_(?:start|end)>",
+    r"User Profile|Review \d+)\]|<(?:his|diff)_token_(?:start|end)>"
+    # Mangled labels small models produce, e.g. "[OutputOutput Rating]:", "[Output Reviews Title]:".
+    r"|\[[A-Za-z' ]{0,40}(?:Rating|Title|Description|Text|Embedding|Reviews?|Profile)\]\s*:",
     re.IGNORECASE,
 )
 

@@ -26,7 +26,9 @@ def test_echo_detects_prompt_structure_only():
     assert echoes_prompt("[Review Title]: Great strings\n[Review Text]: ...")
     assert echoes_prompt("<his_token_start> something")
     assert echoes_prompt("see [Review 2]: the earlier one")
+    assert echoes_prompt("[OutputOutput Rating]: 5.0\n[OutputOutput Rating]: 5.0")  # seen in real outputs
     assert not echoes_prompt("Great strings [really] - 5 stars, would buy again.")
+    assert not echoes_prompt("The [Title] track is great.")  # a bracketed word without a label colon
 
 
 def test_summary_on_constructed_rows():
