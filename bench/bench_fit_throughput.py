@@ -247,8 +247,9 @@ def main() -> None:
     print()
     print(table(["loop (interleaved)", "steps", "real tokens", "wall s", "CPU s", "tokens/s (wall)",
                  "vs bare (wall)", "vs bare (CPU)"], rows))
-    per_step = [f"{b / a:.2f}" for (a, _), b in zip(interleaved.lightning[w:], bare.seconds[w:])]
-    print(f"per step, bare seconds / Lightning seconds: {', '.join(per_step)}")
+    per_step = [b / a for (a, _), b in zip(interleaved.lightning[w:], bare.seconds[w:])]
+    print(f"per step, bare seconds / Lightning seconds: {', '.join(f'{r:.2f}' for r in per_step)} "
+          f"(median {sorted(per_step)[len(per_step) // 2] if len(per_step) % 2 else sum(sorted(per_step)[len(per_step) // 2 - 1:len(per_step) // 2 + 1]) / 2:.3f})")
 
     # 2. Variants of the step, interleaved batch by batch so that load changes hit all alike.
     variants = {"bare step": full_loss}

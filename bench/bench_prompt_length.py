@@ -6,8 +6,8 @@
 A training step costs about what its tokens cost (bench/bench_flops.py: the attention
 share stays small up to 2,048 tokens), so this table is the step cost's growth with K.
 Prompts are built by the DataModule as in training (2,048-token budget: the oldest
-histories are dropped when a prompt would exceed it, which caps the growth). Data only,
-no model: a minute or two.
+histories are dropped when prompt + target would exceed it, which caps the growth; users
+with fewer than K earlier reviews get fewer). Data only, no model: a minute or two.
 """
 
 from __future__ import annotations
@@ -36,12 +36,14 @@ def main() -> None:
             lengths = np.array([len(e["input_ids"]) for e in examples])
             slots = np.array([len(e["slot_pos"]) for e in examples])
             shown = np.array([len(e["kept"]) for e in examples])
+            retrieved = np.array([len(e["retrieved"]) for e in examples])
             base = base or lengths.mean()
             rows.append([k, "yes" if with_text else "no", f"{lengths.mean():.0f}", f"{np.percentile(lengths, 90):.0f}",
-                         f"{(lengths >= dm.prompt.max_length - 8).mean():.1%}", f"{shown.mean():.2f}",
+                         f"{retrieved.mean():.2f}", f"{shown.mean():.2f}", f"{1 - shown.sum() / retrieved.sum():.1%}",
                          f"{slots.mean():.1f}", f"{lengths.mean() / base:.2f}"])
     print(f"{len(examples)} training samples\n")
-    print(table(["K", "review text", "tokens mean", "tokens p90", "at the budget", "reviews shown",
+    print(table(["K", "review text", "tokens mean", "tokens p90", "reviews retrieved", "reviews shown",
+                 "dropped for the budget",
                  "slots", f"tokens vs K={args.k[0]} with text"], rows))
 
 
