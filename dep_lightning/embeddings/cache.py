@@ -283,6 +283,9 @@ class EmbeddingCache:
                     scratch.mkdir()
                 if todo and self.on_encode is not None:
                     self.on_encode(list(todo))
+                if todo:
+                    print(f"Embedding {len(todo):,} new texts with {self.embedder.folder.name} into {self.folder}",
+                          flush=True)
                 vectors = run.encode(todo, scratch)
                 self.encode_calls += bool(todo)
                 self.encoded_texts += len(todo)

@@ -255,7 +255,10 @@ class PredictRun:
     def __init__(self, embedder: SentenceEmbedder, trainer_kwargs: dict[str, Any] | None = None):
         kwargs = {**self.DEFAULTS, **(trainer_kwargs or {})}
         self.writer = _EmbeddingWriter()
-        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), self.writer]
+        # Progress lines when stdout is a log file (a bar would stay silent until the end).
+        from dep_lightning.callbacks.progress import LogProgress
+
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), self.writer, LogProgress(every_n_seconds=30)]
         kwargs["use_distributed_sampler"] = False  # LengthBatches shards by rank itself
         self.embedder = embedder
         self.trainer = Trainer(**kwargs)
