@@ -17,9 +17,10 @@ the compared variants alike. Two tables:
 2. Step variants, interleaved batch by batch (each batch goes through every variant
    before the next batch is loaded), so a change of machine load hits all of them alike:
    the bare step; every batch padded to ``--fixed-length`` tokens, as the reference
-   implementation padded every sequence (to 5,121 tokens); the LM head and its loss only
-   at target tokens (otherwise the prompt's logits are computed and thrown away); the
-   system prompt every sample shares run through the frozen LLM once, as a KV cache.
+   implementation padded every sequence (to 5,121 tokens); the LM head at every position
+   (the Hugging Face ``labels=`` loss, which computes the prompt's logits and throws them
+   away; ``DEPModule.losses`` applies it at target tokens only); the system prompt every
+   sample shares run through the frozen LLM once, as a KV cache.
 
 Tokens are real (unpadded) tokens. Ratios are given on wall time and on this process's
 CPU time (all threads); on a machine shared with other jobs both move with the load, which
@@ -97,14 +98,17 @@ def adapters_loss(model, aux, gen):
     return gen + h.lam * (aux["recon"] + h.gamma * aux["sparse"])
 
 
-def target_logits_loss(model, batch):
-    """Cross-entropy over the target tokens, with the LM head applied only where a label is."""
+def all_logits_loss(model, batch):
+    """The Hugging Face ``labels=`` loss: logits at every position, prompt ones masked out afterwards."""
     embeds, aux = model.input_embeddings(batch["input_ids"], batch["slots"])
-    hidden = model.backbone.model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).last_hidden_state
-    labels = batch["labels"][:, 1:]
+    out = model.backbone(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"])
+    return adapters_loss(model, aux, out.loss)
+
+
+def target_loss(model, hidden, labels):
+    labels = labels[:, 1:]
     keep = labels != IGNORE
-    logits = model.backbone.lm_head(hidden[:, :-1][keep]).float()
-    return adapters_loss(model, aux, F.cross_entropy(logits, labels[keep]))
+    return F.cross_entropy(model.backbone.lm_head(hidden[:, :-1][keep]).float(), labels[keep])
 
 
 class PrefixCache:
@@ -122,11 +126,12 @@ class PrefixCache:
 
 
 def cached_prefix_loss(model, batch, prefix: PrefixCache):
+    """DEPModule's loss (LM head at target positions only) with the shared prefix read from a KV cache."""
     embeds, aux = model.input_embeddings(batch["input_ids"], batch["slots"])
     p = prefix.length
-    out = model.backbone(inputs_embeds=embeds[:, p:], attention_mask=batch["attention_mask"],
-                         cache=prefix.for_batch(embeds.shape[0]), labels=batch["labels"][:, p:])
-    return adapters_loss(model, aux, out.loss)
+    hidden = model.backbone.model(inputs_embeds=embeds[:, p:], attention_mask=batch["attention_mask"],
+                                  past_key_values=prefix.for_batch(embeds.shape[0]), use_cache=True).last_hidden_state
+    return adapters_loss(model, aux, target_loss(model, hidden, batch["labels"][:, p:]))
 
 
 def pad_to(batch, length: int, pad_id: int):
@@ -229,7 +234,7 @@ def main() -> None:
     with torch.no_grad():
         reference = float(full_loss(model, first))
         checks = {"fixed length": float(full_loss(model, pad_to(first, args.fixed_length, pad_id))),
-                  "target logits only": float(target_logits_loss(model, first)),
+                  "every position's logits": float(all_logits_loss(model, first)),
                   "cached prefix": float(cached_prefix_loss(model, first, prefix))}
     print("loss on the first batch: DEPModule.losses " + f"{reference:.6f}; "
           + "; ".join(f"{name} {value:.6f} (diff {abs(value - reference):.1e})" for name, value in checks.items()))
@@ -256,7 +261,7 @@ def main() -> None:
     if "fixed" not in args.skip:
         variants[f"fixed length {args.fixed_length}"] = lambda m, b: full_loss(m, pad_to(b, args.fixed_length, pad_id))
     if "target" not in args.skip:
-        variants["target logits only"] = target_logits_loss
+        variants["every position's logits (HF labels=)"] = all_logits_loss
     if "prefix" not in args.skip:
         variants[f"cached prefix ({prefix.length} tokens)"] = lambda m, b: cached_prefix_loss(m, b, prefix)
     if len(variants) > 1:

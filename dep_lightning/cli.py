@@ -10,6 +10,7 @@ Framework subcommands:
   sweep     Optuna study over a sweep file (sqlite or any RDB storage, parallel workers, resumable)
   grid      run a W&B grid sweep file locally, without a W&B server (resumable)
   tables    the paper's tables (Markdown / LaTeX / CSV) and figures from run directories or W&B
+  export    copy run directories without checkpoints (metrics, manifests, configs, predictions)
 """
 
 from __future__ import annotations
@@ -118,6 +119,22 @@ def _tables(argv: list[str]) -> None:
                 defaults=defaults, resamples=args.resamples, seed=args.seed, figures=not args.no_figures)
 
 
+def _export(argv: list[str]) -> None:
+    import argparse
+
+    from dep_lightning.results.export import export_runs
+
+    parser = argparse.ArgumentParser(prog="dep-lightning export",
+                                     description="Copy run directories without checkpoints, for sharing; "
+                                                 "`dep-lightning tables --runs OUT` reads the copy.")
+    parser.add_argument("--runs", nargs="+", required=True, metavar="DIR",
+                        help="folders searched recursively for run directories (manifest.json + metrics.json)")
+    parser.add_argument("--out", required=True, help="where the copies go (layout relative to each --runs folder)")
+    args = parser.parse_args(argv)
+    exported = export_runs(args.runs, args.out)
+    print(f"export: {len(exported)} run(s) under {args.out}")
+
+
 def _run(argv: list[str]):
     from jsonargparse import CLI
 
@@ -153,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
             _grid(argv[1:])
         elif argv and argv[0] == "tables":
             _tables(argv[1:])
+        elif argv and argv[0] == "export":
+            _export(argv[1:])
         elif argv and argv[0] in ("-h", "--help"):
             print(__doc__)
             _run(argv)

@@ -14,10 +14,11 @@ EXPERIMENTS = [p for p in CONFIGS if p.parent.name == "experiment"]
 TRAINER = [p for p in CONFIGS if p.parent.name == "trainer"]
 BASELINES = [p for p in CONFIGS if p.parent.name == "baselines"]
 LOGGERS = [p for p in CONFIGS if p.parent.name == "logger"]
+STUDY = [p for p in CONFIGS if p.parent.name == "study"]
 
 
 def test_every_config_has_a_parser():
-    unclaimed = [p for p in CONFIGS if p not in PREPARE + FIT + EXPERIMENTS + BASELINES + LOGGERS + TRAINER]
+    unclaimed = [p for p in CONFIGS if p not in PREPARE + FIT + EXPERIMENTS + BASELINES + LOGGERS + TRAINER + STUDY]
     assert not unclaimed, f"configs without a parsing test: {unclaimed}"
 
 
@@ -128,3 +129,21 @@ def test_logger_configs_keep_the_run_directory_first_and_wandb_offline(path, mon
     assert loggers[0].class_path.endswith("CSVLogger"), "the first logger decides the run directory"
     wandb = [lg for lg in loggers if lg.class_path.endswith("WandbLogger")]
     assert wandb and all(lg.init_args.offline is True for lg in wandb)
+
+
+@pytest.mark.parametrize("path", STUDY, ids=lambda p: p.name)
+def test_study_configs_point_at_the_prepared_data_and_keep_the_method_configs(path):
+    from omegaconf import OmegaConf
+
+    wanted = OmegaConf.to_container(OmegaConf.load(path))["data"]["init_args"]
+    # With a method config after it, as the study's sweep files layer them.
+    config = parse_only([ROOT / "configs" / "quickstart.yaml", path, ROOT / "configs" / "baselines" / "rag.yaml"])
+    data = config.data.init_args
+    assert data.source.class_path.rsplit(".", 1)[1] == wanted["source"]["class_path"].rsplit(".", 1)[1]
+    for key, value in wanted["source"]["init_args"].items():
+        assert data.source.init_args[key] == value, key
+    for key in ("limit_train", "limit_val", "limit_test"):
+        assert data[key] == wanted[key], key
+    assert config.model.class_path.endswith("PromptingModule") and data.prompt.embeddings == "none"
+    prepare = OmegaConf.load(ROOT / "configs" / "prepare" / "musical_instruments.yaml")
+    assert data.source.init_args["main"] == f"{prepare.out}/DPL-main"

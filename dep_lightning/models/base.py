@@ -25,6 +25,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from dep_lightning.data.batching import IGNORE_INDEX
 from dep_lightning.models.backbone import end_of_turn_id, load_backbone, tiny_backbone
 
 TINY = "tiny"  # backbone name of the randomly initialised 2-layer test model
@@ -147,6 +148,26 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         zero = embeds.new_zeros((), dtype=torch.float32)
         return embeds, {"recon": zero, "sparse": zero}
 
+    def lm_loss(self, embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy over the labelled (target) positions.
+
+        The LM head runs only where a label is: the prompt's logits (most of a sequence,
+        each a vocabulary-sized row) are never computed. Equal to the Hugging Face
+        ``labels=`` loss, which computes every position's logits and masks them out
+        afterwards; backbones whose logits are post-processed (soft-capping, scaling) or
+        that do not expose ``model`` / ``lm_head`` take that path instead.
+        """
+        body, head = getattr(self.backbone, "model", None), getattr(self.backbone, "lm_head", None)
+        config = self.backbone.config
+        plain = getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", 1) in (1, None)
+        if body is None or head is None or not plain:
+            return self.backbone(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels).loss
+        hidden = body(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        logits = head(hidden[:, :-1][keep]).float()
+        return torch.nn.functional.cross_entropy(logits, targets[keep])
+
     # -- generation -----------------------------------------------------------------------
     @property
     def stop_ids(self) -> list[int]:
@@ -230,9 +251,9 @@ class PromptingModule(GenerativeModule):
                            f"trainer.max_epochs: 0")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        out = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            labels=batch["labels"])
-        self.log("val/loss", out.loss, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+        embeds = self.backbone.get_input_embeddings()(batch["input_ids"])
+        loss = self.lm_loss(embeds, batch["attention_mask"], batch["labels"])
+        self.log("val/loss", loss, batch_size=batch["input_ids"].shape[0], sync_dist=True)
 
     def configure_optimizers(self):
         return None

@@ -127,10 +127,10 @@ class DEPModule(GenerativeModule):
 
     def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         embeds, aux = self.input_embeddings(batch["input_ids"], batch["slots"])
-        out = self.backbone(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"])
+        gen = self.lm_loss(embeds, batch["attention_mask"], batch["labels"])
         h = self.hparams
-        total = out.loss + h.lam * (aux["recon"] + h.gamma * aux["sparse"])
-        return {"loss": total, "loss_gen": out.loss, "loss_recon": aux["recon"], "loss_sparse": aux["sparse"]}
+        total = gen + h.lam * (aux["recon"] + h.gamma * aux["sparse"])
+        return {"loss": total, "loss_gen": gen, "loss_recon": aux["recon"], "loss_sparse": aux["sparse"]}
 
     # -- steps ----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

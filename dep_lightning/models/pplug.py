@@ -120,7 +120,7 @@ class PPlugModule(GenerativeModule):
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
         embeds, _ = self.input_embeddings(batch["input_ids"], batch["slots"])
-        return self.backbone(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        return self.lm_loss(embeds, batch["attention_mask"], batch["labels"])
 
     # -- steps ----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ from dep_lightning.sweeps.spec import load_spec
 from tests.helpers import tiny_override
 
 ROOT = Path(__file__).resolve().parents[2]
-SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
+SWEEPS = sorted((ROOT / "sweeps").rglob("*.yaml"))
 WANDB_KEYS = {"name", "description", "program", "method", "metric", "parameters", "command", "early_terminate",
               "run_cap", "project", "entity"}
 
