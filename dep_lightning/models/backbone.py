@@ -45,20 +45,34 @@ CHATML_TEMPLATE = (
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 
 
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16), per ``cpuinfo``'s flags."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def resolve_dtype(dtype: str | torch.dtype = "auto") -> torch.dtype:
-    """``"auto"`` -> bf16 on CUDA devices that support it, fp32 on CPU.
+    """``"auto"`` -> bf16 on CUDA devices and CPUs that compute it natively, fp32 otherwise.
 
     CPU bf16 is only fast with native bf16 instructions (AVX512-BF16 / AMX). On this
     project's AVX2-only 2-core machines one SmolLM2 training step of 1,540 tokens took
-    396 s under bf16 autocast and 14 s in fp32, so fp32 is the CPU default; pass
-    ``"bfloat16"`` explicitly on CPUs with bf16 units.
+    396 s under bf16 autocast and 14 s in fp32 (``bench/bench_flops.py`` measures the
+    ratio), so such CPUs get fp32; CPUs whose flags list ``avx512_bf16`` or ``amx_bf16``
+    get bf16.
     """
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
         if torch.cuda.is_available():
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        return torch.float32
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
     return _DTYPES[dtype]

@@ -116,7 +116,7 @@ class GenerativeModule(MethodMixin, L.LightningModule):
 
     Args:
         backbone: ``"smollm2-135m-instruct"``, a local HF folder, or ``"tiny"``.
-        backbone_dtype: ``auto`` (bf16 on capable GPUs, fp32 on CPU), ``bfloat16``, ``float32``, ``float16``.
+        backbone_dtype: ``auto`` (bf16 on capable GPUs and bf16-native CPUs, else fp32), ``bfloat16``, ``float32``, ``float16``.
         generation: decoding settings for validation / test / predict.
         seed: seeds the tiny backbone, any adapters' initialisation and (with
             ``generation.seed``) sampling; the CLI sets it from ``seed_everything``.

@@ -87,6 +87,22 @@ def test_end_of_turn_falls_back_to_eos():
     assert end_of_turn_id(Tok()) == 7
 
 
+def test_cpu_bf16_detection_reads_the_cpu_flags(tmp_path, monkeypatch):
+    from dep_lightning.models import backbone
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n")
+    assert not backbone.cpu_has_native_bf16(str(info))
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
+    assert backbone.cpu_has_native_bf16(str(info))
+    assert not backbone.cpu_has_native_bf16(str(tmp_path / "missing"))
+    monkeypatch.setattr(backbone.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(backbone, "cpu_has_native_bf16", lambda: True)
+    assert resolve_dtype("auto") is torch.bfloat16
+    monkeypatch.setattr(backbone, "cpu_has_native_bf16", lambda: False)
+    assert resolve_dtype("auto") is torch.float32
+
+
 def test_resolve_dtype():
     assert resolve_dtype("float32") is torch.float32 and resolve_dtype("float16") is torch.float16
     assert resolve_dtype("auto") in (torch.bfloat16, torch.float32)
