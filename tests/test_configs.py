@@ -135,7 +135,8 @@ def test_logger_configs_keep_the_run_directory_first_and_wandb_offline(path, mon
 def test_study_configs_point_at_the_prepared_data_and_keep_the_method_configs(path):
     from omegaconf import OmegaConf
 
-    wanted = OmegaConf.to_container(OmegaConf.load(path))["data"]["init_args"]
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    wanted = raw["data"]["init_args"]
     # With a method config after it, as the study's sweep files layer them.
     config = parse_only([ROOT / "configs" / "quickstart.yaml", path, ROOT / "configs" / "baselines" / "rag.yaml"])
     data = config.data.init_args
@@ -145,5 +146,8 @@ def test_study_configs_point_at_the_prepared_data_and_keep_the_method_configs(pa
     for key in ("limit_train", "limit_val", "limit_test"):
         assert data[key] == wanted[key], key
     assert config.model.class_path.endswith("PromptingModule") and data.prompt.embeddings == "none"
+    # The study's decoding settings survive the method config's class change.
+    for key, value in raw.get("model", {}).get("init_args", {}).get("generation", {}).items():
+        assert config.model.init_args.generation[key] == value, key
     prepare = OmegaConf.load(ROOT / "configs" / "prepare" / "musical_instruments.yaml")
     assert data.source.init_args["main"] == f"{prepare.out}/DPL-main"

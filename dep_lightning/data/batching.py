@@ -138,6 +138,12 @@ class LengthBucketSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def sampler(self) -> "LengthBucketSampler":
+        # Lightning calls set_epoch on ``loader.sampler`` and ``loader.batch_sampler.sampler``
+        # at every epoch start; a batch sampler is found only through the latter.
+        return self
+
     # Resuming mid-epoch (data/resumable.py): what fixes the order, and where iteration starts.
     _start = 0
 

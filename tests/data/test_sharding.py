@@ -82,3 +82,20 @@ def test_eval_shards_deal_out_whole_batches_once(n, batch_size, world):
     assert len({len(p) for p in padded}) == 1  # equal step counts for validation
     assert all(set(map(tuple, p)) <= set(map(tuple, single)) for p in padded)
     assert {tuple(b) for p in padded for b in p} == {tuple(b) for b in single}
+
+
+def test_lightning_sets_the_epoch_of_the_bucket_sampler():
+    """Lightning's epoch hook reaches the batch sampler, so each epoch gets a new order."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    from dep_lightning.data.resumable import ResumableDataLoader
+
+    lengths = np.random.default_rng(0).integers(5, 200, size=40)
+    loader = ResumableDataLoader(list(range(40)), batch_sampler=LengthBucketSampler(lengths, 4, seed=0),
+                                 collate_fn=lambda rows: rows)
+    first = list(loader)
+    _set_sampler_epoch(loader, 1)
+    assert loader.batch_sampler.epoch == 1
+    second = list(loader)
+    assert first != second  # one length pool (40 < 4 x 50): same buckets, new order
+    assert sorted(i for b in second for i in b) == list(range(40))
