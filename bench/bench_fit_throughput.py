@@ -1,6 +1,6 @@
 """Training throughput: Lightning `fit` against a bare PyTorch loop, and against fixed-length padding.
 
-    python bench/bench_fit_throughput.py                    # 1 warm-up + 2 timed steps per variant, batch 2
+    python bench/bench_fit_throughput.py                    # 1 warm-up + 6 timed steps per variant, batch 2
     python bench/bench_fit_throughput.py --steps 6 --skip fixed prefix
 
 Real SmolLM2-135M-Instruct (fp32), DEP adapters, the real Musical Instruments prompts
@@ -15,7 +15,8 @@ the compared variants alike. Two tables:
    model: ``DEPModule.losses``, backward, clipping and AdamW by hand. Lightning's step
    time includes its batch loading and hooks; the bare step's does not.
 2. Step variants, interleaved batch by batch (each batch goes through every variant
-   before the next batch is loaded), so a change of machine load hits all of them alike:
+   before the next batch is loaded, the first variant rotating), so a change of machine
+   load hits all of them alike:
    the bare step; every batch padded to ``--fixed-length`` tokens, as the reference
    implementation padded every sequence (to 5,121 tokens); the LM head at every position
    (the Hugging Face ``labels=`` loss, which computes the prompt's logits and throws them
@@ -202,7 +203,7 @@ def shared_prefix(examples) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per variant")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--k", type=int, default=4, help="history reviews per prompt")
@@ -266,8 +267,12 @@ def main() -> None:
         variants[f"cached prefix ({prefix.length} tokens)"] = lambda m, b: cached_prefix_loss(m, b, prefix)
     if len(variants) > 1:
         runs = {name: BareRun(model, start, fn) for name, fn in variants.items()}
-        for batch in itertools.islice(dm.train_dataloader(), n):
-            for run in runs.values():
+        order = list(runs.values())
+        for number, batch in enumerate(itertools.islice(dm.train_dataloader(), n)):
+            # Rotate which variant goes first, so none always runs right after a batch load
+            # or right after the largest (fixed-length) step.
+            shift = number % len(order)
+            for run in order[shift:] + order[:shift]:
                 run.step(model, batch)
         base = None
         rows = []

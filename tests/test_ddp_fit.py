@@ -3,7 +3,9 @@
 Both runs go through the real command line (``python -m dep_lightning fit``, launched as
 subprocesses: Lightning starts the second DDP process by re-running the command) with
 the tiny backbone and embedder. Run A: 1 process, batch 2. Run B: 2 processes, batch 1
-each, ``configs/trainer/ddp.yaml``. Checked:
+each, ``configs/trainer/ddp.yaml``, started either by Lightning or by ``torchrun`` (the
+launcher of docs/performance.md's multi-node recipe; Lightning then takes the ranks
+from the environment). Checked:
 
 * every optimizer step of B trains on exactly the samples of the same step of A, and
   each epoch on every sample once;
@@ -37,7 +39,8 @@ TOLERANCE = 1e-2
 N_TRAIN, N_TEST = 8, 5
 
 
-def run_fit(tmp_path: Path, name: str, extra: list[str], batch_size: int) -> tuple[Path, subprocess.CompletedProcess]:
+def run_fit(tmp_path: Path, name: str, extra: list[str], batch_size: int,
+            launcher: str = "lightning") -> tuple[Path, subprocess.CompletedProcess]:
     runs = tmp_path / name
     override = tmp_path / f"{name}.yaml"
     override.write_text(f"""
@@ -69,7 +72,11 @@ trainer:
     - class_path: tests.sample_log.SampleLog
       init_args: {{folder: {runs / 'samples'}}}
 """)
-    command = [sys.executable, "-m", "dep_lightning", "fit", "--config", str(ROOT / "configs" / "quickstart.yaml"),
+    # lightning: one command, Lightning starts the other process; torchrun: torchrun starts
+    # both and Lightning reads their ranks from the environment (the multi-node launch path).
+    start = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+             if launcher == "torchrun" else [sys.executable])
+    command = [*start, "-m", "dep_lightning", "fit", "--config", str(ROOT / "configs" / "quickstart.yaml"),
                *extra, "--config", str(override)]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
@@ -98,11 +105,19 @@ def failure(name: str, done: subprocess.CompletedProcess) -> str:
     return f"{name} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-6000:]}"
 
 
-@pytest.mark.slow
-def test_two_ddp_processes_train_like_one_with_the_same_effective_batch(tmp_path):
-    one, done_one = run_fit(tmp_path, "one", [], batch_size=2)
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> Path:
+    one, done_one = run_fit(tmp_path_factory.mktemp("one"), "one", [], batch_size=2)
     assert done_one.returncode == 0, failure("1 process", done_one)
-    two, done_two = run_fit(tmp_path, "two", ["--config", str(ROOT / "configs" / "trainer" / "ddp.yaml")], batch_size=1)
+    return one
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["lightning", "torchrun"])
+def test_two_ddp_processes_train_like_one_with_the_same_effective_batch(one_process, tmp_path, launcher):
+    one = one_process
+    two, done_two = run_fit(tmp_path, "two", ["--config", str(ROOT / "configs" / "trainer" / "ddp.yaml")],
+                            batch_size=1, launcher=launcher)
     assert (two / "samples" / "train-rank1.json").is_file(), failure("2 processes", done_two)
 
     # Same samples in every optimizer step (2 epochs x 4 steps).
