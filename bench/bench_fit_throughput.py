@@ -1,7 +1,7 @@
 """Training throughput: Lightning `fit` against a bare PyTorch loop, and against fixed-length padding.
 
     python bench/bench_fit_throughput.py                    # 1 warm-up + 6 timed steps per variant, batch 2
-    python bench/bench_fit_throughput.py --steps 6 --skip fixed prefix
+    python bench/bench_fit_throughput.py --steps 2 --skip fixed prefix
 
 Real SmolLM2-135M-Instruct (fp32), DEP adapters, the real Musical Instruments prompts
 (k=4 history reviews with text, his + diff slots; see bench/_common.py). Everything
@@ -17,11 +17,11 @@ the compared variants alike. Two tables:
 2. Step variants, interleaved batch by batch (each batch goes through every variant
    before the next batch is loaded, the first variant rotating), so a change of machine
    load hits all of them alike:
-   the bare step; every batch padded to ``--fixed-length`` tokens, as the reference
-   implementation padded every sequence (to 5,121 tokens); the LM head at every position
-   (the Hugging Face ``labels=`` loss, which computes the prompt's logits and throws them
-   away; ``DEPModule.losses`` applies it at target tokens only); the system prompt every
-   sample shares run through the frozen LLM once, as a KV cache.
+   the bare step (``DEPModule.losses``: LM head at target tokens only, the prompt prefix
+   every sample shares read from a KV cache); every batch padded to ``--fixed-length``
+   tokens, as the reference implementation padded every sequence (to 5,121 tokens); the
+   Hugging Face ``labels=`` loss (LM head at every position, the prompt's logits computed
+   and thrown away, no prefix cache); the shared prefix recomputed in every step.
 
 Tokens are real (unpadded) tokens. Ratios are given on wall time and on this process's
 CPU time (all threads); on a machine shared with other jobs both move with the load, which
@@ -40,7 +40,6 @@ import time
 import lightning as L
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache
 
 from _common import DATA, Timer, length_stats, load_note, load_smollm2, musical_instruments, table
 
@@ -106,33 +105,9 @@ def all_logits_loss(model, batch):
     return adapters_loss(model, aux, out.loss)
 
 
-def target_loss(model, hidden, labels):
-    labels = labels[:, 1:]
-    keep = labels != IGNORE
-    return F.cross_entropy(model.backbone.lm_head(hidden[:, :-1][keep]).float(), labels[keep])
-
-
-class PrefixCache:
-    """Keys and values of the shared prompt prefix, computed once by the frozen LLM."""
-
-    def __init__(self, model, prefix_ids: list[int]):
-        with torch.no_grad():
-            out = model.backbone.model(input_ids=torch.tensor([prefix_ids]), use_cache=True)
-        cache = out.past_key_values
-        self.layers = [(layer.keys, layer.values) for layer in cache.layers]
-        self.length = len(prefix_ids)
-
-    def for_batch(self, size: int) -> DynamicCache:
-        return DynamicCache([(k.expand(size, -1, -1, -1), v.expand(size, -1, -1, -1)) for k, v in self.layers])
-
-
-def cached_prefix_loss(model, batch, prefix: PrefixCache):
-    """DEPModule's loss (LM head at target positions only) with the shared prefix read from a KV cache."""
-    embeds, aux = model.input_embeddings(batch["input_ids"], batch["slots"])
-    p = prefix.length
-    hidden = model.backbone.model(inputs_embeds=embeds[:, p:], attention_mask=batch["attention_mask"],
-                                  past_key_values=prefix.for_batch(embeds.shape[0]), use_cache=True).last_hidden_state
-    return adapters_loss(model, aux, target_loss(model, hidden, batch["labels"][:, p:]))
+def no_prefix_loss(model, batch):
+    """DEPModule's loss with the shared prompt prefix run through the LLM like every other token."""
+    return model.losses({**batch, "prefix_length": 0})["loss"]
 
 
 def pad_to(batch, length: int, pad_id: int):
@@ -192,15 +167,6 @@ def padding_shares(lengths: list[int], batch_size: int, fixed: int) -> dict[str,
             f"fixed length {fixed}": share(random_batches, lambda b: fixed)}
 
 
-def shared_prefix(examples) -> list[int]:
-    ids = [e["input_ids"] for e in examples]
-    n = 0
-    while all(len(i) > n and i[n] == ids[0][n] for i in ids):
-        n += 1
-    first_slot = min((min(e["slot_pos"]) for e in examples if len(e["slot_pos"])), default=n)
-    return ids[0][: min(n, first_slot)]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per variant")
@@ -227,16 +193,17 @@ def main() -> None:
     model = load_smollm2(dm.embedding_dim)
     start = {k: v.clone() for k, v in model.state_dict().items() if k in model.trainable_state_keys()}
     pad_id = dm.tokenizer.pad_token_id
-    prefix = PrefixCache(model, shared_prefix(dm.examples["train"]))
-    print(f"shared prompt prefix: {prefix.length} tokens; batch size {args.batch_size}; {load_note()}")
-
-    # The variants compute DEP's loss: check on the first batch before timing anything.
     first = next(iter(dm.train_dataloader()))
-    with torch.no_grad():
+    prefix = first["prefix_length"]
+    print(f"shared prompt prefix: {prefix} tokens; batch size {args.batch_size}; {load_note()}")
+
+    # The variants compute DEP's loss: check on the first batch before timing anything
+    # (with gradients on, as in training: the shared-prefix cache is only used then).
+    with torch.enable_grad():
         reference = float(full_loss(model, first))
         checks = {"fixed length": float(full_loss(model, pad_to(first, args.fixed_length, pad_id))),
                   "every position's logits": float(all_logits_loss(model, first)),
-                  "cached prefix": float(cached_prefix_loss(model, first, prefix))}
+                  "prefix recomputed": float(no_prefix_loss(model, first))}
     print("loss on the first batch: DEPModule.losses " + f"{reference:.6f}; "
           + "; ".join(f"{name} {value:.6f} (diff {abs(value - reference):.1e})" for name, value in checks.items()))
 
@@ -264,7 +231,7 @@ def main() -> None:
     if "target" not in args.skip:
         variants["every position's logits (HF labels=)"] = all_logits_loss
     if "prefix" not in args.skip:
-        variants[f"cached prefix ({prefix.length} tokens)"] = lambda m, b: cached_prefix_loss(m, b, prefix)
+        variants[f"shared prefix ({prefix} tokens) recomputed"] = no_prefix_loss
     if len(variants) > 1:
         runs = {name: BareRun(model, start, fn) for name, fn in variants.items()}
         order = list(runs.values())

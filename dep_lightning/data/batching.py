@@ -68,17 +68,40 @@ def _slots(examples: Sequence[dict[str, Any]], offsets: Sequence[int], dim: int)
     }
 
 
-class Collator:
-    """Pads examples into a batch. ``generation=True`` also emits left-padded prompts."""
+def shared_prefix_length(examples: Sequence[dict[str, Any]]) -> int:
+    """Leading tokens every example has in common, before any soft-prompt slot.
 
-    def __init__(self, pad_id: int, embedding_dim: int, generation: bool = False):
+    These positions (the system prompt and the fixed start of the instruction) are the
+    same for every sample and depend on no trainable parameter, so a model can compute
+    their keys and values once (``GenerativeModule.lm_loss``). Computed over a whole
+    split, so it does not depend on batch composition or order.
+    """
+    if not examples:
+        return 0
+    first = examples[0]["input_ids"]
+    limit = min(min([len(ex["input_ids"]) - 1, ex["prompt_length"], *ex["slot_pos"]]) for ex in examples)
+    n = 0
+    while n < limit and all(ex["input_ids"][n] == first[n] for ex in examples):
+        n += 1
+    return n
+
+
+class Collator:
+    """Pads examples into a batch. ``generation=True`` also emits left-padded prompts.
+
+    ``prefix_length``: leading tokens shared by every example of the split
+    (:func:`shared_prefix_length`), passed on as ``batch["prefix_length"]``.
+    """
+
+    def __init__(self, pad_id: int, embedding_dim: int, generation: bool = False, prefix_length: int = 0):
         self.pad_id, self.dim, self.generation = pad_id, embedding_dim, generation
+        self.prefix_length = prefix_length
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         ids, mask, offsets = _pad([ex["input_ids"] for ex in examples], self.pad_id, left=False)
         labels, _, _ = _pad([ex["labels"] for ex in examples], IGNORE_INDEX, left=False)
         batch: dict[str, Any] = {
-            "input_ids": ids, "attention_mask": mask, "labels": labels,
+            "input_ids": ids, "attention_mask": mask, "labels": labels, "prefix_length": self.prefix_length,
             "slots": _slots(examples, offsets, self.dim),
             "sample_id": [ex["sample_id"] for ex in examples],
             "category": [ex["category"] for ex in examples],

@@ -13,7 +13,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, DistributedSampler
 
-from dep_lightning.data.batching import Collator, EvalShardSampler, LengthBucketSampler
+from dep_lightning.data.batching import Collator, EvalShardSampler, LengthBucketSampler, shared_prefix_length
 from dep_lightning.data.context import ContextBuilder, user_inputs, user_texts
 from dep_lightning.data.errors import ErrorLog
 from dep_lightning.data.features import FeatureBuilder, peer_corpus
@@ -219,7 +219,8 @@ class DEPDataModule(L.LightningDataModule):
         processes need ``trainer.use_distributed_sampler: false`` (configs/trainer/ddp.yaml)."""
         examples = self.examples.get(split) or self.build_examples(split)
         self.examples[split] = examples
-        collate = Collator(self.tokenizer.pad_token_id, self.embedding_dim, generation=generation)
+        collate = Collator(self.tokenizer.pad_token_id, self.embedding_dim, generation=generation,
+                           prefix_length=shared_prefix_length(examples))
         world, rank = self._replicas()
         if split == "train":
             if self.bucket_by_length:

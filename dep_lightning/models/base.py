@@ -148,25 +148,73 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         zero = embeds.new_zeros((), dtype=torch.float32)
         return embeds, {"recon": zero, "sparse": zero}
 
-    def lm_loss(self, embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def lm_loss(self, embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                input_ids: torch.Tensor | None = None, prefix_length: int = 0) -> torch.Tensor:
         """Mean next-token cross-entropy over the labelled (target) positions.
 
-        The LM head runs only where a label is: the prompt's logits (most of a sequence,
-        each a vocabulary-sized row) are never computed. Equal to the Hugging Face
-        ``labels=`` loss, which computes every position's logits and masks them out
-        afterwards; backbones whose logits are post-processed (soft-capping, scaling) or
-        that do not expose ``model`` / ``lm_head`` take that path instead.
+        Two kinds of frozen work are skipped, neither changing the loss beyond float rounding
+        (``tests/models/test_lm_loss.py``; speed in docs/performance.md):
+
+        * the LM head runs only where a label is: the prompt's logits (most of a sequence,
+          each a vocabulary-sized row) are never computed;
+        * with ``prefix_length`` > 0 (the leading tokens every sample of the split shares,
+          ``batch["prefix_length"]``) and gradients on, those tokens' keys and values come
+          from a cache computed once by the frozen LLM, so they are neither run forward
+          nor backward again. They hold no soft prompt, so no trainable parameter reaches them.
+
+        Backbones whose logits are post-processed (soft-capping, scaling) or that do not
+        expose ``model`` / ``lm_head`` take the Hugging Face ``labels=`` path instead.
         """
         body, head = getattr(self.backbone, "model", None), getattr(self.backbone, "lm_head", None)
         config = self.backbone.config
         plain = getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", 1) in (1, None)
         if body is None or head is None or not plain:
             return self.backbone(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels).loss
-        hidden = body(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        targets = labels[:, 1:]
+        p = int(prefix_length)
+        cache = None
+        if p > 0 and input_ids is not None and torch.is_grad_enabled() and self.cache_shared_prefix:
+            prefix = input_ids[:, :p]
+            if bool((prefix == prefix[:1]).all()):
+                cache = self._prefix_cache(body, prefix[0], embeds)
+        if cache is None:
+            p = 0
+            hidden = body(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        else:
+            hidden = body(inputs_embeds=embeds[:, p:], attention_mask=attention_mask, use_cache=True,
+                          **{self._cache_argument(body): cache}).last_hidden_state
+        targets = labels[:, p + 1:]
         keep = targets != IGNORE_INDEX
         logits = head(hidden[:, :-1][keep]).float()
         return torch.nn.functional.cross_entropy(logits, targets[keep])
+
+    # Shared-prefix keys and values: {(token ids, device, dtype, autocast): per-layer (k, v)}.
+    cache_shared_prefix = True
+
+    @staticmethod
+    def _cache_argument(body) -> str:
+        # transformers 5 names it ``cache``; 4.x ``past_key_values``.
+        return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+
+    def _prefix_cache(self, body, ids: torch.Tensor, embeds: torch.Tensor):
+        from transformers import DynamicCache
+
+        key = (tuple(ids.tolist()), embeds.device, embeds.dtype, torch.is_autocast_enabled(embeds.device.type))
+        store = self.__dict__.setdefault("_prefix_kv", {})
+        if key not in store:
+            with torch.no_grad():
+                out = body(input_ids=ids[None], use_cache=True)
+            past = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            if hasattr(past, "layers"):
+                layers = [(layer.keys, layer.values) for layer in past.layers]
+            else:  # older transformers: legacy tuple of (k, v) per layer
+                layers = list(past.to_legacy_cache() if hasattr(past, "to_legacy_cache") else past)
+            store.clear()  # one prefix per split and device; the newest is the one in use
+            store[key] = layers
+        batch = embeds.shape[0]
+        cache = DynamicCache()
+        for index, (k, v) in enumerate(store[key]):
+            cache.update(k.expand(batch, *k.shape[1:]), v.expand(batch, *v.shape[1:]), index)
+        return cache
 
     # -- generation -----------------------------------------------------------------------
     @property
@@ -252,7 +300,8 @@ class PromptingModule(GenerativeModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         embeds = self.backbone.get_input_embeddings()(batch["input_ids"])
-        loss = self.lm_loss(embeds, batch["attention_mask"], batch["labels"])
+        loss = self.lm_loss(embeds, batch["attention_mask"], batch["labels"], batch["input_ids"],
+                            batch.get("prefix_length", 0))
         self.log("val/loss", loss, batch_size=batch["input_ids"].shape[0], sync_dist=True)
 
     def configure_optimizers(self):

@@ -127,7 +127,8 @@ class DEPModule(GenerativeModule):
 
     def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         embeds, aux = self.input_embeddings(batch["input_ids"], batch["slots"])
-        gen = self.lm_loss(embeds, batch["attention_mask"], batch["labels"])
+        gen = self.lm_loss(embeds, batch["attention_mask"], batch["labels"], batch["input_ids"],
+                            batch.get("prefix_length", 0))
         h = self.hparams
         total = gen + h.lam * (aux["recon"] + h.gamma * aux["sparse"])
         return {"loss": total, "loss_gen": gen, "loss_recon": aux["recon"], "loss_sparse": aux["sparse"]}

@@ -120,7 +120,8 @@ class PPlugModule(GenerativeModule):
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
         embeds, _ = self.input_embeddings(batch["input_ids"], batch["slots"])
-        return self.lm_loss(embeds, batch["attention_mask"], batch["labels"])
+        return self.lm_loss(embeds, batch["attention_mask"], batch["labels"], batch["input_ids"],
+                            batch.get("prefix_length", 0))
 
     # -- steps ----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

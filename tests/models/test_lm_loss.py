@@ -44,3 +44,40 @@ def test_target_only_loss_changes_with_the_labels():
     other = labels.clone()
     other[:, 8] = (other[:, 8] + 1) % module.backbone.config.vocab_size
     assert not torch.isclose(module.lm_loss(embeds, mask, labels), module.lm_loss(embeds, mask, other))
+
+
+def test_shared_prefix_from_the_cache_gives_the_same_loss_and_gradient():
+    module = PromptingModule(backbone="tiny")
+    ids, mask, labels = _batch(module.backbone.config.vocab_size, seed=1)
+    mask[0, :4] = 1  # training batches are right-padded: the shared prefix starts every row
+    labels[0, :4] = IGNORE_INDEX
+    ids[:, :5] = ids[0, :5]  # 5 shared leading tokens
+    embed = module.backbone.get_input_embeddings()
+    results = []
+    for prefix in (0, 5, 5):  # no cache; cache built; cache reused
+        embeds = embed(ids).detach().requires_grad_(True)
+        loss = module.lm_loss(embeds, mask, labels, ids, prefix)
+        loss.backward()
+        results.append((loss.detach(), embeds.grad))
+    assert len(module._prefix_kv) == 1
+    (ref_loss, ref_grad), *cached = results
+    for loss, grad in cached:
+        torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+        scale = float(ref_grad.abs().max())
+        torch.testing.assert_close(grad[:, 5:], ref_grad[:, 5:], rtol=1e-4, atol=1e-5 * scale)
+        assert float(grad[:, :5].abs().sum()) == 0  # the prefix is not recomputed, so gets no gradient
+    # Rows that do not share the prefix fall back to the full computation.
+    ids[1, 0] = (ids[1, 0] + 1) % module.backbone.config.vocab_size
+    embeds = embed(ids).detach()
+    torch.testing.assert_close(module.lm_loss(embeds, mask, labels, ids, 5), module.lm_loss(embeds, mask, labels))
+
+
+def test_shared_prefix_length_stops_at_the_first_difference_and_the_first_slot():
+    from dep_lightning.data.batching import shared_prefix_length
+
+    a = {"input_ids": [1, 2, 3, 4, 5, 6], "prompt_length": 5, "slot_pos": [4]}
+    b = {"input_ids": [1, 2, 3, 9, 5, 6], "prompt_length": 5, "slot_pos": [4]}
+    assert shared_prefix_length([a, b]) == 3
+    assert shared_prefix_length([a, a]) == 4  # the slot at 4 holds a trainable vector
+    assert shared_prefix_length([a, {**a, "slot_pos": [1]}]) == 1
+    assert shared_prefix_length([]) == 0
