@@ -200,10 +200,10 @@ def main() -> None:
     # The variants compute DEP's loss: check on the first batch before timing anything
     # (with gradients on, as in training: the shared-prefix cache is only used then).
     with torch.enable_grad():
-        reference = float(full_loss(model, first))
-        checks = {"fixed length": float(full_loss(model, pad_to(first, args.fixed_length, pad_id))),
-                  "every position's logits": float(all_logits_loss(model, first)),
-                  "prefix recomputed": float(no_prefix_loss(model, first))}
+        reference = full_loss(model, first).item()
+        checks = {"fixed length": full_loss(model, pad_to(first, args.fixed_length, pad_id)).item(),
+                  "every position's logits": all_logits_loss(model, first).item(),
+                  "prefix recomputed": no_prefix_loss(model, first).item()}
     print("loss on the first batch: DEPModule.losses " + f"{reference:.6f}; "
           + "; ".join(f"{name} {value:.6f} (diff {abs(value - reference):.1e})" for name, value in checks.items()))
 
