@@ -187,6 +187,19 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         logits = head(hidden[:, :-1][keep]).float()
         return torch.nn.functional.cross_entropy(logits, targets[keep])
 
+    def attached(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss``, connected to every trainable parameter with a zero gradient if it is not already.
+
+        A batch whose prompts hold no soft prompt (every history review dropped to fit the
+        length budget, or a user without history) gives a loss no trainable parameter
+        reaches. Backward would then fail, and under DDP the processes would disagree on
+        which gradients to all-reduce; with this the step runs and its gradients are zero.
+        """
+        if loss.requires_grad or not torch.is_grad_enabled():
+            return loss
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return loss + sum(p.sum() for p in trainable) * 0.0 if trainable else loss
+
     # Shared-prefix keys and values: {(token ids, device, dtype, autocast): per-layer (k, v)}.
     cache_shared_prefix = True
 

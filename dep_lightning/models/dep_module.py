@@ -140,7 +140,7 @@ class DEPModule(GenerativeModule):
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=size)
         for name in ("loss_gen", "loss_recon", "loss_sparse"):
             self.log(f"train/{name}", losses[name], batch_size=size)
-        return losses["loss"]
+        return self.attached(losses["loss"])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         losses = self.losses(batch)

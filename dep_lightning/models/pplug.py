@@ -127,7 +127,7 @@ class PPlugModule(GenerativeModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
-        return loss
+        return self.attached(loss)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.log("val/loss", self.loss(batch), prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)

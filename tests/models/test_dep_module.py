@@ -121,3 +121,25 @@ def test_checkpoint_of_another_shape_is_refused(datamodule, tmp_path):
 def test_sampling_is_seeded(datamodule, batch):
     model = module(datamodule, generation=GenerationConfig(max_new_tokens=10, do_sample=True, seed=3)).eval()
     assert model.generate(batch["prompt"], key="a") == model.generate(batch["prompt"], key="a")
+
+
+@pytest.mark.parametrize("model_class", ["DEPModule", "NoUserControl"])
+def test_a_batch_without_soft_prompts_trains_with_zero_gradients(tmp_path_factory, model_class):
+    """Every history dropped for the length budget (here: K = 0) leaves no soft prompt: the step
+    must still run (it crashed with "element 0 of tensors does not require grad")."""
+    from dep_lightning.models import dep_module
+
+    dm = small_datamodule(tmp_path_factory.mktemp("nohistory"), k=0, batch_size=1,
+                          prompt=PromptConfig(with_text=False, max_target_tokens=16))
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["slots"]["positions"].numel() == 0
+    model = getattr(dep_module, model_class)(backbone="tiny", embedding_dim=dm.embedding_dim, latent_dim=16)
+    loss = model.training_step(batch, 0)
+    assert loss.requires_grad and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.trainable_parameters()]
+    assert grads and all(g is not None and float(g.abs().max()) == 0.0 for g in grads)
+    # And through the Trainer: two optimizer steps on such batches.
+    L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+              limit_val_batches=0, num_sanity_val_steps=0, enable_checkpointing=False).fit(model, dm)
