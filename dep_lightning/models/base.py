@@ -16,6 +16,7 @@ filter them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import inspect
@@ -27,6 +28,14 @@ import torch
 
 from dep_lightning.data.batching import IGNORE_INDEX
 from dep_lightning.models.backbone import end_of_turn_id, load_backbone, tiny_backbone
+
+@functools.lru_cache(maxsize=None)
+def _cache_argument_of(body_class: type) -> str:
+    """The KV-cache keyword of a Hugging Face body: ``cache`` (transformers 5) or ``past_key_values`` (4.x).
+
+    Looked up once per class, not in every training step."""
+    return "cache" if "cache" in inspect.signature(body_class.forward).parameters else "past_key_values"
+
 
 TINY = "tiny"  # backbone name of the randomly initialised 2-layer test model
 ROW_FIELDS = ("sample_id", "user_id", "item_id", "category", "reference", "history")
@@ -200,13 +209,13 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         trainable = [p for p in self.parameters() if p.requires_grad]
         return loss + sum(p.sum() for p in trainable) * 0.0 if trainable else loss
 
-    # Shared-prefix keys and values: {(token ids, device, dtype, autocast): per-layer (k, v)}.
+    # Read the shared prefix from a KV cache in training (lm_loss); the cache itself lives in
+    # ``self._prefix_kv``: {(token ids, device, dtype, autocast): per-layer (k, v)}.
     cache_shared_prefix = True
 
     @staticmethod
     def _cache_argument(body) -> str:
-        # transformers 5 names it ``cache``; 4.x ``past_key_values``.
-        return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+        return _cache_argument_of(type(body))
 
     def _prefix_cache(self, body, ids: torch.Tensor, embeds: torch.Tensor):
         from transformers import DynamicCache
