@@ -15,6 +15,8 @@ TRAINER = [p for p in CONFIGS if p.parent.name == "trainer"]
 BASELINES = [p for p in CONFIGS if p.parent.name == "baselines"]
 LOGGERS = [p for p in CONFIGS if p.parent.name == "logger"]
 STUDY = [p for p in CONFIGS if p.parent.name == "study"]
+# Study configs that name the data (the rest are overlays layered after one of them).
+STUDY_BASES = [p for p in STUDY if "source" in (p.read_text())]
 
 
 def test_every_config_has_a_parser():
@@ -131,7 +133,7 @@ def test_logger_configs_keep_the_run_directory_first_and_wandb_offline(path, mon
     assert wandb and all(lg.init_args.offline is True for lg in wandb)
 
 
-@pytest.mark.parametrize("path", STUDY, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", STUDY_BASES, ids=lambda p: p.name)
 def test_study_configs_point_at_the_prepared_data_and_keep_the_method_configs(path):
     from omegaconf import OmegaConf
 
@@ -151,3 +153,22 @@ def test_study_configs_point_at_the_prepared_data_and_keep_the_method_configs(pa
         assert config.model.init_args.generation[key] == value, key
     prepare = OmegaConf.load(ROOT / "configs" / "prepare" / "musical_instruments.yaml")
     assert data.source.init_args["main"] == f"{prepare.out}/DPL-main"
+
+
+def test_the_long_training_overlay_changes_only_the_training_budget():
+    from omegaconf import OmegaConf
+
+    study = ROOT / "configs" / "study"
+    assert set(STUDY) - set(STUDY_BASES) == {study / "long_training.yaml"}
+    layers = [ROOT / "configs" / "quickstart.yaml", study / "musical_instruments.yaml"]
+    method = ROOT / "configs" / "baselines" / "no_user.yaml"
+    short = parse_only(layers + [method])
+    long = parse_only(layers + [study / "long_training.yaml", method])
+    overlay = OmegaConf.load(study / "long_training.yaml")
+    assert long.data.init_args.limit_train == overlay.data.init_args.limit_train > short.data.init_args.limit_train
+    assert long.trainer.max_epochs == overlay.trainer.max_epochs > short.trainer.max_epochs
+    # Same evaluation subsets, source, decoding and method as the study it extends.
+    for key in ("limit_val", "limit_test", "source"):
+        assert long.data.init_args[key] == short.data.init_args[key], key
+    assert long.model == short.model
+    assert long.trainer.default_root_dir != short.trainer.default_root_dir
