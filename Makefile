@@ -51,8 +51,10 @@ ablation: setup
 
 # The real-data study of docs/results.md: every method and the table 2 / 3 grids on the 2014
 # Amazon 5-core Musical Instruments reviews (../shared/data), SmolLM2, 2 CPU cores (hours).
-# Resumable like `ablation`. The exported runs (no checkpoints) and tables land in docs/results/.
-STUDY_SWEEPS := sweeps/study/methods.yaml sweeps/study/table2.yaml sweeps/study/table3.yaml sweeps/study/seeds.yaml
+# Resumable like `ablation`. The exported runs (no checkpoints) and tables land in docs/results/;
+# the longer-training comparison (sweeps/study/long.yaml) in docs/results/long/.
+STUDY_SWEEPS := sweeps/study/methods.yaml sweeps/study/table2.yaml sweeps/study/table3.yaml sweeps/study/seeds.yaml \
+	sweeps/study/k.yaml
 
 study: setup
 	$(BIN)/dep-lightning prepare --config configs/prepare/musical_instruments.yaml
@@ -60,6 +62,10 @@ study: setup
 	$(BIN)/dep-lightning export --runs runs/study --out docs/results/runs && \
 	$(BIN)/dep-lightning tables --runs docs/results/runs --out docs/results/tables --reference no_user && \
 	$(BIN)/dep-lightning tables --runs docs/results/runs --out docs/results/tables/vs_rag --reference rag --no-figures; \
+	status=$$(( status || $$? )); \
+	$(BIN)/dep-lightning grid sweeps/study/long.yaml --root runs/study_long; status=$$(( status || $$? )); \
+	$(BIN)/dep-lightning export --runs runs/study_long --out docs/results/long/runs && \
+	$(BIN)/dep-lightning tables --runs docs/results/long/runs --out docs/results/long/tables --reference no_user --no-figures; \
 	exit $$(( status || $$? ))
 
 clean:

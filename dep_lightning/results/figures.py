@@ -8,7 +8,8 @@
   ``metrics.json["uniqueness"]`` (all test categories together; the paper showed CDs &
   Vinyl only), mean over seeds with the seed std as error bars.
 
-A figure without data is still written, with a note saying what is missing.
+A point or bar from a single seed has no error bar (a seed std needs two seeds) and a note
+names it. A figure without data is still written, with a note saying what is missing.
 """
 
 from __future__ import annotations
@@ -36,9 +37,14 @@ def _pyplot():
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std over seeds; the std is NaN (drawn as no error bar) for one seed."""
     mean = math.fsum(values) / len(values)
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
     return mean, std
+
+
+def _single_seed_note(figure: str, labels: Sequence[str]) -> list[str]:
+    return [f"{figure}: one seed, no error bar: {', '.join(labels)}"] if labels else []
 
 
 def k_sweep_groups(groups: Sequence[RunGroup], defaults: dict[str, Any]) -> list[RunGroup]:
@@ -82,12 +88,14 @@ def k_sweep_figure(groups: Sequence[RunGroup], defaults: dict[str, Any], categor
                         continue
                     ks = [k for k, _ in points]
                     means = [s[0] for _, s in points]
-                    stds = [s[1] or 0.0 for _, s in points]
+                    # RunGroup.summary gives no std for one seed: no error bar there.
+                    stds = [math.nan if s[1] is None else s[1] for _, s in points]
                     axis.errorbar(ks, means, yerr=stds, marker=marker, capsize=3,
                                   label=f"{category_label(category)} {METRIC_LABELS[metric]}")
             axis.set_xlabel("K (retrieved history reviews)")
             axis.set_xticks(sorted({g.ablation["k"] for g in chosen}))
             axis.legend(fontsize=8)
+        notes += _single_seed_note("figure_k_sweep", [f"K={g.ablation['k']}" for g in chosen if len(g.runs) < 2])
         left.set_ylabel("ROUGE-1 / METEOR")
         right.set_ylabel("BLEU")
     fig.suptitle("DEP: number of retrieved histories (K)")
@@ -100,7 +108,7 @@ def k_sweep_figure(groups: Sequence[RunGroup], defaults: dict[str, Any], categor
 def uniqueness_figure(rows: Sequence[Row], path: Path) -> list[str]:
     """Grouped bars: unique vs non-unique users per method, one panel per metric."""
     plt = _pyplot()
-    notes = []
+    notes, single = [], []
     data: list[tuple[str, dict[str, dict[str, tuple[float, float]]]]] = []
     for row in rows:
         if row.group is None:
@@ -118,6 +126,9 @@ def uniqueness_figure(rows: Sequence[Row], path: Path) -> list[str]:
                 if all(v is not None for v in per_seed):
                     values[half][metric] = _mean_std(per_seed)
         data.append((row.label, values))
+        if len(halves) < 2:
+            single.append(row.label)
+    notes += _single_seed_note("figure_uniqueness", single)
     fig, axes = plt.subplots(1, len(UNIQUENESS_METRICS), figsize=(4 * len(UNIQUENESS_METRICS), 4))
     if not data:
         notes.append("figure_uniqueness: no run with uniqueness halves")
@@ -127,7 +138,7 @@ def uniqueness_figure(rows: Sequence[Row], path: Path) -> list[str]:
         x = np.arange(len(data))
         for axis, metric in zip(axes, UNIQUENESS_METRICS):
             for offset, half, name in ((-0.2, "unique", "Unique"), (0.2, "non_unique", "Non-Unique")):
-                stats = [values[half].get(metric, (np.nan, 0.0)) for _, values in data]
+                stats = [values[half].get(metric, (np.nan, np.nan)) for _, values in data]
                 axis.bar(x + offset, [s[0] for s in stats], width=0.4, yerr=[s[1] for s in stats], capsize=3,
                          label=name)
             axis.set_xticks(x, [label for label, _ in data], rotation=30, ha="right", fontsize=8)

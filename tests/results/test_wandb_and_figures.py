@@ -99,7 +99,7 @@ def test_figures_are_valid_pngs(tmp_path):
     assert notes == []
     tables, _ = build_tables(registry)
     notes = uniqueness_figure(tables[0].rows, tmp_path / "u.png")
-    assert notes == []
+    assert notes == ["figure_uniqueness: one seed, no error bar: RAG"]
     assert_png(tmp_path / "k.png")
     assert_png(tmp_path / "u.png")
 
@@ -110,5 +110,37 @@ def test_figures_without_data_are_still_written_with_a_note(tmp_path):
     assert notes and "fewer than two K values" in notes[0]
     notes = uniqueness_figure([], tmp_path / "u.png")
     assert notes == ["figure_uniqueness: no run with uniqueness halves"]
+    assert_png(tmp_path / "k.png")
+    assert_png(tmp_path / "u.png")
+
+
+def test_single_seed_points_get_no_error_bar_and_a_note(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    uniqueness = {"unique": {"n": 8, "rouge1": 0.3, "meteor": 0.25, "bleu": 6.0},
+                  "non_unique": {"n": 8, "rouge1": 0.28, "meteor": 0.2, "bleu": 5.0}}
+    for k, seeds in ((1, (0, 1)), (2, (0,))):
+        for seed in seeds:
+            write_run(tmp_path / "runs" / f"k{k}_s{seed}", SCORES, seed=seed, k=k, predictions=None,
+                      uniqueness=uniqueness)
+    write_run(tmp_path / "runs" / "rag", SCORES, method="rag", predictions=None, uniqueness=uniqueness)
+    registry = load_registry([tmp_path / "runs"])
+    defaults = resolve_defaults(registry.groups)
+    drawn = []
+    errorbar = matplotlib.axes.Axes.errorbar
+
+    def recording(self, x, y, yerr=None, **kwargs):
+        drawn.append(list(yerr))
+        return errorbar(self, x, y, yerr=yerr, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", recording)
+    notes = k_sweep_figure(registry.groups, defaults, ordered_categories(registry.groups), tmp_path / "k.png")
+    assert notes == ["figure_k_sweep: one seed, no error bar: K=2"]
+    # K=1 has two seeds with equal scores (std 0); K=2 has one seed (NaN: nothing drawn).
+    assert drawn and all(errs[0] == 0.0 and np.isnan(errs[1]) for errs in drawn)
+    tables, _ = build_tables(registry)
+    notes = uniqueness_figure(tables[0].rows, tmp_path / "u.png")
+    # Table 1's DEP row is the two-seed K=1 group (K=1 is the most common K among runs).
+    assert notes == ["figure_uniqueness: one seed, no error bar: RAG"]
     assert_png(tmp_path / "k.png")
     assert_png(tmp_path / "u.png")
