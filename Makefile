@@ -65,7 +65,9 @@ study: setup
 	status=$$(( status || $$? )); \
 	$(BIN)/dep-lightning grid sweeps/study/long.yaml --root runs/study_long; status=$$(( status || $$? )); \
 	$(BIN)/dep-lightning export --runs runs/study_long --out docs/results/long/runs && \
-	$(BIN)/dep-lightning tables --runs docs/results/long/runs --out docs/results/long/tables --reference no_user --no-figures; \
+	$(BIN)/dep-lightning tables --runs docs/results/long/runs --out docs/results/long/tables --reference no_user --no-figures && \
+	$(BIN)/dep-lightning tables --runs docs/results/runs docs/results/long/runs --out docs/results/long/tables/vs_rag \
+		--reference rag --defaults with_text=false --no-figures; \
 	exit $$(( status || $$? ))
 
 clean:

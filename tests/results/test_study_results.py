@@ -12,19 +12,54 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results"
 
 
-STUDIES = [(RESULTS / "runs", "no_user", RESULTS / "tables"),
-           (RESULTS / "runs", "rag", RESULTS / "tables" / "vs_rag"),
-           (RESULTS / "long" / "runs", "no_user", RESULTS / "long" / "tables")]
+# (run folders, tables options, committed output folder), as `make study` writes them.
+STUDIES = [([RESULTS / "runs"], ["--reference", "no_user"], RESULTS / "tables"),
+           ([RESULTS / "runs"], ["--reference", "rag"], RESULTS / "tables" / "vs_rag"),
+           ([RESULTS / "long" / "runs"], ["--reference", "no_user"], RESULTS / "long" / "tables"),
+           ([RESULTS / "runs", RESULTS / "long" / "runs"], ["--reference", "rag", "--defaults", "with_text=false"],
+            RESULTS / "long" / "tables" / "vs_rag")]
 
 
-@pytest.mark.parametrize("runs, reference, folder", STUDIES, ids=lambda v: str(v).rsplit("docs/results/", 1)[-1])
-def test_committed_tables_regenerate_from_the_committed_runs(tmp_path, runs, reference, folder):
-    if not runs.is_dir():
-        pytest.skip(f"no committed runs in {runs}")
-    main(["tables", "--runs", str(runs), "--out", str(tmp_path), "--reference", reference,
-          "--format", "md,csv", "--no-figures"])
+@pytest.mark.parametrize("runs, options, folder", STUDIES,
+                         ids=[str(folder.relative_to(RESULTS)) for _, _, folder in STUDIES])
+def test_committed_tables_regenerate_from_the_committed_runs(tmp_path, runs, options, folder):
+    main(["tables", "--runs", *map(str, runs), "--out", str(tmp_path), *options, "--format", "md,csv",
+          "--no-figures"])
     committed = sorted(p.name for p in folder.glob("*.md"))
     assert "table1.md" in committed
     for name in committed:
         assert (tmp_path / name).read_text() == (folder / name).read_text(), name
-    assert not any("checkpoints" in str(p) or p.suffix == ".ckpt" for p in runs.rglob("*"))
+    for folder_of_runs in runs:
+        assert not any("checkpoints" in str(p) or p.suffix == ".ckpt" for p in folder_of_runs.rglob("*"))
+
+
+def _results_doc():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_doc", ROOT / "scripts" / "results_doc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_report_embeds_the_committed_tables():
+    doc = _results_doc()
+    text = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    blocks = doc.BLOCK.findall(text)
+    assert {kind for kind, _, _ in blocks} == {"include", "summary"}
+    assert any("long/tables" in arguments for _, arguments, _ in blocks)
+    _, stale = doc.refresh(text)
+    assert stale == [], "run: python scripts/results_doc.py docs/results.md --write"
+
+
+def test_a_stale_block_is_found_and_rewritten(tmp_path):
+    doc = _results_doc()
+    (tmp_path / "t.md").write_text("| a |\n|---|\n| 1 |\n")
+    report = tmp_path / "report.md"
+    report.write_text("intro\n<!-- include: t.md -->\n| a |\n|---|\n| 0 |\n<!-- /include -->\nend\n")
+    new, stale = doc.refresh(report.read_text(), root=tmp_path)
+    assert stale == ["include: t.md"]
+    assert new == "intro\n<!-- include: t.md -->\n| a |\n|---|\n| 1 |\n<!-- /include -->\nend\n"
+    assert doc.refresh(new, root=tmp_path)[1] == []
+    with pytest.raises(FileNotFoundError, match="missing.md"):
+        doc.refresh("<!-- include: missing.md -->\n<!-- /include -->", root=tmp_path)
