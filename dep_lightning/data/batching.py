@@ -213,6 +213,13 @@ class LengthBucketSampler(Sampler[list[int]]):
         return full + (1 if rest and not self.drop_last else 0)
 
 
+def longest_first(lengths: Sequence[int]) -> list[int]:
+    """Indices by decreasing length, ties in their original order: cut into consecutive
+    batches, each batch holds prompts of similar length (and the first is the largest, so
+    a batch that does not fit in memory fails at once)."""
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
 class EvalShardSampler(DistributedSampler):
     """Evaluation order for one of several processes: whole batches, dealt out in turn.
 
@@ -225,14 +232,21 @@ class EvalShardSampler(DistributedSampler):
     steps synchronise a logged loss): the processes with fewer batches repeat their
     first ones, so all run the same number of steps.
 
+    ``order`` (a permutation of ``0..n-1``, e.g. :func:`longest_first`) replaces the
+    sequence ``0..n-1`` before it is cut into batches.
+
     A ``DistributedSampler`` subclass, so Lightning keeps it instead of injecting its own.
     """
 
-    def __init__(self, n: int, batch_size: int, num_replicas: int, rank: int, pad: bool):
+    def __init__(self, n: int, batch_size: int, num_replicas: int, rank: int, pad: bool,
+                 order: Sequence[int] | None = None):
         if batch_size < 1 or num_replicas < 1 or not 0 <= rank < num_replicas:
             raise ValueError(f"need batch_size >= 1, num_replicas >= 1, 0 <= rank < num_replicas; "
                              f"got {batch_size}, {num_replicas}, {rank}")
+        if order is not None and sorted(order) != list(range(n)):
+            raise ValueError(f"order must be a permutation of 0..{n - 1}")
         super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=False)
+        sequence = list(order) if order is not None else list(range(n))
         starts = list(range(0, n, batch_size))
         mine = starts[rank::num_replicas]
         if pad:
@@ -240,7 +254,7 @@ class EvalShardSampler(DistributedSampler):
             # never follow a short batch and the DataLoader's cuts stay on batch boundaries.
             per_rank = -(-len(starts) // num_replicas)
             mine = ((mine or starts[:1]) * per_rank)[:per_rank]
-        self.indices = [i for start in mine for i in range(start, min(start + batch_size, n))]
+        self.indices = [sequence[i] for start in mine for i in range(start, min(start + batch_size, n))]
         self.num_samples = len(self.indices)
 
     def __iter__(self) -> Iterator[int]:

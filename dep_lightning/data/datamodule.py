@@ -13,7 +13,8 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, DistributedSampler
 
-from dep_lightning.data.batching import Collator, EvalShardSampler, LengthBucketSampler, shared_prefix_length
+from dep_lightning.data.batching import (Collator, EvalShardSampler, LengthBucketSampler, longest_first,
+                                         shared_prefix_length)
 from dep_lightning.data.context import ContextBuilder, user_inputs, user_texts
 from dep_lightning.data.errors import ErrorLog
 from dep_lightning.data.features import FeatureBuilder, peer_corpus
@@ -46,6 +47,12 @@ class DEPDataModule(L.LightningDataModule):
         limit_train / limit_val / limit_test: keep only the first N samples (quick runs).
         batch_size: training batch size; eval_batch_size: validation/test/generation batch size.
         bucket_by_length: batch training samples of similar length together.
+        test_order: ``length`` batches test / predict prompts of similar length together
+            (longest first; less left padding to prefill), ``file`` keeps the split's order.
+            Either way every sample is generated for once; the outputs differ between the
+            two because sampling is seeded per batch. Validation keeps the file order, so a
+            capped validation generation (``GenerationEvaluator.max_samples``) sees the
+            same first samples whatever their length.
         num_workers: DataLoader worker processes.
         on_error: ``raise`` or ``skip`` bad input records (see ``data/errors.py``).
         context: attach each sample's :class:`~dep_lightning.data.context.SampleContext`
@@ -75,6 +82,7 @@ class DEPDataModule(L.LightningDataModule):
         batch_size: int = 1,
         eval_batch_size: int = 8,
         bucket_by_length: bool = True,
+        test_order: Literal["length", "file"] = "length",
         num_workers: int = 0,
         on_error: Literal["raise", "skip"] = "raise",
         context: bool = False,
@@ -91,6 +99,9 @@ class DEPDataModule(L.LightningDataModule):
         self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.bucket_by_length, self.num_workers, self.on_error = bucket_by_length, num_workers, on_error
+        if test_order not in ("length", "file"):
+            raise ValueError(f"test_order must be 'length' or 'file', got {test_order!r}")
+        self.test_order = test_order
         self.context = context
         self.data: PreparedData | None = None
         self.examples: dict[str, list[dict[str, Any]]] = {}
@@ -240,12 +251,12 @@ class DEPDataModule(L.LightningDataModule):
                                   num_workers=self.num_workers)
             return DataLoader(examples, batch_size=self.batch_size, shuffle=True, collate_fn=collate,
                               num_workers=self.num_workers)
-        if world > 1:
-            # Validation steps log a synchronised loss, so every process must run as many steps.
-            shard = EvalShardSampler(len(examples), self.eval_batch_size, world, rank, pad=split == "val")
-            return DataLoader(examples, batch_size=self.eval_batch_size, sampler=shard, collate_fn=collate,
-                              num_workers=self.num_workers)
-        return DataLoader(examples, batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate,
+        order = None
+        if split == "test" and self.test_order == "length":
+            order = longest_first([e["prompt_length"] for e in examples])
+        # Validation steps log a synchronised loss, so every process must run as many steps.
+        shard = EvalShardSampler(len(examples), self.eval_batch_size, world, rank, pad=split == "val", order=order)
+        return DataLoader(examples, batch_size=self.eval_batch_size, sampler=shard, collate_fn=collate,
                           num_workers=self.num_workers)
 
     # -- resuming mid-epoch (data/resumable.py) ------------------------------------------------

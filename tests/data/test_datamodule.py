@@ -111,3 +111,22 @@ def test_no_peer_diff_slots_are_zero_and_masked(cache_dir):
                 assert not vec.any()
             if kind == HIS:
                 assert peers
+
+
+@pytest.mark.parametrize("test_order", ["length", "file"])
+def test_test_batches_group_prompts_of_similar_length(cache_dir, test_order):
+    dm = small_datamodule(cache_dir, limit_test=None, limit_val=None, eval_batch_size=2, test_order=test_order)
+    dm.setup("test")
+    examples = dm.build_examples("test")
+    lengths = [e["prompt_length"] for e in examples]
+    assert len(set(lengths)) > 2, "the check needs prompts of different lengths"
+    batches = [batch["prompt"]["attention_mask"].sum(1).tolist() for batch in dm.test_dataloader()]
+    seen = [n for batch in batches for n in batch]
+    assert sorted(seen) == sorted(lengths)  # every sample once
+    if test_order == "length":
+        assert seen == sorted(lengths, reverse=True)
+    else:
+        assert seen == lengths
+    # Validation keeps the file order either way (a capped validation generation sees the first samples).
+    assert [n for batch in dm.val_dataloader() for n in batch["prompt"]["attention_mask"].sum(1).tolist()] == [
+        e["prompt_length"] for e in dm.build_examples("val")]

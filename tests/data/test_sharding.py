@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader, DistributedSampler
 
-from dep_lightning.data.batching import EvalShardSampler, LengthBucketSampler
+from dep_lightning.data.batching import EvalShardSampler, LengthBucketSampler, longest_first
 
 
 def lengths(n: int, seed: int = 0) -> list[int]:
@@ -82,6 +82,27 @@ def test_eval_shards_deal_out_whole_batches_once(n, batch_size, world):
     assert len({len(p) for p in padded}) == 1  # equal step counts for validation
     assert all(set(map(tuple, p)) <= set(map(tuple, single)) for p in padded)
     assert {tuple(b) for p in padded for b in p} == {tuple(b) for b in single}
+
+
+def test_longest_first_keeps_ties_in_file_order():
+    assert longest_first([3, 9, 3, 1, 9]) == [1, 4, 0, 2, 3]
+    assert longest_first([]) == []
+
+
+@pytest.mark.parametrize("n,batch_size,world", [(17, 8, 1), (17, 8, 2), (23, 4, 3)])
+def test_eval_shards_cut_a_given_order_into_the_single_process_batches(n, batch_size, world):
+    lengths = list(np.random.default_rng(n).integers(10, 500, size=n))
+    order = longest_first(lengths)
+    single = [order[s:s + batch_size] for s in range(0, n, batch_size)]
+    shards = [batches_of(EvalShardSampler(n, batch_size, world, rank, pad=False, order=order), batch_size)
+              for rank in range(world)]
+    assert sorted(itertools.chain.from_iterable(shards)) == sorted(single)
+    assert sorted(i for shard in shards for batch in shard for i in batch) == list(range(n))
+    # Each batch spans a narrow band of lengths: no batch's shortest is shorter than a later batch's longest.
+    for first, second in zip(single, single[1:]):
+        assert min(lengths[i] for i in first) >= max(lengths[i] for i in second)
+    with pytest.raises(ValueError, match="permutation"):
+        EvalShardSampler(n, batch_size, world, 0, pad=False, order=order[:-1] + order[:1])
 
 
 def test_lightning_sets_the_epoch_of_the_bucket_sampler():
