@@ -254,7 +254,7 @@ class DEPDataModule(L.LightningDataModule):
         order = None
         if split == "test" and self.test_order == "length":
             order = longest_first([e["prompt_length"] for e in examples])
-        # Validation steps log a synchronised loss, so every process must run as many steps.
+        # pad for validation: its steps log a synchronised loss, so every process must run as many steps.
         shard = EvalShardSampler(len(examples), self.eval_batch_size, world, rank, pad=split == "val", order=order)
         return DataLoader(examples, batch_size=self.eval_batch_size, sampler=shard, collate_fn=collate,
                           num_workers=self.num_workers)

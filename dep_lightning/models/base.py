@@ -29,6 +29,7 @@ import torch
 from dep_lightning.data.batching import IGNORE_INDEX
 from dep_lightning.models.backbone import end_of_turn_id, load_backbone, tiny_backbone
 
+
 @functools.lru_cache(maxsize=None)
 def _cache_argument_of(body_class: type) -> str:
     """The KV-cache keyword of a Hugging Face body: ``cache`` (transformers 5) or ``past_key_values`` (4.x).
