@@ -137,17 +137,41 @@ class EmbeddedSource(ReviewSource):
         num_items: number of items, spread over the three paper categories.
         seed: generator seed; the same seed gives the same dataset.
         thresholds: preprocessing thresholds.
+        style_groups: number of style groups sharing a sign-off, vocabulary and rating
+            offset (0 = none, the default dataset); see ``SyntheticConfig``.
+        user_signal: probability that a review is written in its author's own style
+            (1.0, the default) rather than in a randomly drawn review author's (0.0 = none).
+        review_sentences: range of the users' typical number of sentences per review.
     """
 
     def __init__(self, num_users: int = 300, num_items: int = 240, seed: int = 0,
-                 thresholds: Thresholds = EMBEDDED_THRESHOLDS):
+                 thresholds: Thresholds = EMBEDDED_THRESHOLDS, style_groups: int = 0, user_signal: float = 1.0,
+                 review_sentences: tuple[int, int] = (3, 12)):
         self.num_users, self.num_items, self.seed, self.thresholds = num_users, num_items, seed, thresholds
+        self.style_groups, self.user_signal = style_groups, float(user_signal)
+        self.review_sentences = (int(review_sentences[0]), int(review_sentences[1]))
+
+    def config(self):
+        """The generator's :class:`~dep_lightning.data.synthetic.SyntheticConfig`."""
+        from dep_lightning.data.synthetic import SyntheticConfig
+
+        return SyntheticConfig(num_users=self.num_users, num_items=self.num_items, seed=self.seed,
+                               style_groups=self.style_groups, user_signal=self.user_signal,
+                               review_sentences=self.review_sentences)
 
     def load(self, errors: ErrorLog, report: PreprocessReport) -> PreparedData:
-        from dep_lightning.data.synthetic import SyntheticConfig, generate
+        from dep_lightning.data.synthetic import generate
 
-        reviews, items = generate(SyntheticConfig(num_users=self.num_users, num_items=self.num_items, seed=self.seed))
+        reviews, items = generate(self.config())
         return preprocess(reviews, items, self.thresholds, report)
 
     def describe(self) -> str:
-        return f"embedded dataset ({self.num_users} users, {self.num_items} items, seed {self.seed})"
+        # The knobs are named only when set, so the default dataset's description is unchanged.
+        knobs = ""
+        if self.style_groups:
+            knobs += f", {self.style_groups} style groups"
+        if self.user_signal != 1.0:
+            knobs += f", user signal {self.user_signal:g}"
+        if self.review_sentences != (3, 12):
+            knobs += f", {self.review_sentences[0]}-{self.review_sentences[1]} sentences"
+        return f"embedded dataset ({self.num_users} users, {self.num_items} items, seed {self.seed}{knobs})"

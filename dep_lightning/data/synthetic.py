@@ -9,7 +9,42 @@ distinct items, drawn by popularity mostly from the home category, at increasing
 rating = item quality + user habit + genre match + noise, and the text mixes the item's
 title, genre, features and creator with the user's words, tone and signatures.
 
-Deterministic: everything is drawn from ``numpy.random.default_rng(config.seed)``.
+Two knobs turn the dataset into a planted-signal control for personalization (both off
+by default, and then the output is exactly the generator's historical output):
+
+* ``style_groups`` (0 < G <= 12): users are split into G balanced, seeded style groups.
+  A group has a distinctive sign-off ("-- the Saltmarsh Listening Club", on 85-95 % of
+  its members' reviews), an opening line naming the group (on 70 %), a small vocabulary of
+  its own (two positive adjectives, one negative adjective, one adverb, used in about a
+  third of the adjective / adverb slots) and a rating offset (spread evenly over
+  [-0.6, 0.6]), all on top of each member's personal style. None of a group's words
+  occur anywhere else in the generator's banks, so the group signal is textual, strong
+  and shared by many users: a few soft tokens can carry it.
+* ``user_signal`` (in [0, 1], default 1): per review, with probability ``user_signal``
+  the review is written in its author's own style (and group style); otherwise in the
+  style of the author of a review drawn uniformly from all reviews (possibly the author
+  themself), with that user's group style. "Style" is everything about the text and the
+  rating habit: tone and openers, vocabulary, signature phrases and sign-off, typical
+  length, punctuation and casing habits, title patterns, the group's style and rating
+  offset. What stays the author's: which items they review, when, and their
+  favourite-genre rating bonus. At 0 every review's style is independent of its author,
+  drawn from the pooled styles with each user weighted by their number of reviews, as at
+  1: the marginal distribution of styles is unchanged (and so is that of texts, up to
+  which items a style happens to meet) while nothing in a user's texts is consistent
+  across their reviews (beyond what their items imply).
+
+A third, ``review_sentences`` (default (3, 12)), sets the range of the users' typical
+number of sentences per review; lower it for shorter texts (a different dataset, like a
+different seed).
+
+When either style knob is set, items, users, item choices and timestamps are still drawn
+exactly as by default (so they are identical for any ``style_groups`` / ``user_signal``
+at the same seed), and each review's rating, title and text are then rewritten from two
+further seeded streams: one decides whose style each review uses (the same draws for
+every ``user_signal``), the other fills in the text.
+
+Deterministic: everything is drawn from ``numpy.random.default_rng(config.seed)`` (and,
+with the knobs, from ``default_rng([config.seed, 1])`` and ``default_rng([config.seed, 2])``).
 """
 
 from __future__ import annotations
@@ -155,6 +190,34 @@ SIGNATURES = (
     "Stay curious, people.", "Ten out of ten would argue about it again.", "Mom's verdict: keep it.",
     "Curious minds, take note.", "Commuter-tested.", "Written with coffee in hand.", "Felt like sharing.",
     "Let me know if you disagree.", "Back to the shelf it goes.", "Filed under guilty pleasures.")
+#: Style groups (``SyntheticConfig.style_groups``): sign-off, opening line, two positive
+#: adjectives, a negative adjective and an adverb. No word here occurs in any other bank.
+GROUP_STYLES = (
+    ("-- the Bramblewood Reading Circle", "Fresh from the Bramblewood armchair.", ("luminous", "bracing"),
+     "leaden", "decidedly"),
+    ("-- the Saltmarsh Listening Club", "Saltmarsh report, as promised.", ("sumptuous", "rousing"),
+     "stodgy", "gloriously"),
+    ("-- the Copperfield Film Society", "Copperfield notes, hot off the press.", ("lyrical", "spellbinding"),
+     "threadbare", "unabashedly"),
+    ("-- the Thistledown Review Guild", "Thistledown verdict incoming.", ("exquisite", "radiant"),
+     "wooden", "undeniably"),
+    ("-- the Larkspur Porch Society", "Larkspur porch chat, round two.", ("nimble", "winsome"),
+     "listless", "positively"),
+    ("-- the Millbrook Book Club", "Millbrook minutes, for the record.", ("sparkling", "majestic"),
+     "murky", "admirably"),
+    ("-- the Oakhaven Supper Club", "Oakhaven dispatch, pour a drink.", ("jubilant", "breezy"),
+     "plodding", "wholeheartedly"),
+    ("-- the Fernhill Salon", "Fernhill salon notes below.", ("dazzling", "graceful"),
+     "brittle", "distinctly"),
+    ("-- the Ravenscroft Record Circle", "Ravenscroft table talk, here goes.", ("zesty", "sublime"),
+     "stale", "exceptionally"),
+    ("-- the Wrenfield Tuesday Club", "Wrenfield Tuesday roundup.", ("hearty", "elegant"),
+     "clunky", "markedly"),
+    ("-- the Foxglove Fireside Circle", "Foxglove fireside thoughts.", ("tender", "resplendent"),
+     "insipid", "sincerely"),
+    ("-- the Juniper Lane Collective", "Juniper Lane take, short and sweet.", ("mellifluous", "sprightly"),
+     "turgid", "splendidly"))
+GROUP_SIGNOFFS = tuple(g[0] for g in GROUP_STYLES)
 TITLE_PATTERNS = ("{Adv} {adj}", "{Adv} {adj} {kind}", "{Adj} {genre} {kind}", "{Adj}, {adv} {adj}",
                   "{Stars} stars, {adj}", "My take on {creator}")
 #: Templates above name their slots; they are compiled to positional fields (faster).
@@ -182,15 +245,41 @@ _DAY = 86_400_000
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Size and seed of the generated dataset; the same config always gives the same data."""
+    """Size and seed of the generated dataset; the same config always gives the same data.
+
+    ``style_groups`` and ``user_signal`` plant (or remove) a user signal, see the module
+    docstring; at their defaults (0 and 1.0) the output is the generator's historical one.
+
+    Attributes:
+        style_groups: number G of style groups (0 = none, at most ``len(GROUP_STYLES)``).
+            Each group has its own sign-off, opening line, vocabulary and rating offset,
+            shared by its members (assigned seeded and balanced) on top of their own style.
+        user_signal: probability that a review is written in its author's own (and group)
+            style; otherwise the author of a uniformly drawn review lends theirs. 1.0 = fully
+            user-consistent, 0.0 = style independent of the author. Items, item choices and
+            timestamps do not depend on it (nor on ``style_groups``).
+        review_sentences: range from which each user's typical number of sentences is
+            drawn (uniformly); a review's own count scatters around it, and every review
+            is padded to at least 220 characters. Lower it for shorter reviews.
+    """
 
     num_users: int = 300
     num_items: int = 240            # split evenly-ish over the categories
     reviews_per_user: tuple[int, int] = (14, 22)   # inclusive range, drawn per user
     categories: tuple[str, ...] = PAPER_CATEGORIES
     seed: int = 0
+    style_groups: int = 0
+    user_signal: float = 1.0
+    review_sentences: tuple[int, int] = (3, 12)    # range of a user's typical sentence count
 
     def __post_init__(self) -> None:
+        lo, hi = self.review_sentences
+        if not 2 <= lo <= hi <= 14:
+            raise ValueError(f"review_sentences must satisfy 2 <= lo <= hi <= 14, got {self.review_sentences}")
+        if not 0 <= self.style_groups <= len(GROUP_STYLES):
+            raise ValueError(f"style_groups must be in [0, {len(GROUP_STYLES)}], got {self.style_groups}")
+        if not 0.0 <= self.user_signal <= 1.0:      # also rejects NaN
+            raise ValueError(f"user_signal must be in [0, 1], got {self.user_signal}")
         lo, hi = self.reviews_per_user
         if self.num_users < 1 or not 1 <= lo <= hi:
             raise ValueError(f"need num_users >= 1 and 1 <= reviews_per_user[0] <= reviews_per_user[1], got {self}")
@@ -263,7 +352,7 @@ def _make_items(cfg: SyntheticConfig, rng: np.random.Generator, s: _Stream):
     return ids, items, meta, pools
 
 
-def _make_user(banks: list[dict], s: _Stream) -> dict:
+def _make_user(banks: list[dict], s: _Stream, sentences: tuple[int, int] = (3, 12)) -> dict:
     x = s.u()
     tone = 0 if x < 0.4 else (1 if x < 0.8 else 2)
     lo, hi = _TONE_EXCL[tone]
@@ -277,7 +366,8 @@ def _make_user(banks: list[dict], s: _Stream) -> dict:
         tone=tone, habit=_TONE_HABIT[tone] + 0.3 * s.normal(),
         pos=[s.pick(POS_ADJ) for _ in range(5)], neg=[s.pick(NEG_ADJ) for _ in range(3)],
         adv=[s.pick(ADVERBS) for _ in range(3)], openers=[s.pick(_OPENERS_P[tone]) for _ in range(2)],
-        length=3.0 + 9.0 * s.u(), signatures=signatures, sig_rates=[0.8 + 0.17 * s.u() for _ in signatures],
+        length=sentences[0] + (sentences[1] - sentences[0]) * s.u(), signatures=signatures,
+        sig_rates=[0.8 + 0.17 * s.u() for _ in signatures],
         sig_first=s.u() < 0.15, excl=lo + (hi - lo) * s.u(), bang="!!" if s.u() < 0.2 else "!",
         ellipsis=0.25 * s.u() if s.u() < 0.3 else 0.0, lower=s.u() < 0.08, caps_title=s.u() < 0.1,
         title_patterns=[s.pick(_TITLES_P) for _ in range(2)], fillers=s.u() * 0.3,
@@ -320,11 +410,32 @@ def _choose_items(cfg, s: _Stream, user: dict, pools, meta, k: int) -> list[int]
     return chosen
 
 
-def _review(user: dict, m: tuple, bank: dict, s: _Stream) -> tuple[float, str, str]:
+def _make_groups(n: int, n_users: int, mix: _Stream) -> tuple[list[dict], list[int]]:
+    """n style groups (which of ``GROUP_STYLES`` each uses, its rates and rating offset) and
+    each user's group: a seeded permutation of the users dealt round-robin (balanced)."""
+    styles = [i for _, i in sorted((mix.u(), i) for i in range(len(GROUP_STYLES)))][:n]
+    offsets = [0.0] if n == 1 else [-0.6 + 1.2 * j / (n - 1) for j in range(n)]
+    offsets = [o for _, o in sorted((mix.u(), o) for o in offsets)]
+    groups = []
+    for k, offset in zip(styles, offsets):
+        signoff, opener, pos, neg, adv = GROUP_STYLES[k]
+        groups.append(dict(style=k, signoff=signoff, opener=opener, pos=pos, neg=(neg,), adv=adv, offset=offset,
+                           signoff_rate=0.85 + 0.1 * mix.u(), opener_rate=0.7, share=0.3))
+    member = [0] * n_users
+    for rank, (_, j) in enumerate(sorted((mix.u(), j) for j in range(n_users))):
+        member[j] = rank % n
+    return groups, member
+
+
+def _review(user: dict, m: tuple, bank: dict, s: _Stream, group: dict | None = None) -> tuple[float, str, str]:
     c, genre, talk, creator, title, quality = m
     u, pos, neg, adv = s.u, user["pos"], user["neg"], user["adv"]
     bonus = 0.5 if genre == user["fav"][c] else 0.0
-    rating = min(5, max(1, round(3.9 + 0.9 * quality + user["habit"] + bonus + 0.7 * s.normal())))
+    if group is None:
+        rating = min(5, max(1, round(3.9 + 0.9 * quality + user["habit"] + bonus + 0.7 * s.normal())))
+    else:
+        rating = min(5, max(1, round(3.9 + 0.9 * quality + user["habit"] + bonus + 0.7 * s.normal()
+                                     + group["offset"])))
     p_pos = _P_POSITIVE[rating - 1]
     item_words = (title, genre, creator, s.pick(bank["kind"]))
     excl, ellipsis, bang = user["excl"], user["excl"] + user["ellipsis"], user["bang"]
@@ -337,8 +448,24 @@ def _review(user: dict, m: tuple, bank: dict, s: _Stream) -> tuple[float, str, s
             return pos[int(x / p_pos * n_pos) % n_pos]
         return neg[int((x - p_pos) / (1 - p_pos) * n_neg) % n_neg]
 
+    def adverb() -> str:
+        return adv[int(u() * n_adv)]
+
+    if group is not None:              # a share of the adjective / adverb slots take the group's words
+        share, g_pos, g_neg, g_adv, own_adjective = group["share"], group["pos"], group["neg"], group["adv"], adjective
+
+        def adjective(x: float) -> str:
+            if u() >= share:
+                return own_adjective(x)
+            if x < p_pos:
+                return g_pos[int(x / p_pos * len(g_pos)) % len(g_pos)]
+            return g_neg[int((x - p_pos) / (1 - p_pos) * len(g_neg)) % len(g_neg)]
+
+        def adverb() -> str:
+            return g_adv if u() < share else adv[int(u() * n_adv)]
+
     def say(template: str) -> str:     # fill in the user's words and apply their punctuation habit
-        text = template.format(*talk[int(u() * n_talk)], adjective(u()), adv[int(u() * n_adv)], *item_words)
+        text = template.format(*talk[int(u() * n_talk)], adjective(u()), adverb(), *item_words)
         if text[-1] == ".":
             x = u()
             if x < excl:
@@ -356,8 +483,15 @@ def _review(user: dict, m: tuple, bank: dict, s: _Stream) -> tuple[float, str, s
     while sum(map(len, body)) + len(body) < 220:
         body.insert(-1, say(s.pick(_CONTENT_P)))
     sigs = [sig for sig, rate in zip(user["signatures"], user["sig_rates"]) if u() < rate]
-    text = " ".join(sigs + body if user["sig_first"] and sigs else body + sigs)
-    adj, ad = adjective(u()), s.pick(adv)
+    if group is None:
+        text = " ".join(sigs + body if user["sig_first"] and sigs else body + sigs)
+        adj, ad = adjective(u()), s.pick(adv)
+    else:                              # group opening line first, group sign-off last
+        if u() < group["opener_rate"]:
+            body.insert(0, say(group["opener"]))
+        tail = [group["signoff"]] if u() < group["signoff_rate"] else []
+        text = " ".join((sigs + body if user["sig_first"] and sigs else body + sigs) + tail)
+        adj, ad = adjective(u()), adverb()
     head = s.pick(user["title_patterns"]).format(
         "", "", "", "", adj, ad, *item_words, adj.capitalize(), ad.capitalize(), _STARS[rating - 1])
     head = head[0].upper() + head[1:]
@@ -368,6 +502,46 @@ def _review(user: dict, m: tuple, bank: dict, s: _Stream) -> tuple[float, str, s
     return float(rating), head, text.lower() if user["lower"] else text
 
 
+def _restyle(config: SyntheticConfig, rows: list[tuple], plan: list[tuple[int, int]], users: list[dict],
+             meta: list[tuple], banks: list[dict]) -> list[tuple]:
+    """Rewrite each row's rating, title and text under the style knobs (see the module docstring).
+
+    ``mix`` decides groups and whose style each review uses, with the same draws for every
+    ``user_signal``; ``t`` fills in the texts. The default stream is untouched here, so
+    items, item choices and timestamps match the knob-free dataset.
+    """
+    mix = _Stream(np.random.default_rng([config.seed, 1]))
+    t = _Stream(np.random.default_rng([config.seed, 2]))
+    groups, member = _make_groups(config.style_groups, len(users), mix) if config.style_groups else ([], [])
+    out = []
+    for row, (author, i) in zip(rows, plan):
+        # Always two draws, identical for any user_signal. The lender is the author of a
+        # uniformly drawn review, so styles are weighted as in the pooled reviews.
+        keep, other = mix.u(), plan[int(mix.u() * len(plan))][0]
+        donor = author if keep < config.user_signal else other
+        style = users[author] if donor == author else {**users[donor], "fav": users[author]["fav"]}
+        m = meta[i]
+        rating, head, text = _review(style, m, banks[m[0]], t, groups[member[donor]] if groups else None)
+        out.append((row[0], row[1], rating, head, text, row[5]))
+    return out
+
+
+def style_groups_of(config: SyntheticConfig) -> dict[str, str]:
+    """The group sign-off of every user of ``config`` (empty without style groups).
+
+    The group a user belongs to; with ``user_signal`` < 1 some of their reviews carry
+    other groups' sign-offs. Cheap: replays the seeded draws without writing reviews.
+    """
+    if not config.style_groups:
+        return {}
+    rng = np.random.default_rng(config.seed)
+    s = _Stream(rng)
+    _make_items(config, rng, s)
+    user_ids = _ids(rng, config.num_users, "A", 13)
+    groups, member = _make_groups(config.style_groups, len(user_ids), _Stream(np.random.default_rng([config.seed, 1])))
+    return {uid: groups[g]["signoff"] for uid, g in zip(user_ids, member)}
+
+
 def generate(config: SyntheticConfig) -> tuple[list[Review], dict[str, Item]]:
     """Reviews (grouped by user, in time order) and the item catalogue keyed by item_id."""
     rng = np.random.default_rng(config.seed)
@@ -376,9 +550,10 @@ def generate(config: SyntheticConfig) -> tuple[list[Review], dict[str, Item]]:
     user_ids = _ids(rng, config.num_users, "A", 13)
     k_lo, k_hi = config.reviews_per_user
     banks = [_BANKS.get(c, _GENERIC_BANK) for c in config.categories]
-    rows, stamps = [], []
+    rows, stamps, users, plan = [], [], [], []     # plan[r] = (user index, item index) of row r
     for uid in user_ids:
-        user = _make_user(banks, s)
+        user = _make_user(banks, s, config.review_sentences)
+        users.append(user)
         k = min(config.num_items, k_lo + int(s.u() * (k_hi - k_lo + 1)))
         chosen = _choose_items(config, s, user, pools, meta, k)
         order = [i for _, i in sorted((s.u(), i) for i in chosen)]     # shuffled
@@ -391,6 +566,9 @@ def generate(config: SyntheticConfig) -> tuple[list[Review], dict[str, Item]]:
             m = meta[i]
             rating, head, text = _review(user, m, banks[m[0]], s)
             rows.append((uid, item_ids[i], rating, head, text, config.categories[m[0]]))
+            plan.append((len(users) - 1, i))
+    if config.style_groups or config.user_signal < 1.0:
+        rows = _restyle(config, rows, plan, users, meta, banks)
     # Make timestamps distinct across all reviews without reordering any two of them:
     # t'_i = max_{j<=i}(t_j - j) + i over the stably sorted times is strictly increasing.
     t = np.asarray(stamps, dtype=np.int64)
