@@ -3,6 +3,7 @@
 Lightning subcommands (LightningCLI, configs with ``class_path`` / ``init_args`` and
 omegaconf ``${...}`` interpolation):
   fit | validate | test | predict   train / evaluate DEP (``--config configs/....yaml``)
+  score     likelihood of every test reference under counterfactual conditions (true, swap, none, …)
 
 Framework subcommands:
   prepare   any review source -> DPL-format dataset on disk + table-4 statistics
@@ -19,7 +20,7 @@ import sys
 
 from dep_lightning.data.errors import InputError
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict", "score")
 
 
 def _commands() -> dict:

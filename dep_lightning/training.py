@@ -5,6 +5,7 @@ from __future__ import annotations
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from dep_lightning.data.datamodule import DEPDataModule
+from dep_lightning.scoring import DEPTrainer
 from dep_lightning.safety import redact, require_weights_only, secret_values
 
 
@@ -17,7 +18,12 @@ class RedactingSaveConfigCallback(SaveConfigCallback):
 
 
 class DEPLightningCLI(LightningCLI):
-    """``dep-lightning fit|validate|test|predict``.
+    """``dep-lightning fit|validate|test|predict|score``.
+
+    * ``score --ckpt_path … [--conditions '[true, swap, none]']`` scores every test reference
+      by likelihood under counterfactual conditions (``scoring.py``);
+    * ``fit --score_after_fit '[true, swap, none]'`` does the same with the best checkpoint
+      after fit (and after ``test_after_fit``), into the same run directory;
 
     * ``data.embedding_dim`` (known once the embedder is loaded) sets ``model.embedding_dim``;
     * ``model.backbone`` sets ``data.tokenizer``, so prompts are tokenized by the backbone's tokenizer;
@@ -28,7 +34,7 @@ class DEPLightningCLI(LightningCLI):
         super().__init__(
             # Any LightningModule (DEPModule, NoUserControl, PromptingModule, CopyBaseline, …)
             # and any DataModule subclass can be selected with class_path.
-            None, DEPDataModule, args=args, run=run,
+            None, DEPDataModule, trainer_class=kwargs.pop("trainer_class", DEPTrainer), args=args, run=run,
             subclass_mode_model=True, subclass_mode_data=True,
             parser_kwargs={"parser_mode": "omegaconf"},
             save_config_kwargs={"overwrite": True},
@@ -43,6 +49,9 @@ class DEPLightningCLI(LightningCLI):
         parser.link_arguments("seed_everything", "model.init_args.seed", compute_fn=run_seed)
         parser.add_argument("--test_after_fit", type=bool, default=False,
                             help="after fit, run test with the best checkpoint (fit only)")
+        parser.add_argument("--score_after_fit", type=list[str | bool] | None, default=None,
+                            help="after fit, score the test split by likelihood under these conditions "
+                                 "(true, swap, none, his_only, diff_only) with the best checkpoint (fit only)")
         parser.add_argument("--run_dir", type=str | None, default=None,
                             help="put this run's directory exactly here (sweeps use it): file loggers write "
                                  "<run_dir> itself, W&B keeps its files inside it")
@@ -57,7 +66,11 @@ class DEPLightningCLI(LightningCLI):
     def before_validate(self) -> None:
         require_weights_only(self.config_init[self.subcommand])
 
-    before_test = before_predict = before_validate
+    before_test = before_predict = before_score = before_validate
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "score": {"model", "datamodule"}}
 
     def before_fit(self) -> None:
         self.before_validate()
@@ -72,6 +85,11 @@ class DEPLightningCLI(LightningCLI):
         if self.config.get(self.subcommand, {}).get("test_after_fit"):
             ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, weights_only=True)
+        conditions = self.config.get(self.subcommand, {}).get("score_after_fit")
+        if conditions:
+            ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
+            self.trainer.score(self.model, datamodule=self.datamodule, ckpt_path=ckpt, conditions=conditions,
+                               weights_only=True)
 
 
 def last_checkpoint(trainer) -> "Path | None":

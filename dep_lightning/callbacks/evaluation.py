@@ -190,6 +190,8 @@ class TestMetricsWriter(PredictionWriter):
         return out
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
+        if self.scoring(pl_module):
+            return
         super().on_test_epoch_end(trainer, pl_module)
         if not trainer.is_global_zero or not self.rows:
             return
@@ -199,6 +201,9 @@ class TestMetricsWriter(PredictionWriter):
                   "backbone": pl_module.hparams.get("backbone"),
                   "config_hash": config_hash(trainer, pl_module, self.folder),
                   "predictions": str(self.paths[0]) if self.paths else None}
+        diagnostics = getattr(pl_module, "diagnostics", None)
+        if callable(diagnostics) and diagnostics():  # DEP: latent and soft-prompt scale (dep_module.py)
+            report["diagnostics"] = diagnostics()
         folder = Path(self.folder)
         write_json(folder / "metrics.json", report)
         manifest = build_manifest(trainer, pl_module, folder)

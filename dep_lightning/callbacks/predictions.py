@@ -60,8 +60,14 @@ class PredictionWriter(L.Callback):
         if outputs:
             self._buffer.extend(outputs)
 
+    @staticmethod
+    def scoring(pl_module) -> bool:
+        """A likelihood-scoring test run (``dep-lightning score``): its rows are the ScoreWriter's."""
+        return getattr(pl_module, "scoring_conditions", None) is not None
+
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self._collect(outputs)
+        if not self.scoring(pl_module):
+            self._collect(outputs)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         self._collect(outputs)
@@ -86,7 +92,8 @@ class PredictionWriter(L.Callback):
         print(f"predictions: {self.paths[0]} ({len(self.rows)} samples)")
 
     def on_test_epoch_end(self, trainer, pl_module):
-        self._write(trainer, "test")
+        if not self.scoring(pl_module):
+            self._write(trainer, "test")
 
     def on_predict_epoch_end(self, trainer, pl_module):
         self._write(trainer, "predict")

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from dep_lightning.data.batching import (Collator, EvalShardSampler, LengthBucketSampler, longest_first,
                                          shared_prefix_length)
+from dep_lightning.data.conditions import CONDITIONS, apply_condition, check_conditions, mask_slot_vectors
 from dep_lightning.data.context import ContextBuilder, user_inputs, user_texts
 from dep_lightning.data.errors import ErrorLog
 from dep_lightning.data.features import FeatureBuilder, peer_corpus
@@ -58,6 +59,11 @@ class DEPDataModule(L.LightningDataModule):
         context: attach each sample's :class:`~dep_lightning.data.context.SampleContext`
             (retrieved reviews, their items and peers) as ``batch["context"]``, for the
             multi-stage prompting baselines (PAG, DPL).
+        condition: whose history test / predict prompts show (``data/conditions.py``):
+            ``true`` (the user's own), ``swap`` (another user's, a seeded derangement
+            within the category), ``none``, ``his_only``, ``diff_only``.
+        score_limit: test samples scored by likelihood (``dep-lightning score``);
+            ``None`` (default) scores the whole test split, whatever ``limit_test`` is.
 
     With ``prompt.embeddings: user`` (PPlug) every example also carries the vectors of the
     user's whole history and of the target item (``data/context.py``), which batches
@@ -86,6 +92,8 @@ class DEPDataModule(L.LightningDataModule):
         num_workers: int = 0,
         on_error: Literal["raise", "skip"] = "raise",
         context: bool = False,
+        condition: Literal["true", "swap", "none", "his_only", "diff_only"] = "true",
+        score_limit: int | None = None,
     ):
         super().__init__()
         if k < 0:
@@ -103,6 +111,14 @@ class DEPDataModule(L.LightningDataModule):
             raise ValueError(f"test_order must be 'length' or 'file', got {test_order!r}")
         self.test_order = test_order
         self.context = context
+        if condition not in CONDITIONS:
+            raise ValueError(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
+        if score_limit is not None and score_limit < 1:
+            raise ValueError(f"score_limit must be >= 1 or null, got {score_limit}")
+        self.condition, self.score_limit = condition, score_limit
+        #: Set by ``Trainer.score`` (``dep-lightning score``): the test loaders become one
+        #: teacher-forced loader per condition, over the scored samples.
+        self.scoring_conditions: tuple[str, ...] | None = None
         self.data: PreparedData | None = None
         self.examples: dict[str, list[dict[str, Any]]] = {}
         self.samples: dict[str, list[Sample]] = {}
@@ -155,9 +171,35 @@ class DEPDataModule(L.LightningDataModule):
         if split not in self.samples:
             samples = build_samples(self.load_data(), split, val_size=self.val_size, seed=self.seed,
                                     categories=self.categories)
-            limit = self.limits[split]
-            self.samples[split] = samples[:limit] if limit is not None else samples
+            self.samples[split] = self._limit(samples, self.limits[split])
         return self.samples[split]
+
+    @staticmethod
+    def _limit(samples: list[Sample], limit: int | None) -> list[Sample]:
+        """At most ``limit`` samples, taken round-robin across categories (the first of each
+        category in category order, then the second of each, …), kept in the split's order.
+
+        Splits are sorted by category, so the first N alone would cover one category."""
+        if limit is None or limit >= len(samples):
+            return list(samples)
+        by_category: dict[str, list[int]] = {}
+        for i, s in enumerate(samples):
+            by_category.setdefault(s.category, []).append(i)
+        queues = [by_category[c] for c in sorted(by_category)]
+        chosen: list[int] = []
+        depth = 0
+        while len(chosen) < limit:
+            chosen += [q[depth] for q in queues if depth < len(q)][: limit - len(chosen)]
+            depth += 1
+        return [samples[i] for i in sorted(chosen)]
+
+    def scored_samples(self) -> list[Sample]:
+        """The test samples likelihood scoring covers: the whole split, or ``score_limit`` of them."""
+        if "score" not in self.samples:
+            samples = build_samples(self.load_data(), "test", val_size=self.val_size, seed=self.seed,
+                                    categories=self.categories)
+            self.samples["score"] = self._limit(samples, self.score_limit)
+        return self.samples["score"]
 
     def _retrieve(self, samples: list[Sample]) -> list[list]:
         if isinstance(self.retriever, EmbeddingRetriever) and self.retriever.encoder is None:
@@ -178,8 +220,10 @@ class DEPDataModule(L.LightningDataModule):
             if split not in self.examples:
                 self.examples[split] = self.build_examples(split)
 
-    def build_examples(self, split: Split) -> list[dict[str, Any]]:
-        samples = self._samples(split)
+    def build_examples(self, split: Split | Literal["score"], condition: str = "true") -> list[dict[str, Any]]:
+        """Examples of ``split`` (``score``: the scored test samples) under ``condition``."""
+        base = self.scored_samples() if split == "score" else self._samples(split)
+        samples = apply_condition(base, condition, self.k, seed=self.seed)
         histories = self._retrieve(samples)
         # A no-op when prepare_data ran; otherwise (setup without it) encodes what is missing.
         extra = user_texts(samples) if self.prompt.user_slot else []
@@ -199,14 +243,16 @@ class DEPDataModule(L.LightningDataModule):
                         for i, kind, _ in encoded.slots]
             # A his slot always has its vector; a diff slot may have no peers (zero vector, mask False).
             slot_peers = [bool(vecs.has_peers[i]) if kind == DIFF else True for i, kind, _ in encoded.slots]
+            slot_vec = np.asarray(slot_vec, np.float32).reshape(len(slot_vec), self.embedding_dim)
+            slot_vec, slot_peers = mask_slot_vectors(condition, np.asarray([k for _, k, _ in encoded.slots], int),
+                                                     slot_vec, np.asarray(slot_peers, bool))
             examples.append({
                 "sample_id": sample.sample_id, "category": sample.category, "user_id": sample.user_id,
                 "item_id": sample.item.item_id, "reference": sample.target.text,
                 "input_ids": encoded.input_ids, "labels": encoded.labels, "prompt_length": encoded.prompt_length,
                 "slot_pos": [p for _, _, p in encoded.slots], "slot_kind": [k for _, k, _ in encoded.slots],
                 "slot_index": [i for i, _, _ in encoded.slots],
-                "slot_vec": np.asarray(slot_vec, np.float32).reshape(len(slot_vec), self.embedding_dim),
-                "slot_peers": np.asarray(slot_peers, bool),
+                "slot_vec": slot_vec, "slot_peers": slot_peers,
                 "kept": [history[i] for i in encoded.kept],
                 "history": [history[i].text for i in encoded.kept],  # shown in the prompt, ascending time
                 "retrieved": [r.text for r in history],  # the K retrieved, ascending time
@@ -225,11 +271,16 @@ class DEPDataModule(L.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
+    def split_examples(self, split: str, condition: str = "true") -> list[dict[str, Any]]:
+        key = split if condition == "true" else f"{split}:{condition}"
+        if key not in self.examples:
+            self.examples[key] = self.build_examples(split, condition)
+        return self.examples[key]
+
     def _loader(self, split: Split, generation: bool) -> DataLoader:
         """Every loader shards itself across processes (see ``data/batching.py``), so several
         processes need ``trainer.use_distributed_sampler: false`` (configs/trainer/ddp.yaml)."""
-        examples = self.examples.get(split) or self.build_examples(split)
-        self.examples[split] = examples
+        examples = self.split_examples(split, self.condition if split == "test" else "true")
         collate = Collator(self.tokenizer.pad_token_id, self.embedding_dim, generation=generation,
                            prefix_length=shared_prefix_length(examples))
         world, rank = self._replicas()
@@ -282,8 +333,21 @@ class DEPDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", generation=True)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        if self.scoring_conditions is not None:
+            return [self.score_loader(c) for c in check_conditions(self.scoring_conditions)]
         return self._loader("test", generation=True)
+
+    def score_loader(self, condition: str) -> DataLoader:
+        """Teacher-forced batches (prompt + reference, right-padded) of the scored samples under
+        ``condition``, longest first, each sample once across processes."""
+        examples = self.split_examples("score", condition)
+        collate = Collator(self.tokenizer.pad_token_id, self.embedding_dim, generation=False)
+        world, rank = self._replicas()
+        order = longest_first([len(e["input_ids"]) for e in examples])
+        shard = EvalShardSampler(len(examples), self.eval_batch_size, world, rank, pad=False, order=order)
+        return DataLoader(examples, batch_size=self.eval_batch_size, sampler=shard, collate_fn=collate,
+                          num_workers=self.num_workers)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", generation=True)

@@ -65,6 +65,10 @@ class PromptConfig:
         max_length: token budget of prompt + target; oldest histories are dropped to fit.
         max_target_tokens: the target review is cut to this many tokens (plus end-of-turn).
         history: show past reviews at all (False gives the non-personalized prompt).
+        metadata: show each past review's item title and description, rating and review
+            title. ``False`` with ``with_text: False`` leaves the soft prompts as the only
+            per-review content, so they are the prompt's only user channel (the
+            planted-signal positive control, ``configs/positive_control/``).
     """
 
     with_text: bool = True
@@ -73,6 +77,7 @@ class PromptConfig:
     max_length: int = 2048
     max_target_tokens: int = 512
     history: bool = True
+    metadata: bool = True
 
     def __post_init__(self) -> None:
         if self.embeddings not in ("his", "diff", "his+diff", "none", "user"):
@@ -137,7 +142,7 @@ class PromptBuilder:
     # -- text -------------------------------------------------------------------------
     def system_prompt(self, profile: bool = False) -> str:
         c = self.config
-        fields = ["item title", "item description", "review rating", "review title"]
+        fields = ["item title", "item description", "review rating", "review title"] if c.metadata else []
         if c.with_text:
             fields.append("review text")
         if HIS in c.kinds:
@@ -160,11 +165,12 @@ class PromptBuilder:
         return text
 
     def history_block(self, number: int, review: Review, item_title: str, item_description: str, index: int) -> str:
-        lines = [f"[Review {number}]:",
-                 f"- [Item Title]: {self.clean(item_title)}",
-                 f"- [Item Description]: {self.clean(item_description)}",
-                 f"- [Review Rating]: {_rating(review.rating)}",
-                 f"- [Review Title]: {self.clean(review.title)}"]
+        lines = [f"[Review {number}]:"]
+        if self.config.metadata:
+            lines += [f"- [Item Title]: {self.clean(item_title)}",
+                      f"- [Item Description]: {self.clean(item_description)}",
+                      f"- [Review Rating]: {_rating(review.rating)}",
+                      f"- [Review Title]: {self.clean(review.title)}"]
         if self.config.with_text:
             lines.append(f"- [Review Text]: {self.clean(review.text)}")
         if HIS in self.config.kinds:

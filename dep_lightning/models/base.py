@@ -197,6 +197,30 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         logits = head(hidden[:, :-1][keep]).float()
         return torch.nn.functional.cross_entropy(logits, targets[keep])
 
+    def lm_nll(self, embeds: torch.Tensor, attention_mask: torch.Tensor,
+               labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample teacher-forced negative log-likelihood of the labelled (target) tokens.
+
+        Returns ``(nll, tokens)``, both (B,): the summed NLL in nats (float32) and the number
+        of target tokens of each row. One forward pass, the LM head only at target positions
+        (as :meth:`lm_loss`). Rows are right-padded, so a row's values do not depend on the
+        other rows of its batch beyond float rounding.
+        """
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        body, head = getattr(self.backbone, "model", None), getattr(self.backbone, "lm_head", None)
+        config = self.backbone.config
+        plain = getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", 1) in (1, None)
+        if body is None or head is None or not plain:
+            logits = self.backbone(inputs_embeds=embeds, attention_mask=attention_mask).logits[:, :-1][keep].float()
+        else:
+            hidden = body(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+            logits = head(hidden[:, :-1][keep]).float()
+        per_token = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="none")
+        rows = keep.nonzero(as_tuple=True)[0]
+        nll = torch.zeros(labels.shape[0], dtype=torch.float32, device=labels.device).index_add(0, rows, per_token)
+        return nll, keep.sum(dim=1)
+
     def attached(self, loss: torch.Tensor) -> torch.Tensor:
         """``loss``, connected to every trainable parameter with a zero gradient if it is not already.
 
@@ -276,8 +300,38 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         """Generated texts only (see :meth:`generate_outputs`)."""
         return [g.text for g in self.generate_outputs(prompt, key, generation)]
 
+    def log_val_nll(self, loss_gen: torch.Tensor, batch: dict[str, Any]) -> None:
+        """``val/nll``: NLL per target token over the whole validation split.
+
+        ``loss_gen`` is the batch's mean over its target tokens; logged with the token count
+        as batch size, Lightning's epoch mean weights batches by their tokens, which gives
+        the split's per-token mean. A cheap checkpoint criterion (``monitor: val/nll``,
+        ``mode: min``) next to generation-based ``val/meteor``."""
+        tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        if tokens:
+            self.log("val/nll", loss_gen, batch_size=tokens, sync_dist=True)
+
+    # -- likelihood scoring (dep-lightning score) -----------------------------------------
+    #: Set by ``Trainer.score``: the condition of each test dataloader; ``None`` = generate.
+    scoring_conditions: tuple[str, ...] | None = None
+
+    @torch.no_grad()
+    def score_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed NLL (nats) and target-token count of each sample's reference, (B,) each."""
+        embeds, _ = self.input_embeddings(batch["input_ids"], batch["slots"])
+        return self.lm_nll(embeds, batch["attention_mask"], batch["labels"])
+
+    def score_rows(self, batch: dict[str, Any], condition: str) -> list[dict[str, Any]]:
+        """``scores/test.jsonl`` rows of one teacher-forced batch (docs/runs.md)."""
+        nll, tokens = self.score_batch(batch)
+        return [{"sample_id": batch["sample_id"][i], "user_id": batch["user_id"][i],
+                 "category": batch["category"][i], "condition": condition,
+                 "nll": float(nll[i]), "tokens": int(tokens[i])} for i in range(len(batch["sample_id"]))]
+
     # -- steps ----------------------------------------------------------------------------
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        if self.scoring_conditions is not None:
+            return self.score_rows(batch, self.scoring_conditions[dataloader_idx])
         return self.predict_step(batch, batch_idx)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
@@ -326,6 +380,7 @@ class PromptingModule(GenerativeModule):
         loss = self.lm_loss(embeds, batch["attention_mask"], batch["labels"], batch["input_ids"],
                             batch.get("prefix_length", 0))
         self.log("val/loss", loss, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+        self.log_val_nll(loss, batch)
 
     def configure_optimizers(self):
         return None

@@ -13,6 +13,25 @@ it is attributable to the user signal rather than to training itself.
 
 Checkpoints hold only the trainable weights and the hyperparameters; loading one builds
 the frozen backbone afresh from its name and fills in the adapters.
+
+Two scale choices, each configurable, with the paper's form selectable (``none``):
+
+* ``input_norm: standardize`` z-scores every his / diff vector per dimension with the
+  training split's statistics (his and diff separately; diff rows without peers left out),
+  kept as buffers in the checkpoint. Sentence embeddings are unit-norm with a large shared
+  component, so the raw per-dimension values are ~0.05 with a spread of a few hundredths:
+  a sigmoid refiner then sits at 0.5 for every unit and every user, the reconstruction
+  loss is already tiny at the start, and nothing forces the latent to vary with the
+  input. Standardised inputs give the encoder pre-activations of unit scale.
+* ``prompt_norm: token`` rescales each soft prompt to ``prompt_scale`` times the mean
+  norm of the backbone's token embeddings; the projector decides its direction only.
+  Unconstrained (``none``), the projectors are free to grow one large, nearly constant
+  vector that dominates attention and drowns any per-user variation.
+
+:meth:`DEPModule.diagnostics` measures what would show a collapse: the latent's mean
+activation against ρ and its spread across slots, the soft prompts' norm relative to the
+token embeddings' and their spread across slots relative to their norm. Training logs
+them under ``diag/`` every ``log_every_n_steps``; test runs write them to ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +46,8 @@ from dep_lightning.models.components import (Autoencoder, IdentityRefiner, Proje
                                              splice_soft_prompts)
 
 Refinement = Literal["sae", "ae", "none"]
+InputNorm = Literal["none", "standardize"]
+PromptNorm = Literal["none", "token"]
 
 
 def make_refiner(kind: Refinement, d_in: int, d_latent: int, rho: float) -> torch.nn.Module:
@@ -58,6 +79,11 @@ class DEPModule(GenerativeModule):
         lr, weight_decay, warmup_ratio: AdamW with linear warm-up and linear decay.
         generation: decoding settings for validation / test / predict.
         seed: seeds the adapters' initialisation.
+        input_norm: ``standardize`` (z-score slot vectors with the training split's
+            statistics) or ``none`` (the paper: raw embeddings). See the module docstring.
+        prompt_norm: ``token`` (each soft prompt rescaled to ``prompt_scale`` times the mean
+            token-embedding norm) or ``none`` (the paper: the projector's raw output).
+        prompt_scale: target soft-prompt norm in units of the mean token-embedding norm.
     """
 
     def __init__(
@@ -76,10 +102,24 @@ class DEPModule(GenerativeModule):
         warmup_ratio: float = 0.01,
         generation: GenerationConfig = GenerationConfig(),
         seed: int = 0,
+        input_norm: InputNorm = "none",
+        prompt_norm: PromptNorm = "none",
+        prompt_scale: float = 1.0,
     ):
         super().__init__(backbone, backbone_dtype, generation, seed)
         self.save_plain_hyperparameters()
+        if input_norm not in ("none", "standardize") or prompt_norm not in ("none", "token"):
+            raise ValueError(f"input_norm must be none|standardize and prompt_norm none|token, got "
+                             f"{input_norm!r} and {prompt_norm!r}")
+        if prompt_scale <= 0:
+            raise ValueError(f"prompt_scale must be > 0, got {prompt_scale}")
         hidden = self.backbone.config.hidden_size
+        # Per kind (his, diff): mean and standard deviation of the training inputs (input_norm).
+        self.register_buffer("input_mean", torch.zeros(2, embedding_dim))
+        self.register_buffer("input_std", torch.ones(2, embedding_dim))
+        weight = self.backbone.get_input_embeddings().weight.detach().float()
+        # Mean L2 norm of the LLM's own token embeddings: the reference scale of a soft prompt.
+        self.token_norm = float(weight.norm(dim=-1).mean())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.refiner = make_refiner(refinement, embedding_dim, latent_dim, rho)
@@ -87,6 +127,7 @@ class DEPModule(GenerativeModule):
             self.proj_his = Projector(d_latent, hidden, projector_hidden)
             self.proj_diff = Projector(d_latent, hidden, projector_hidden)
         self.latents: list[dict[str, Any]] = []  # per test sample: mean his latent (analysis/latents.npz)
+        self._diag_slots: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # test: (kinds, z, prompts)
 
     method = "dep"
 
@@ -95,8 +136,45 @@ class DEPModule(GenerativeModule):
 
     # -- soft prompts ---------------------------------------------------------------------
     def slot_inputs(self, slots: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The vector each slot's soft prompt is computed from: the review's his / diff vector."""
-        return slots["vectors"].float()
+        """The vector each slot's soft prompt is computed from: the review's his / diff vector,
+        standardised when ``input_norm`` is ``standardize``.
+
+        Adapters compute in float32 whatever the backbone's dtype (a bf16-cast module keeps
+        its buffers' dtype for the statistics)."""
+        e = slots["vectors"].float()
+        if self.hparams.input_norm == "standardize":
+            kinds = slots["kinds"].clamp(max=1)
+            e = (e - self.input_mean[kinds].float()) / self.input_std[kinds].float()
+        return e
+
+    def fit_input_statistics(self, examples) -> None:
+        """Set the standardisation statistics from training examples (``slot_vec``, ``slot_kind``, ``slot_peers``).
+
+        Diff rows without peers (the zero vector) are left out; a kind without rows keeps 0 / 1."""
+        import numpy as np
+
+        for kind in (HIS, DIFF):
+            rows = [ex["slot_vec"][(np.asarray(ex["slot_kind"]) == kind) & ex["slot_peers"]] for ex in examples
+                    if len(ex["slot_kind"])]
+            rows = np.concatenate(rows) if rows else np.zeros((0, self.input_mean.shape[1]), np.float32)
+            if len(rows) < 2:
+                continue
+            mean, std = rows.mean(0), rows.std(0)
+            self.input_mean[kind] = torch.as_tensor(mean, dtype=self.input_mean.dtype)
+            # A dimension that never varies is left unscaled rather than divided by ~0.
+            self.input_std[kind] = torch.as_tensor(np.where(std > 1e-6, std, 1.0), dtype=self.input_std.dtype)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and self.hparams.input_norm == "standardize" and hasattr(datamodule, "split_examples"):
+            # A resumed fit loads the checkpoint's statistics after this, so they stay the run's own.
+            self.fit_input_statistics(datamodule.split_examples("train"))
+
+    def scale_prompts(self, prompts: torch.Tensor) -> torch.Tensor:
+        if self.hparams.prompt_norm == "none":
+            return prompts
+        target = self.hparams.prompt_scale * self.token_norm
+        return prompts * (target / prompts.norm(dim=-1, keepdim=True).clamp_min(1e-6))
 
     def soft_prompts(self, slots: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Project every slot's vector; returns (N, hidden) and the refiner losses."""
@@ -111,6 +189,8 @@ class DEPModule(GenerativeModule):
         prompts = e.new_zeros((e.shape[0], self.backbone.config.hidden_size))
         prompts = prompts.index_put((his.nonzero(as_tuple=True)[0],), self.proj_his(z[his]).float())
         prompts = prompts.index_put((diff.nonzero(as_tuple=True)[0],), self.proj_diff(z[diff]).float())
+        prompts = self.scale_prompts(prompts)
+        self._last = (kinds.detach(), z.detach(), prompts.detach())
         peers = has_peers[diff]
         recon = (self.refiner.reconstruction_loss(e[his], e_hat[his])
                  + self.refiner.reconstruction_loss(e[diff], e_hat[diff], mask=peers))
@@ -135,26 +215,64 @@ class DEPModule(GenerativeModule):
 
     # -- steps ----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        self._last = None
         losses = self.losses(batch)
         size = batch["input_ids"].shape[0]
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=size)
         for name in ("loss_gen", "loss_recon", "loss_sparse"):
             self.log(f"train/{name}", losses[name], batch_size=size)
+        if self._last is not None:  # a few slots: cheap; the logger writes every log_every_n_steps
+            for name, value in self.diagnostics([self._last]).items():
+                self.log(f"diag/{name}", value, batch_size=size)
         return self.attached(losses["loss"])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         losses = self.losses(batch)
-        self.log("val/loss", losses["loss_gen"], prog_bar=True, batch_size=batch["input_ids"].shape[0],
-                 sync_dist=True)
+        size = batch["input_ids"].shape[0]
+        self.log("val/loss", losses["loss_gen"], prog_bar=True, batch_size=size, sync_dist=True)
+        self.log_val_nll(losses["loss_gen"], batch)
 
     def on_test_epoch_start(self) -> None:
         self.latents = []
+        self._diag_slots = []
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        rows = super().test_step(batch, batch_idx)
-        if self.hparams.refinement != "none":
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        self._last = None
+        rows = super().test_step(batch, batch_idx, dataloader_idx)
+        scoring = self.scoring_conditions is not None
+        if self._last is not None and (not scoring or self.scoring_conditions[dataloader_idx] == "true"):
+            self._diag_slots.append(self._last)
+        if self.hparams.refinement != "none" and not scoring:
             self._record_latents(batch)
         return rows
+
+    # -- diagnostics ----------------------------------------------------------------------
+    def diagnostics(self, parts=None) -> dict[str, float]:
+        """What a collapse of the user signal looks like, over the given slots (default: the test slots).
+
+        * ``latent_mean``: the refiner latent's mean activation (compare ``rho``), SAE / AE only;
+        * ``latent_spread``: per latent unit, the standard deviation across slots, averaged;
+        * ``prompt_norm_ratio``: mean soft-prompt norm / mean token-embedding norm;
+        * ``prompt_spread``: per slot kind, the root of the summed per-dimension variance
+          across slots over the mean norm (0: every slot gets one vector), averaged over kinds.
+        """
+        parts = self._diag_slots if parts is None else parts
+        if not parts:
+            return {}
+        kinds = torch.cat([k for k, _, _ in parts])
+        z = torch.cat([z.float() for _, z, _ in parts])
+        prompts = torch.cat([p.float() for _, _, p in parts])
+        out: dict[str, float] = {}
+        if self.hparams.refinement != "none" and z.shape[0] > 1:
+            out["latent_mean"] = float(z.mean())
+            out["latent_spread"] = float(z.std(dim=0).mean())
+        norms = prompts.norm(dim=-1)
+        out["prompt_norm_ratio"] = float(norms.mean() / self.token_norm)
+        spreads = [float(prompts[kinds == k].var(dim=0).sum().sqrt() / norms[kinds == k].mean())
+                   for k in (HIS, DIFF) if int((kinds == k).sum()) > 1]
+        if spreads:
+            out["prompt_spread"] = sum(spreads) / len(spreads)
+        return out
 
     @torch.no_grad()
     def _record_latents(self, batch: dict[str, Any]) -> None:
@@ -209,15 +327,22 @@ class NoUserControl(DEPModule):
         warmup_ratio: float = 0.01,
         generation: GenerationConfig = GenerationConfig(),
         seed: int = 0,
+        input_norm: InputNorm = "none",
+        prompt_norm: PromptNorm = "none",
+        prompt_scale: float = 1.0,
         max_slots: int = 8,
     ):
         super().__init__(backbone, backbone_dtype, embedding_dim, refinement, latent_dim, rho, lam, gamma,
-                         projector_hidden, lr, weight_decay, warmup_ratio, generation, seed)
+                         projector_hidden, lr, weight_decay, warmup_ratio, generation, seed, input_norm,
+                         prompt_norm, prompt_scale)
         self.save_plain_hyperparameters()
         generator = torch.Generator().manual_seed(seed + 1)
-        # Unit-norm random starting points, like the L2-normalised review vectors they replace.
         table = torch.randn(2, max_slots, embedding_dim, generator=generator)
-        self.slot_table = torch.nn.Parameter(table / table.norm(dim=-1, keepdim=True))
+        if input_norm == "none":
+            # Unit-norm random starting points, like the L2-normalised review vectors they replace.
+            table = table / table.norm(dim=-1, keepdim=True)
+        # (standardize: the table lives in the standardised space, where inputs have unit variance per dimension.)
+        self.slot_table = torch.nn.Parameter(table)
 
     def slot_inputs(self, slots: dict[str, torch.Tensor]) -> torch.Tensor:
         ranks = slots["ranks"]

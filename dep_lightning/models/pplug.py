@@ -130,7 +130,9 @@ class PPlugModule(GenerativeModule):
         return self.attached(loss)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.log("val/loss", self.loss(batch), prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+        loss = self.loss(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+        self.log_val_nll(loss, batch)
 
     def configure_optimizers(self):
         h = self.hparams

@@ -1,0 +1,216 @@
+"""Likelihood scoring and the personalization gain (``dep-lightning score``).
+
+Every test sample's reference review is scored by teacher forcing under each
+counterfactual condition (``data/conditions.py``): its negative log-likelihood in nats,
+summed and per target token. One forward pass per sample and condition, so the whole
+test split is cheap compared with generation, and the same instrument applies to every
+method that defines ``score_batch`` (DEP, the no-user control, PPlug, Non-Perso, RAG).
+
+The personalization gain of a run is, per sample, ``nll_swap - nll_true`` in nats per
+token (positive: the user's own history makes the reference more likely than another
+user's). It is reported per category and overall as a mean with a 95 % percentile
+bootstrap interval and a two-sided paired bootstrap test (``results/stats.py``); every
+other condition gets the same against ``true``.
+
+Files (``docs/runs.md``): ``scores/test.jsonl`` (one row per sample and condition:
+``sample_id``, ``user_id``, ``category``, ``condition``, ``nll``, ``tokens``) and a
+``likelihood`` block merged into the run's ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+
+from dep_lightning.data.conditions import CONDITIONS, check_conditions
+
+DEFAULT_CONDITIONS = ("true", "swap", "none")
+
+
+def _per_token(rows: Sequence[dict[str, Any]]) -> np.ndarray:
+    return np.array([r["nll"] / max(1, r["tokens"]) for r in rows], dtype=np.float64)
+
+
+def aligned(rows: Sequence[dict[str, Any]], conditions: Sequence[str]) -> tuple[list[str], dict[str, list[dict]]]:
+    """Rows by condition, every condition in the same sample order; each sample must appear
+    exactly once per condition with the same token count (the reference does not change)."""
+    by: dict[str, dict[str, dict]] = defaultdict(dict)
+    for row in rows:
+        seen = by[row["condition"]]
+        if row["sample_id"] in seen:
+            raise ValueError(f"sample {row['sample_id']} scored twice under condition {row['condition']!r}")
+        seen[row["sample_id"]] = row
+    ids = sorted(by[conditions[0]])
+    for c in conditions:
+        if sorted(by[c]) != ids:
+            raise ValueError(f"condition {c!r} scored {len(by[c])} samples, {conditions[0]!r} {len(ids)}: "
+                             f"the conditions must cover the same samples")
+        bad = [i for i in ids if by[c][i]["tokens"] != by[conditions[0]][i]["tokens"]]
+        if bad:
+            raise ValueError(f"sample {bad[0]}: the reference has a different token count under {c!r}")
+    return ids, {c: [by[c][i] for i in ids] for c in conditions}
+
+
+def gain_summary(true: np.ndarray, other: np.ndarray, resamples: int, seed: int) -> dict[str, Any]:
+    """Mean of ``other - true`` (nats/token) with its 95 % bootstrap interval and paired p-value."""
+    from dep_lightning.results.stats import MetricSamples, bootstrap_ci, paired_bootstrap
+
+    diff = MetricSamples("gain", other - true)
+    interval = bootstrap_ci(diff, resamples, seed)
+    test = paired_bootstrap(MetricSamples("nll", other), MetricSamples("nll", true), resamples, seed)
+    return {"gain": float(np.mean(other - true)), "gain_ci95": [interval.low, interval.high],
+            "p_value": test.p_value, "n": int(true.shape[0])}
+
+
+def summarize(rows: Sequence[dict[str, Any]], conditions: Sequence[str] | None = None, resamples: int = 1000,
+              seed: int = 0) -> dict[str, Any]:
+    """The ``likelihood`` block of ``metrics.json``: per category and overall, each condition's
+    mean NLL per token (and the token-weighted one), and each condition's gain over ``true``."""
+    conditions = tuple(conditions or [c for c in CONDITIONS if any(r["condition"] == c for r in rows)])
+    ids, by = aligned(rows, conditions)
+    categories = sorted({r["category"] for r in by[conditions[0]]})
+    out: dict[str, Any] = {"conditions": list(conditions), "unit": "nats per target token", "categories": {}}
+    for name in [*categories, None]:
+        keep = [i for i, r in enumerate(by[conditions[0]]) if name is None or r["category"] == name]
+        block: dict[str, Any] = {"n": len(keep), "tokens": int(sum(by[conditions[0]][i]["tokens"] for i in keep))}
+        values = {c: _per_token([by[c][i] for i in keep]) for c in conditions}
+        for c in conditions:
+            chosen = [by[c][i] for i in keep]
+            block[f"nll_{c}"] = float(values[c].mean())
+            block[f"nll_{c}_token_weighted"] = float(sum(r["nll"] for r in chosen) / max(1, block["tokens"]))
+        if "true" in conditions:
+            block["gains"] = {c: gain_summary(values["true"], values[c], resamples, seed)
+                              for c in conditions if c != "true"}
+        if name is None:
+            out["overall"] = block
+        else:
+            out["categories"][name] = block
+    return out
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """Markdown: per category and overall, NLL per condition and the gain of each over ``true``."""
+    conditions = summary["conditions"]
+    others = [c for c in conditions if c != "true"] if "true" in conditions else []
+    head = ["set", "n", *[f"NLL {c}" for c in conditions], *[f"{c} - true [95% CI]" for c in others]]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
+    for name, block in [*sorted(summary["categories"].items()), ("overall", summary["overall"])]:
+        cells = [name, str(block["n"]), *[f"{block[f'nll_{c}']:.4f}" for c in conditions]]
+        for c in others:
+            g = block["gains"][c]
+            mark = "†" if g["p_value"] < 0.05 else ""
+            cells.append(f"{g['gain']:+.4f}{mark} [{g['gain_ci95'][0]:+.4f}, {g['gain_ci95'][1]:+.4f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _gather(trainer: L.Trainer, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        parts: list[list[dict[str, Any]]] = [None] * trainer.world_size  # type: ignore[list-item]
+        torch.distributed.all_gather_object(parts, rows)
+        rows = [row for part in parts for row in part]
+    return rows
+
+
+class ScoreWriter(L.Callback):
+    """Collects the rows of a scoring test run and writes ``scores/test.jsonl`` and the
+    ``likelihood`` block of ``metrics.json`` (merged into an existing one), plus
+    ``manifest.json`` when the run directory has none yet.
+
+    Args:
+        resamples: bootstrap resamples of the intervals and tests.
+        seed: bootstrap seed.
+    """
+
+    def __init__(self, resamples: int = 1000, seed: int = 0):
+        self.resamples, self.seed = resamples, seed
+        self._buffer: list[dict[str, Any]] = []
+        self.summary: dict[str, Any] | None = None
+        self.folder: Path | None = None
+
+    @staticmethod
+    def active(pl_module) -> bool:
+        return getattr(pl_module, "scoring_conditions", None) is not None
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._buffer = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.active(pl_module) and outputs:
+            self._buffer.extend(outputs)
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        if not self.active(pl_module):
+            return
+        from dep_lightning.callbacks.evaluation import build_manifest, write_json
+        from dep_lightning.callbacks.predictions import run_dir, write_jsonl
+
+        rows = _gather(trainer, self._buffer)
+        self._buffer = []
+        self.folder = run_dir(trainer)  # a collective under DDP: every process asks
+        if not trainer.is_global_zero:
+            return
+        order = {c: i for i, c in enumerate(CONDITIONS)}
+        rows.sort(key=lambda r: (r["sample_id"], order[r["condition"]]))
+        self.summary = summarize(rows, pl_module.scoring_conditions, self.resamples, self.seed)
+        folder = Path(self.folder)
+        write_jsonl(folder / "scores" / "test.jsonl", rows)
+        metrics_path = folder / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        metrics["likelihood"] = self.summary
+        diagnostics = getattr(pl_module, "diagnostics", None)
+        if callable(diagnostics) and diagnostics():
+            metrics["diagnostics"] = diagnostics()
+        write_json(metrics_path, metrics)
+        if not (folder / "manifest.json").is_file():
+            write_json(folder / "manifest.json", build_manifest(trainer, pl_module, folder))
+        overall = {f"score/{c}": v for c, v in self.summary["overall"].items() if c.startswith("nll_")}
+        overall.update({f"score/gain_{c}": g["gain"] for c, g in self.summary["overall"].get("gains", {}).items()})
+        for logger in trainer.loggers:
+            logger.log_metrics(overall, step=trainer.global_step)
+        print("\n" + summary_table(self.summary) + f"\nscores: {folder / 'scores' / 'test.jsonl'}\n"
+              f"metrics: {metrics_path}", flush=True)
+
+
+class DEPTrainer(L.Trainer):
+    """Lightning's Trainer plus :meth:`score` (``dep-lightning score``)."""
+
+    def score(self, model: L.LightningModule | None = None, datamodule: L.LightningDataModule | None = None,
+              ckpt_path: str | None = None, conditions: list[str | bool] = list(DEFAULT_CONDITIONS),
+              weights_only: bool | None = None) -> dict[str, Any] | None:
+        """Score every test reference by likelihood under each condition (true, swap, none, his_only, diff_only).
+
+        Runs Lightning's test loop with one teacher-forced dataloader per condition over the
+        whole test split (``data.init_args.score_limit`` caps it) and writes
+        ``scores/test.jsonl`` and the ``likelihood`` block of ``metrics.json``.
+
+        Args:
+            model: the method (must define ``score_batch``).
+            datamodule: a DEPDataModule.
+            ckpt_path: checkpoint to score (``best`` / ``last`` / a path); ``None`` scores the model as built.
+            conditions: conditions to score; ``true`` first is the reference of every gain.
+            weights_only: passed to checkpoint loading.
+        """
+        model = model if model is not None else self.lightning_module
+        conditions = check_conditions(conditions)
+        if not callable(getattr(model, "score_batch", None)):
+            raise ValueError(f"{type(model).__name__} has no likelihood to score (a method without a language "
+                             f"model, such as the copy baselines)")
+        if not hasattr(datamodule, "scoring_conditions"):
+            raise ValueError("score needs a DEPDataModule (it builds the conditions' inputs)")
+        writer = next((cb for cb in self.callbacks if isinstance(cb, ScoreWriter)), None)
+        if writer is None:
+            writer = ScoreWriter()
+            self.callbacks.append(writer)
+        model.scoring_conditions = datamodule.scoring_conditions = conditions
+        try:
+            self.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only)
+        finally:
+            model.scoring_conditions = datamodule.scoring_conditions = None
+        return writer.summary

@@ -1,0 +1,146 @@
+"""Likelihood scoring: per-sample NLL, the counterfactual gain, and checks that can fail both ways.
+
+* the trained no-user control without review text or metadata has a swap gain of exactly
+  0 (its prompt holds nothing of the user): a leak of the swap anywhere else breaks it;
+* a constructed method that copies the user's own words (the planted signal) shows a
+  positive gain; one scored on the wrong history would not.
+"""
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from dep_lightning.data.batching import IGNORE_INDEX
+from dep_lightning.data.prompt import PromptConfig
+from dep_lightning.models.base import GenerativeModule
+from dep_lightning.models.dep_module import DEPModule, NoUserControl
+from dep_lightning.scoring import DEPTrainer, ScoreWriter, aligned, summarize
+from tests.helpers import small_datamodule
+
+SLOTS_ONLY = PromptConfig(with_text=False, metadata=False)
+
+
+def trainer(tmp_path, **kwargs) -> DEPTrainer:
+    settings = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                    default_root_dir=str(tmp_path))
+    settings.update(kwargs)
+    return DEPTrainer(**settings)
+
+
+@pytest.fixture(scope="module")
+def slots_only(tmp_path_factory):
+    dm = small_datamodule(tmp_path_factory.mktemp("embeddings"), prompt=SLOTS_ONLY, score_limit=24)
+    dm.setup("fit")
+    return dm
+
+
+def test_per_sample_nll_adds_up_to_the_training_loss(slots_only):
+    model = DEPModule(backbone="tiny", embedding_dim=slots_only.embedding_dim, latent_dim=16)
+    batch = next(iter(slots_only.score_loader("true")))
+    nll, tokens = model.score_batch(batch)
+    assert tokens.tolist() == (batch["labels"][:, 1:] != IGNORE_INDEX).sum(1).tolist()
+    with torch.no_grad():
+        embeds, _ = model.input_embeddings(batch["input_ids"], batch["slots"])
+        mean = model.lm_loss(embeds, batch["attention_mask"], batch["labels"])
+    # Sum of a few hundred fp32 terms vs the same terms averaged by cross_entropy: rounding only.
+    torch.testing.assert_close(nll.sum() / tokens.sum(), mean, rtol=1e-5, atol=0)
+
+
+def test_a_sample_scores_the_same_alone_and_in_a_padded_batch(slots_only):
+    model = DEPModule(backbone="tiny", embedding_dim=slots_only.embedding_dim, latent_dim=16)
+    batch = next(iter(slots_only.score_loader("true")))
+    together, _ = model.score_batch(batch)
+    collate = slots_only.score_loader("true").collate_fn
+    examples = {e["sample_id"]: e for e in slots_only.split_examples("score", "true")}
+    for i, sample_id in enumerate(batch["sample_id"]):
+        alone, _ = model.score_batch(collate([examples[sample_id]]))
+        # Right padding never reaches a row's own positions; shapes differ, so BLAS may round
+        # differently: a sum of ~100 fp32 token NLLs of ~10 nats each, relative 1e-5.
+        torch.testing.assert_close(alone[0], together[i], rtol=1e-5, atol=0)
+
+
+def test_no_user_control_without_text_has_exactly_zero_swap_gain(slots_only, tmp_path):
+    model = NoUserControl(backbone="tiny", embedding_dim=slots_only.embedding_dim, latent_dim=16)
+    summary = trainer(tmp_path).score(model, slots_only, conditions=["true", "swap", "none"])
+    gain = summary["overall"]["gains"]["swap"]
+    assert gain["n"] == len(slots_only.scored_samples()) == 24
+    assert gain["gain"] == 0.0 and gain["gain_ci95"] == [0.0, 0.0] and gain["p_value"] == 1.0
+    # The same check fails when the user's input can reach the model: DEP on the same data.
+    dep = DEPModule(backbone="tiny", embedding_dim=slots_only.embedding_dim, latent_dim=16)
+    dep_gain = trainer(tmp_path).score(dep, slots_only, conditions=["true", "swap"])["overall"]["gains"]["swap"]
+    assert dep_gain["gain"] != 0.0
+    # And removing the slots ("none") changes even the control's prompt.
+    assert summary["overall"]["gains"]["none"]["gain"] != 0.0
+
+
+class CopyUserWords(GenerativeModule):
+    """A constructed method that copies the user's words: each reference token costs
+    ``-log(0.5 * share of that token among the prompt's tokens + 0.5 / vocabulary)``. The
+    prompt shows the history texts, so the user's own reviews (with their planted
+    vocabulary and signatures) make the reference cheaper than another user's."""
+
+    method = "copy_user_words"
+
+    def score_batch(self, batch):
+        vocab = len(self.tokenizer)
+        nll, tokens = [], []
+        for ids, labels in zip(batch["input_ids"], batch["labels"]):
+            prompt = ids[labels == IGNORE_INDEX]
+            counts = torch.bincount(prompt, minlength=vocab).float() / max(1, prompt.numel())
+            target = labels[labels != IGNORE_INDEX]
+            nll.append(-torch.log(0.5 * counts[target] + 0.5 / vocab).sum())
+            tokens.append(target.numel())
+        return torch.stack(nll), torch.tensor(tokens)
+
+
+def test_a_method_that_copies_the_users_words_shows_a_positive_gain(tmp_path):
+    dm = small_datamodule(tmp_path / "embeddings", prompt=PromptConfig(with_text=True), score_limit=30)
+    summary = trainer(tmp_path).score(CopyUserWords(backbone="tiny"), dm, conditions=["true", "swap"])
+    gain = summary["overall"]["gains"]["swap"]
+    assert gain["gain"] > 0 and gain["gain_ci95"][0] > 0 and gain["p_value"] < 0.05
+    # Scoring a sample under its own history twice shows no gain: the instrument itself adds none.
+    rows = [{"sample_id": str(i), "user_id": "u", "category": "c", "condition": c, "nll": float(v), "tokens": 10}
+            for i, v in enumerate(np.linspace(1, 2, 12)) for c in ("true", "swap")]
+    same = summarize(rows)["overall"]["gains"]["swap"]
+    assert same["gain"] == 0.0 and same["p_value"] == 1.0
+
+
+def test_score_writes_rows_metrics_and_manifest(slots_only, tmp_path):
+    model = DEPModule(backbone="tiny", embedding_dim=slots_only.embedding_dim, latent_dim=16)
+    writer = ScoreWriter(resamples=200)
+    t = trainer(tmp_path, callbacks=[writer])
+    t.score(model, slots_only, conditions=["true", "swap", "none", "his_only", "diff_only"])
+    folder = Path(tmp_path)
+    rows = [json.loads(line) for line in (folder / "scores" / "test.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 * 24 and set(rows[0]) == {"sample_id", "user_id", "category", "condition", "nll", "tokens"}
+    ids, by = aligned(rows, ["true", "swap", "none", "his_only", "diff_only"])
+    assert len(ids) == 24 and all(r["nll"] > 0 for r in rows)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    block = metrics["likelihood"]["overall"]
+    assert block["n"] == 24 and set(block["gains"]) == {"swap", "none", "his_only", "diff_only"}
+    true = np.array([r["nll"] / r["tokens"] for r in by["true"]])
+    assert block["nll_true"] == pytest.approx(true.mean(), rel=1e-12)  # float64 mean of the same values
+    assert set(metrics["diagnostics"]) == {"latent_mean", "latent_spread", "prompt_norm_ratio", "prompt_spread"}
+    assert json.loads((folder / "manifest.json").read_text())["method"] == "dep"
+    assert model.scoring_conditions is None and slots_only.scoring_conditions is None  # back to generation
+
+
+def test_mismatched_conditions_are_an_error():
+    rows = [{"sample_id": "a", "category": "c", "condition": "true", "nll": 1.0, "tokens": 2},
+            {"sample_id": "b", "category": "c", "condition": "true", "nll": 1.0, "tokens": 2},
+            {"sample_id": "a", "category": "c", "condition": "swap", "nll": 1.0, "tokens": 2}]
+    with pytest.raises(ValueError, match="cover the same samples"):
+        aligned(rows, ["true", "swap"])
+    with pytest.raises(ValueError, match="scored twice"):
+        aligned(rows + rows[:1], ["true", "swap"])
+
+
+def test_copy_baselines_have_no_likelihood(slots_only, tmp_path):
+    from dep_lightning.models.copy import CopyBaseline
+
+    with pytest.raises(ValueError, match="no likelihood"):
+        trainer(tmp_path).score(CopyBaseline(), slots_only)
