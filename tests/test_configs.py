@@ -15,12 +15,14 @@ TRAINER = [p for p in CONFIGS if p.parent.name == "trainer"]
 BASELINES = [p for p in CONFIGS if p.parent.name == "baselines"]
 LOGGERS = [p for p in CONFIGS if p.parent.name == "logger"]
 STUDY = [p for p in CONFIGS if p.parent.name == "study"]
+POSITIVE_CONTROL = [p for p in CONFIGS if p.parent.name == "positive_control"]
 # Study configs that name the data (the rest are overlays layered after one of them).
 STUDY_BASES = [p for p in STUDY if "source" in (p.read_text())]
 
 
 def test_every_config_has_a_parser():
-    unclaimed = [p for p in CONFIGS if p not in PREPARE + FIT + EXPERIMENTS + BASELINES + LOGGERS + TRAINER + STUDY]
+    unclaimed = [p for p in CONFIGS if p not in PREPARE + FIT + EXPERIMENTS + BASELINES + LOGGERS + TRAINER + STUDY
+                 + POSITIVE_CONTROL]
     assert not unclaimed, f"configs without a parsing test: {unclaimed}"
 
 
@@ -172,3 +174,19 @@ def test_the_long_training_overlay_changes_only_the_training_budget():
         assert long.data.init_args[key] == short.data.init_args[key], key
     assert long.model == short.model
     assert long.trainer.default_root_dir != short.trainer.default_root_dir
+
+
+@pytest.mark.parametrize("overlays", [[], ["no_user"], ["null"], ["no_user", "null"], ["paper_form"]],
+                         ids=lambda o: "+".join(["dep", *o]))
+def test_positive_control_configs_instantiate(overlays, tmp_path):
+    folder = ROOT / "configs" / "positive_control"
+    assert {p.stem for p in POSITIVE_CONTROL} == {"dep", "no_user", "null", "paper_form"}
+    cli = instantiate([folder / "dep.yaml", *[folder / f"{o}.yaml" for o in overlays]], tmp_path)
+    model, source, prompt = cli.model, cli.datamodule.source, cli.datamodule.prompt
+    assert type(model).__name__ == ("NoUserControl" if "no_user" in overlays else "DEPModule")
+    assert source.user_signal == (0.0 if "null" in overlays else 1.0) and source.style_groups == 4
+    # The soft prompts are the prompt's only user channel.
+    assert not prompt.with_text and not prompt.metadata and prompt.embeddings == "his+diff"
+    scale = ("none", "none") if "paper_form" in overlays else ("standardize", "token")
+    assert (model.hparams.input_norm, model.hparams.prompt_norm) == scale
+    assert cli.config.score_after_fit == [True, "swap", "none"]

@@ -159,7 +159,7 @@ class DEPModule(GenerativeModule):
             rows = np.concatenate(rows) if rows else np.zeros((0, self.input_mean.shape[1]), np.float32)
             if len(rows) < 2:
                 continue
-            mean, std = rows.mean(0), rows.std(0)
+            mean, std = rows.astype(np.float64).mean(0), rows.astype(np.float64).std(0)
             self.input_mean[kind] = torch.as_tensor(mean, dtype=self.input_mean.dtype)
             # A dimension that never varies is left unscaled rather than divided by ~0.
             self.input_std[kind] = torch.as_tensor(np.where(std > 1e-6, std, 1.0), dtype=self.input_std.dtype)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The planted-signal positive control (docs/personalization.md): DEP and the trained no-user
+# control on the signal (user_signal 1.0) and null (0.0) arms, plus DEP in the paper's scale
+# form on the signal arm; then exports the runs and writes the summary.
+#   bash scripts/positive_control.sh [RUNS_ROOT]     (resumable: finished runs are skipped)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=${1:-runs/positive_control}
+BIN=${BIN:-.venv/bin}
+run() {  # name, extra configs...
+  local name=$1; shift
+  if [ -f "$ROOT/$name/scores/test.jsonl" ]; then echo "positive control: $name done, skipped"; return; fi
+  rm -rf "$ROOT/$name"
+  local args=(--config configs/positive_control/dep.yaml)
+  for extra in "$@"; do args+=(--config "configs/positive_control/$extra.yaml"); done
+  echo "positive control: $name ($(date -u +%H:%M:%S))"
+  "$BIN/dep-lightning" fit "${args[@]}" --run_dir "$ROOT/$name"
+}
+run dep_signal
+run no_user_signal no_user
+run dep_null null
+run no_user_null no_user null
+run dep_paper_form_signal paper_form
+"$BIN/dep-lightning" export --runs "$ROOT" --out docs/results/positive_control/runs
+"$BIN/python" scripts/positive_control_summary.py docs/results/positive_control/runs \
+  --out docs/results/positive_control/summary.json

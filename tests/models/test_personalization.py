@@ -1,0 +1,98 @@
+"""DEP's scale choices (input standardisation, token-norm soft prompts) and the collapse diagnostics."""
+
+import numpy as np
+import pytest
+import torch
+
+from dep_lightning.data.prompt import DIFF, HIS, PromptConfig
+from dep_lightning.models.dep_module import DEPModule, NoUserControl
+from tests.helpers import small_datamodule
+
+
+@pytest.fixture(scope="module")
+def datamodule(tmp_path_factory):
+    dm = small_datamodule(tmp_path_factory.mktemp("embeddings"), prompt=PromptConfig(with_text=False, metadata=False))
+    dm.setup("fit")
+    return dm
+
+
+def module(dm, **kwargs):
+    return DEPModule(backbone="tiny", embedding_dim=dm.embedding_dim, latent_dim=16, **kwargs)
+
+
+def test_standardised_training_inputs_have_zero_mean_and_unit_spread(datamodule):
+    model = module(datamodule, input_norm="standardize")
+    examples = datamodule.split_examples("train")
+    model.fit_input_statistics(examples)
+    for kind in (HIS, DIFF):
+        rows = np.concatenate([ex["slot_vec"][(np.asarray(ex["slot_kind"]) == kind) & ex["slot_peers"]]
+                               for ex in examples])
+        slots = {"vectors": torch.from_numpy(rows), "kinds": torch.full((len(rows),), kind)}
+        e = model.slot_inputs(slots).double()
+        # Statistics in float64, the standardisation in float32: each value carries a rounding
+        # error of a few eps32 * |x| / std (the subtraction), so the tolerance scales with that.
+        eps = torch.finfo(torch.float32).eps
+        tol = 8 * eps * float(np.abs(rows).max() / model.input_std[kind].min())
+        torch.testing.assert_close(e.mean(0), torch.zeros(e.shape[1], dtype=torch.float64), atol=tol, rtol=0)
+        torch.testing.assert_close(e.std(0, unbiased=False), torch.ones(e.shape[1], dtype=torch.float64),
+                                   atol=tol, rtol=0)
+    assert not torch.equal(model.input_mean[HIS], model.input_mean[DIFF])
+
+
+def test_the_paper_form_leaves_inputs_and_prompts_as_they_are(datamodule):
+    batch = next(iter(datamodule.val_dataloader()))
+    slots = batch["slots"]
+    model = module(datamodule)  # input_norm / prompt_norm: none
+    assert torch.equal(model.slot_inputs(slots), slots["vectors"].float())
+    prompts, _ = model.soft_prompts(slots)
+    z, _ = model.refiner(slots["vectors"].float())
+    his = slots["kinds"] == HIS
+    assert torch.equal(prompts[his], model.proj_his(z[his]))
+
+
+def test_token_norm_soft_prompts_have_the_token_embeddings_scale(datamodule):
+    batch = next(iter(datamodule.val_dataloader()))
+    model = module(datamodule, prompt_norm="token", prompt_scale=0.5)
+    token_norm = model.backbone.get_input_embeddings().weight.float().norm(dim=-1).mean()
+    assert model.token_norm == pytest.approx(float(token_norm), rel=1e-6)
+    prompts, _ = model.soft_prompts(batch["slots"])
+    # One division and one multiplication per element in float32.
+    torch.testing.assert_close(prompts.norm(dim=-1), torch.full((len(prompts),), 0.5 * model.token_norm),
+                               rtol=1e-5, atol=0)
+    assert model.diagnostics([model._last])["prompt_norm_ratio"] == pytest.approx(0.5, rel=1e-5)
+
+
+def test_diagnostics_report_a_collapsed_prompt_as_zero_spread(datamodule):
+    model = module(datamodule)
+    kinds = torch.tensor([HIS, HIS, DIFF, DIFF])
+    z = torch.full((4, 16), 0.5)
+    prompts = torch.ones(4, model.backbone.config.hidden_size) * 3.0
+    collapsed = model.diagnostics([(kinds, z, prompts)])
+    assert collapsed["latent_mean"] == pytest.approx(0.5) and collapsed["latent_spread"] == 0.0
+    assert collapsed["prompt_spread"] == 0.0
+    norm = 3.0 * prompts.shape[1] ** 0.5
+    assert collapsed["prompt_norm_ratio"] == pytest.approx(norm / model.token_norm, rel=1e-6)
+    spread = prompts.clone()
+    spread[1] = -spread[1]  # two his prompts pointing opposite ways: spread = norm * sqrt(2) / norm
+    assert model.diagnostics([(kinds, z, spread)])["prompt_spread"] == pytest.approx((2 ** 0.5 + 0) / 2, rel=1e-5)
+
+
+def test_statistics_are_kept_in_the_checkpoint_state(datamodule):
+    model = module(datamodule, input_norm="standardize")
+    model.fit_input_statistics(datamodule.split_examples("train"))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    assert "input_mean" in state and "input_std" in state
+    assert "input_mean" in model.trainable_state_keys()
+    fresh = module(datamodule, input_norm="standardize")
+    fresh.load_state_dict(state, strict=False)
+    assert torch.equal(fresh.input_mean, model.input_mean) and torch.equal(fresh.input_std, model.input_std)
+
+
+def test_no_user_control_starts_in_the_standardised_space(datamodule):
+    control = NoUserControl(backbone="tiny", embedding_dim=datamodule.embedding_dim, latent_dim=16,
+                            input_norm="standardize")
+    table = control.slot_table.detach()
+    # 2 * 8 * d draws from N(0, 1): the sample std is 1 within a few percent.
+    assert float(table.std()) == pytest.approx(1.0, abs=0.1)
+    plain = NoUserControl(backbone="tiny", embedding_dim=datamodule.embedding_dim, latent_dim=16)
+    torch.testing.assert_close(plain.slot_table.detach().norm(dim=-1), torch.ones(2, 8), rtol=1e-6, atol=0)
