@@ -45,7 +45,10 @@ class DEPDataModule(L.LightningDataModule):
         val_size: rows of the merged val splits used for validation (paper: 512).
         seed: seed of the validation sample and the batch order.
         categories: categories to use (default: all in the data).
-        limit_train / limit_val / limit_test: keep only the first N samples (quick runs).
+        limit_train / limit_val / limit_test: keep N samples (quick runs), taken round-robin
+            across categories (the first of each category, then the second of each, …; a
+            category that runs out is skipped) and kept in the split's order; N at or above
+            the split's size keeps it whole. One category: the first N.
         batch_size: training batch size; eval_batch_size: validation/test/generation batch size.
         bucket_by_length: batch training samples of similar length together.
         test_order: ``length`` batches test / predict prompts of similar length together
@@ -238,7 +241,8 @@ class DEPDataModule(L.LightningDataModule):
         no_vector = np.zeros(self.embedding_dim, np.float32)
         examples = []
         for sample, history, vecs in zip(samples, histories, vectors):
-            encoded = builder.encode(sample, history, self.data.item)
+            # Evaluation prompts are budgeted without looking at the reference (it is hidden).
+            encoded = builder.encode(sample, history, self.data.item, blind_budget=split in ("test", "score"))
             slot_vec = [vecs.his[i] if kind == HIS else vecs.diff[i] if kind == DIFF else no_vector
                         for i, kind, _ in encoded.slots]
             # A his slot always has its vector; a diff slot may have no peers (zero vector, mask False).

@@ -220,12 +220,17 @@ class PromptBuilder:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def encode(self, sample: Sample, history: Sequence[Review], items, with_target: bool = True,
-               profile: str | None = None) -> EncodedPrompt:
+               profile: str | None = None, blind_budget: bool = False) -> EncodedPrompt:
         """Encode ``sample`` with ``history`` (retrieved reviews, ascending time).
 
         ``items(item_id, category) -> Item`` looks up history items' metadata. ``profile``
         (a text about the user, e.g. an LLM-written summary) adds a ``[User Profile]``
         section after the past reviews; it is kept whole when histories are dropped.
+
+        ``blind_budget`` (test and predict prompts): which histories fit is decided with the
+        target's largest possible length (``max_target_tokens`` + end-of-turn) instead of
+        its real one, so the prompt never depends on the hidden reference; the target is
+        still appended (teacher-forced scoring reads it).
         """
         target: list[int] = []
         if with_target:
@@ -234,13 +239,14 @@ class PromptBuilder:
             if len(target) < self.config.max_target_tokens or not target:
                 target.append(self.end_of_turn_id)
         kept = list(range(len(history))) if self.config.history else []
+        reserve = self.config.max_target_tokens + 1 if blind_budget else len(target)
         while True:
             ids, slots = self._tokenize_prompt(self.render(sample, history, kept, items, profile))
-            if len(ids) + len(target) <= self.config.max_length:
+            if len(ids) + reserve <= self.config.max_length:
                 break
             if not kept:
                 raise ValueError(
-                    f"sample {sample.sample_id}: prompt of {len(ids)} tokens + target of {len(target)} exceeds "
+                    f"sample {sample.sample_id}: prompt of {len(ids)} tokens + target of {reserve} exceeds "
                     f"max_length={self.config.max_length} even without history; raise max_length or lower "
                     f"max_target_tokens")
             kept = kept[1:]  # drop the oldest history first

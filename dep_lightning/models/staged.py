@@ -237,11 +237,12 @@ class StagedPromptingModule(PromptingModule):
         rows, shown = [], []
         for context, profile in zip(contexts, profiles):
             builder = self._builder(context.prompt)
-            encoded = builder.encode(context.sample, context.retrieved, context.item, profile=profile)
+            encoded = builder.encode(context.sample, context.retrieved, context.item, profile=profile,
+                                     blind_budget=True)
             if encoded.slots:
                 raise ValueError(f"{self.method} prompts the LLM with text only, but the prompt has soft-prompt "
                                  f"slots: set data.init_args.prompt.embeddings: none")
-            rows.append(encoded.input_ids[:encoded.prompt_length])  # the target only sets the token budget
+            rows.append(encoded.input_ids[:encoded.prompt_length])  # the budget reserves max_target_tokens
             shown.append([context.retrieved[i].text for i in encoded.kept])
         return left_padded(rows, self.tokenizer.pad_token_id, self.device), shown
 
