@@ -40,7 +40,8 @@ def make_tables(
 
     Args:
         runs: folders searched recursively for run directories (manifest.json + metrics.json).
-        out: folder for table<N>.md/.tex/.csv, hygiene.* and the figure PNGs; None writes nothing.
+        out: folder for table<N>.md/.tex/.csv, hygiene.*, personalization.* (only when some run has a
+            likelihood block) and the figure PNGs; None writes nothing.
         formats: file suffixes to write, from md, tex, csv.
         reference: the row every other row is tested against: a method (table 1) or a row
             key such as ``refinement=ae`` (ablation tables); tables it does not name keep their
@@ -51,7 +52,7 @@ def make_tables(
         resamples: bootstrap resamples per interval and test.
         seed: seed of the bootstrap.
         intervals: compute intervals and tests (needs predictions/test.jsonl).
-        figures: write the K-sweep and uniqueness figures.
+        figures: write the K-sweep and uniqueness figures (and the personalization figure with its table).
     """
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
@@ -65,12 +66,18 @@ def make_tables(
     options = Options(resamples=resamples, seed=seed, reference=reference, intervals=intervals)
     tables, resolved = build_tables(registry, options, overrides)
 
-    echo(f"{len(registry.runs)} run(s) in {len(registry.groups)} configuration(s)")
+    score_only = len(registry.score_only)  # likelihoods only: in the personalization table alone
+    echo(f"{len(registry.runs) - score_only} run(s) in {len(registry.groups)} configuration(s)"
+         + (f" and {score_only} score-only run(s) (personalization table only)" if score_only else ""))
     for table in tables:
         echo("")
         echo(to_markdown(table, options))
     written: list[Path] = []
     notes = registry.all_notes()
+    personalization = next((table for table in tables if table.name == "personalization"), None)
+    if personalization is None:
+        notes.append("personalization: no run has a likelihood block (dep-lightning score), so no personalization "
+                     "table or figure")
     if out is not None:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
@@ -88,6 +95,11 @@ def make_tables(
             notes += k_sweep_figure(registry.groups, resolved, categories, folder / "figure_k_sweep.png")
             notes += uniqueness_figure(tables[0].rows, folder / "figure_uniqueness.png")
             written += [folder / "figure_k_sweep.png", folder / "figure_uniqueness.png"]
+            if personalization is not None:
+                from dep_lightning.results.figures import personalization_figure
+
+                notes += personalization_figure(personalization, folder / "figure_personalization.png")
+                written.append(folder / "figure_personalization.png")
 
     empty = [line for table in tables for line in table.empty_cells()]
     echo("empty cells:" if empty else "empty cells: none")

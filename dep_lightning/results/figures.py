@@ -7,9 +7,14 @@
   metrics of the unique and the non-unique half of users from
   ``metrics.json["uniqueness"]`` (all test categories together; the paper showed CDs &
   Vinyl only), mean over seeds with the seed std as error bars.
+* ``figure_personalization.png``: per row of the personalization table, the swap gain
+  ``NLL(swap) - NLL(true)`` (nats per target token) with its 95% bootstrap interval over
+  samples as error bar, and a zero line; written only with that table.
 
 A point or bar from a single seed has no error bar (a seed std needs two seeds) and a note
-names it. A figure without data is still written, with a note saying what is missing.
+names it; in the personalization figure the error bar is a bootstrap interval over samples,
+which one seed has too, so a one-seed point is drawn hollow and a note names it. A figure
+without data is still written, with a note saying what is missing.
 """
 
 from __future__ import annotations
@@ -21,7 +26,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from dep_lightning.results.registry import RunGroup
-from dep_lightning.results.tables import METRIC_LABELS, Row, matches_ablation, category_label, show_value
+from dep_lightning.results.tables import (
+    METRIC_LABELS,
+    SIGNIFICANCE,
+    Row,
+    Table,
+    category_label,
+    matches_ablation,
+    show_value,
+)
 
 UNIQUENESS_METRICS = ("meteor", "rouge1", "bleu")
 FULL_NAMES = {"rouge1": "ROUGE-1", "meteor": "METEOR", "bleu": "BLEU"}
@@ -145,6 +158,58 @@ def uniqueness_figure(rows: Sequence[Row], path: Path) -> list[str]:
             axis.set_title(FULL_NAMES[metric])
             axis.legend(fontsize=8)
     fig.suptitle("Unique vs non-unique users (all test categories)")
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=120)
+    plt.close(fig)
+    return notes
+
+
+def personalization_figure(table: Table, path: Path) -> list[str]:
+    """The swap gain per row of the personalization table with its 95% interval; returns notes."""
+    from dep_lightning.results.personalization import swap_gains
+
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    points = swap_gains(table)
+    shown = {id(row) for row, _ in points}
+    notes = []
+    without = [row.label for row in table.rows if id(row) not in shown]
+    if without:
+        notes.append(f"figure_personalization: no swap gain: {', '.join(without)}")
+    no_interval = [row.label for row, cell in points if cell.low is None]
+    if no_interval:
+        notes.append(f"figure_personalization: no interval: {', '.join(no_interval)}")
+    single = [row.label for row, _ in points if row.seeds == 1]
+    if single:
+        notes.append(f"figure_personalization: one seed (hollow marker; interval over that seed's samples): "
+                     f"{', '.join(single)}")
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.45 * len(points) + 1.6)))
+    if not points:
+        notes.append("figure_personalization: no row with a swap gain (swap not scored)")
+        _empty(ax, "no run scored under the swap condition")
+    else:
+        labels = []
+        for i, (row, cell) in enumerate(points):
+            y = len(points) - 1 - i  # table order, top to bottom
+            if cell.low is not None:
+                ax.plot([cell.low, cell.high], [y, y], color="C0", linewidth=1.5)
+                ax.plot([cell.low, cell.high], [y, y], linestyle="none", marker="|", markersize=10, color="C0")
+            ax.plot([cell.mean], [y], linestyle="none", marker="o", markersize=7, color="C0",
+                    markerfacecolor="C0" if row.seeds and row.seeds > 1 else "white")
+            significant = cell.p_value is not None and cell.p_value < SIGNIFICANCE
+            labels.append(row.label + (" †" if significant else ""))
+        ax.axvline(0.0, color="0.4", linestyle="--", linewidth=1)
+        ax.set_yticks(range(len(points) - 1, -1, -1), labels, fontsize=8)
+        ax.set_ylim(-0.7, len(points) - 0.3)
+        ax.set_xlabel("swap gain: NLL(swap) - NLL(true), nats per target token")
+        kinds = [("several seeds", "C0")] * any(row.seeds and row.seeds > 1 for row, _ in points) + \
+            [("one seed", "white")] * bool(single)
+        handles = [Line2D([], [], linestyle="none", marker="o", color="C0", markerfacecolor=face, label=name)
+                   for name, face in kinds]
+        handles.append(Line2D([], [], color="C0", marker="|", markersize=10, label="95% bootstrap interval"))
+        ax.legend(handles=handles, fontsize=8, loc="best")
+    ax.set_title("Personalization gain (positive: the user's own history helps; † p < 0.05)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=120)
     plt.close(fig)

@@ -2,7 +2,8 @@
 
 A run is a folder holding ``manifest.json`` and ``metrics.json``; ``predictions/test.jsonl``
 (per-sample scores) is optional and only needed for confidence intervals and significance
-tests. Every file is validated field by field; a bad value stops with an
+tests, and so is ``scores/test.jsonl`` (per-sample likelihoods of ``dep-lightning score``)
+for the personalization table. Every file is validated field by field; a bad value stops with an
 :class:`~dep_lightning.data.errors.InputError` naming the file, the field and the value.
 
 Runs that differ only in their seed form a :class:`RunGroup`: everything else in the
@@ -22,6 +23,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from dep_lightning.data.conditions import CONDITIONS
 from dep_lightning.data.errors import InputError
 from dep_lightning.results.stats import MetricSamples, bleu_statistics
 
@@ -33,6 +35,7 @@ HYGIENE_METRICS = ("copy_rate", "mean_longest_copy", "limit_rate", "echo_rate")
 HYGIENE_FIELDS = {"copy_rate": "copied", "mean_longest_copy": "longest_copy", "limit_rate": "hit_limit",
                   "echo_rate": "echo"}
 PREDICTIONS = Path("predictions") / "test.jsonl"
+SCORES = Path("scores") / "test.jsonl"
 _RUN_IDENTITY = ("schema", "seed", "created", "code_version", "config_hash", "trainable_parameters")
 
 
@@ -101,7 +104,12 @@ def _validate_scores(block: Any, where: str, name: str, allowed: Iterable[str]) 
 
 
 def validate_metrics(metrics: Any, where: str) -> dict:
+    """``metrics.json``; a score-only run (``dep-lightning score`` in a run directory of its
+    own) holds a ``likelihood`` block and no text metrics (no ``categories``, no ``overall``)."""
     metrics = _object(metrics, where, "(top level)")
+    if metrics.get("likelihood") is not None and "categories" not in metrics and "overall" not in metrics:
+        validate_likelihood(metrics["likelihood"], where)
+        return metrics
     categories = _object(_require(metrics, "categories", where), where, "categories")
     for category, block in categories.items():
         _validate_scores(block, where, f"categories.{category}", QUALITY_METRICS)
@@ -114,7 +122,52 @@ def validate_metrics(metrics: Any, where: str) -> dict:
         for half in ("unique", "non_unique"):
             _validate_scores(_require(uniqueness, half, where, "uniqueness."), where, f"uniqueness.{half}",
                              QUALITY_METRICS)
+    if metrics.get("likelihood") is not None:
+        validate_likelihood(metrics["likelihood"], where)
     return metrics
+
+
+def _finite(block: Mapping, key: str, where: str, name: str) -> float:
+    value = _require(block, key, where, name + ".")
+    if not _is_number(value):
+        raise InputError(where, None, f"{name}.{key}", value, "wrong type", "expected a finite number")
+    return float(value)
+
+
+def validate_likelihood(block: Any, where: str) -> dict:
+    """The ``likelihood`` block of ``dep-lightning score`` (``dep_lightning/scoring.py``)."""
+    block = _object(block, where, "likelihood")
+    conditions = _require(block, "conditions", where, "likelihood.")
+    if not isinstance(conditions, list) or not conditions or len(set(map(str, conditions))) != len(conditions):
+        raise InputError(where, None, "likelihood.conditions", conditions, "wrong type",
+                         "expected a non-empty list of distinct condition names")
+    unknown = [c for c in conditions if c not in CONDITIONS]
+    if unknown:
+        raise InputError(where, None, "likelihood.conditions", unknown[0], "unknown condition",
+                         f"expected one of {', '.join(CONDITIONS)}")
+    categories = _object(block.get("categories", {}), where, "likelihood.categories")
+    parts = [(f"likelihood.categories.{c}", part) for c, part in categories.items()]
+    parts.append(("likelihood.overall", _require(block, "overall", where, "likelihood.")))
+    for name, part in parts:
+        part = _validate_scores(part, where, name, ())
+        for condition in conditions:
+            _finite(part, f"nll_{condition}", where, name)
+        gains = _object(part.get("gains") or {}, where, f"{name}.gains")
+        for condition, gain in gains.items():
+            if condition not in conditions or condition == "true":
+                raise InputError(where, None, f"{name}.gains", condition, "unknown condition",
+                                 "expected a scored condition other than true")
+            gain = _object(gain, where, f"{name}.gains.{condition}")
+            _finite(gain, "gain", where, f"{name}.gains.{condition}")
+            p_value = _finite(gain, "p_value", where, f"{name}.gains.{condition}")
+            if not 0 < p_value <= 1:
+                raise InputError(where, None, f"{name}.gains.{condition}.p_value", p_value, "out of range",
+                                 "expected 0 < p <= 1")
+            interval = _require(gain, "gain_ci95", where, f"{name}.gains.{condition}.")
+            if not (isinstance(interval, list) and len(interval) == 2 and all(map(_is_number, interval))):
+                raise InputError(where, None, f"{name}.gains.{condition}.gain_ci95", interval, "wrong type",
+                                 "expected [low, high], two finite numbers")
+    return block
 
 
 def read_json(path: Path) -> Any:
@@ -236,6 +289,73 @@ def read_predictions(path: Path) -> Samples:
 
 
 # --------------------------------------------------------------------------------------
+# Per-sample likelihoods (scores/test.jsonl)
+
+
+@dataclass
+class LikelihoodSamples:
+    """``scores/test.jsonl`` of a run: per sample (sorted ids) and condition, the reference's
+    NLL per target token (``nll / max(1, tokens)``, as ``dep_lightning/scoring.py``)."""
+
+    path: Path
+    ids: list[str]
+    per_token: dict[str, np.ndarray]  # condition -> [n], aligned with ids
+
+
+def read_scores(path: Path, likelihood: Mapping) -> LikelihoodSamples:
+    """Reads and checks ``scores/test.jsonl`` against its run's ``likelihood`` block: every
+    scored condition covers the same samples, each once, with the same token count, and as
+    many samples as ``likelihood.overall.n``."""
+    where = str(path)
+    conditions = list(likelihood["conditions"])
+    rows: dict[str, dict[str, tuple[float, int, int]]] = {c: {} for c in conditions}  # id -> (nll, tokens, line)
+    for number, line in _numbered_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(where, number, None, line.strip(), "malformed JSON", exc.msg) from None
+        if not isinstance(row, dict):
+            raise InputError(where, number, None, row, "wrong type", "expected an object per line")
+        for name in ("sample_id", "condition", "nll", "tokens"):
+            if name not in row:
+                raise InputError(where, number, name, None, "missing field")
+        sample_id, condition, nll, tokens = row["sample_id"], row["condition"], row["nll"], row["tokens"]
+        if not isinstance(sample_id, str):
+            raise InputError(where, number, "sample_id", sample_id, "wrong type", "expected a string")
+        if condition not in rows:
+            raise InputError(where, number, "condition", condition, "unknown condition",
+                             f"metrics.json likelihood.conditions are {', '.join(conditions)}")
+        if not _is_number(nll):
+            raise InputError(where, number, "nll", nll, "wrong type", "expected a finite number")
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+            raise InputError(where, number, "tokens", tokens, "wrong type", "expected an integer >= 0")
+        if sample_id in rows[condition]:
+            raise InputError(where, number, "sample_id", sample_id, "duplicate sample",
+                             f"condition {condition} first seen on line {rows[condition][sample_id][2]}")
+        rows[condition][sample_id] = (float(nll), tokens, number)
+    first = conditions[0]
+    ids = sorted(rows[first])
+    for condition in conditions[1:]:
+        if sorted(rows[condition]) != ids:
+            raise InputError(where, None, "condition", condition, "conditions cover different samples",
+                             f"{len(rows[condition])} samples, {first} {len(ids)}")
+        for sample_id in ids:
+            nll, tokens, number = rows[condition][sample_id]
+            if tokens != rows[first][sample_id][1]:
+                raise InputError(where, number, "tokens", tokens, "token count differs between conditions",
+                                 f"{rows[first][sample_id][1]} under {first} for sample {sample_id}")
+    expected = likelihood["overall"]["n"]
+    if len(ids) != expected:
+        raise InputError(where, None, None, len(ids), "sample count differs from metrics.json",
+                         f"likelihood.overall.n is {expected}")
+    per_token = {c: np.asarray([rows[c][i][0] / max(1, rows[c][i][1]) for i in ids], dtype=np.float64)
+                 for c in conditions}
+    return LikelihoodSamples(Path(path), ids, per_token)
+
+
+# --------------------------------------------------------------------------------------
 # Runs and groups
 
 
@@ -246,6 +366,17 @@ class Run:
     metrics: dict
     samples: Samples | None = None
     notes: list[str] = field(default_factory=list)
+    likelihoods: LikelihoodSamples | None = None  # scores/test.jsonl, read when metrics.json has "likelihood"
+
+    @property
+    def likelihood(self) -> dict | None:
+        """The ``likelihood`` block of ``metrics.json`` (``dep-lightning score``), or None."""
+        return self.metrics.get("likelihood")
+
+    @property
+    def score_only(self) -> bool:
+        """A run of ``dep-lightning score`` alone: likelihoods, no text metrics (not in the quality tables)."""
+        return "overall" not in self.metrics
 
     @property
     def method(self) -> str:
@@ -284,8 +415,14 @@ def load_run(folder: Path, predictions: bool = True) -> Run:
         path = folder / PREDICTIONS
         if path.is_file():
             run.samples = read_predictions(path)
-        else:
+        elif not run.score_only:
             run.notes.append(f"{folder}: no {PREDICTIONS}; no intervals or tests for this run")
+        if run.likelihood is not None:
+            if (folder / SCORES).is_file():
+                run.likelihoods = read_scores(folder / SCORES, run.likelihood)
+            else:
+                run.notes.append(f"{folder}: likelihood block without {SCORES}; the personalization table shows "
+                                 f"the intervals recorded in metrics.json (one seed only)")
     return run
 
 
@@ -393,6 +530,29 @@ class RunGroup:
         combined = stacked.sum(axis=0) if metric == "bleu" else stacked.mean(axis=0)
         return common, MetricSamples(metric, combined)
 
+    def per_sample_likelihood(self, conditions: Iterable[str]) -> tuple[list[str], dict[str, np.ndarray]] | str:
+        """Per-sample NLL per token of each condition, averaged over the group's seeds per
+        sample id (over the ids every seed scored), or why there are none."""
+        conditions = list(conditions)
+        unread = [run.source for run in self.runs if run.likelihoods is None]
+        if unread:
+            return f"no {SCORES} in " + ", ".join(unread)
+        lacking = [f"{c} in {run.source}" for run in self.runs for c in conditions
+                   if c not in run.likelihoods.per_token]
+        if lacking:
+            return "not scored: " + ", ".join(lacking)
+        common = sorted(set.intersection(*(set(run.likelihoods.ids) for run in self.runs)))
+        if not common:
+            return "no samples shared by all seeds of the group"
+        out = {}
+        for condition in conditions:
+            per_run = []
+            for run in self.runs:
+                position = {sid: i for i, sid in enumerate(run.likelihoods.ids)}
+                per_run.append(run.likelihoods.per_token[condition][[position[sid] for sid in common]])
+            out[condition] = np.mean(per_run, axis=0)
+        return common, out
+
 
 def group_runs(runs: Iterable[Run]) -> list[RunGroup]:
     groups: dict[str, list[Run]] = {}
@@ -409,7 +569,12 @@ class Registry:
 
     @cached_property
     def groups(self) -> list[RunGroup]:
-        return group_runs(self.runs)
+        """Groups of the runs with text metrics (score-only runs are in the personalization table only)."""
+        return group_runs(run for run in self.runs if not run.score_only)
+
+    @property
+    def score_only(self) -> list[Run]:
+        return [run for run in self.runs if run.score_only]
 
     def all_notes(self) -> list[str]:
         """Discovery notes, repeated seeds within a group, and per-run notes (missing predictions)."""

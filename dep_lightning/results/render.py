@@ -6,7 +6,8 @@ value of each column in bold and the second best underlined (Markdown ``**x**`` 
 missing value. Significance against the table's reference row: a ``†`` after the value
 in Markdown when p < 0.05, the p-value itself in LaTeX. CSV is long format, one line per
 cell, with everything: mean, std, seeds, 95% interval, p-value, rank, why a cell is
-empty, and the run directories behind it.
+empty, and the run directories behind it. Gain cells of the personalization table show
+their sign and their 95% interval in Markdown and LaTeX too: ``+0.0120† [+0.0040, +0.0200]``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dep_lightning.results.tables import (
     Table,
     category_label,
     display_number,
+    is_gain,
 )
 
 DAGGER = "†"
@@ -35,8 +37,15 @@ def value_text(cell: Cell, metric: str, plus_minus: str = " ± ") -> str | None:
         return None
     text = display_number(metric, cell.mean)
     if cell.std is not None:
-        text += plus_minus + display_number(metric, cell.std)
+        text += plus_minus + display_number(metric, cell.std, signed=False)
     return text
+
+
+def interval_text(cell: Cell, metric: str) -> str:
+    """`` [low, high]`` after a gain cell's value; empty for other cells and without an interval."""
+    if not is_gain(metric) or cell.low is None or cell.high is None:
+        return ""
+    return f" [{display_number(metric, cell.low)}, {display_number(metric, cell.high)}]"
 
 
 def p_text(p: float) -> str:
@@ -81,7 +90,7 @@ def markdown_cell(cell: Cell, metric: str) -> str:
         text = f"<u>{text}</u>"
     if cell.p_value is not None and cell.p_value < SIGNIFICANCE:
         text += DAGGER
-    return text
+    return text + interval_text(cell, metric)
 
 
 def to_markdown(table: Table, options: Options) -> str:
@@ -126,6 +135,7 @@ def latex_cell(cell: Cell, metric: str) -> str:
         text = rf"\textbf{{{text}}}"
     elif cell.rank == 2:
         text = rf"\underline{{{text}}}"
+    text += interval_text(cell, metric)
     if cell.p_value is not None:
         text += rf" {{\scriptsize ($p{p_text(cell.p_value)}$)}}"
     return text
@@ -175,7 +185,8 @@ def to_csv(table: Table) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
-    reference = table.reference.key if table.reference is not None and table.reference.group is not None else ""
+    reference = table.reference.key if table.reference is not None and table.reference.group is not None \
+        else table.p_reference or ""
     for row in table.rows:
         runs = ";".join(row.group.sources) if row.group is not None else ""
         for cell, (category, metric) in zip(row.cells, table.columns):

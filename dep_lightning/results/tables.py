@@ -14,6 +14,9 @@ Definitions (docs/tables.md has the full text):
   this comparison with RAG on a 32B backbone).
 * ``table9`` -- guidance off / on and the difference.
 * ``hygiene`` -- copy rate, mean longest copy, limit rate, echo rate per method (overall).
+* ``personalization`` -- per run group with a ``likelihood`` block (``dep-lightning
+  score``): NLL per condition and each condition's gain over ``true`` with its 95%
+  interval and paired test (``personalization.py``); only when some run has the block.
 
 An ablation row holds the DEP run group whose table keys have the row's values and whose
 every other ablation key has its default: the value most common among DEP runs (ties:
@@ -31,6 +34,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from dep_lightning.data.conditions import CONDITIONS
 from dep_lightning.results.registry import HYGIENE_METRICS, Registry, RunGroup
 from dep_lightning.results.stats import bootstrap_ci, paired_bootstrap
 
@@ -40,6 +44,9 @@ METHOD_LABELS = {"non_perso": "Non-Perso", "rag": "RAG", "pag": "PAG", "dpl": "D
                  "no_user": "No-User", "dep": "DEP", "copy_recent": "Copy-Recent", "copy_concat": "Copy-Concat"}
 METRIC_LABELS = {"rouge1": "R-1", "meteor": "MET.", "bleu": "BL.", "bertscore": "BS.", "copy_rate": "copy rate",
                  "mean_longest_copy": "mean longest copy", "limit_rate": "limit rate", "echo_rate": "echo rate"}
+# The personalization table: mean NLL per condition and each condition's gain over "true".
+METRIC_LABELS.update({f"nll_{c}": f"NLL {c}" for c in CONDITIONS})
+METRIC_LABELS.update({f"gain_{c}": f"{c} - true [95% CI]" for c in CONDITIONS if c != "true"})
 PAPER_CATEGORIES = ("Books", "Movies_and_TV", "CDs_and_Vinyl")
 # Tie-breaks for the defaults: the paper's own setting.
 PAPER_DEFAULTS = {"refinement": "sae", "embeddings": "his+diff", "with_text": True, "guidance": True,
@@ -49,9 +56,17 @@ SIGNIFICANCE = 0.05
 EMPTY = "—"
 
 
-def display_number(metric: str, value: float) -> str:
-    """A value as tables show it (two decimals for word counts, four otherwise)."""
-    return f"{value:.2f}" if metric == "mean_longest_copy" else f"{value:.4f}"
+def is_gain(metric: str) -> bool:
+    """A personalization gain column: signed, shown with its interval in the cell."""
+    return metric.startswith("gain_")
+
+
+def display_number(metric: str, value: float, signed: bool = True) -> str:
+    """A value as tables show it (two decimals for word counts, four otherwise; gains with
+    their sign unless ``signed`` is False, as for a std)."""
+    if metric == "mean_longest_copy":
+        return f"{value:.2f}"
+    return f"{value:+.4f}" if signed and is_gain(metric) else f"{value:.4f}"
 
 
 def category_label(category: str | None) -> str:
@@ -155,6 +170,7 @@ class Table:
     reference: Row | None = None
     ranked: bool = True
     tested: bool = True
+    p_reference: str | None = None  # what p-values are against when not a row (CSV "reference")
 
     def empty_cells(self) -> list[str]:
         """One line per row and reason: which cells are empty and why."""
@@ -465,4 +481,10 @@ def build_tables(registry: Registry, options: Options | None = None, defaults: d
         if not any(row.group for row in table.rows):
             table.notes.insert(0, "no runs for this table yet: every cell is empty")
         filler.fill(table)
+
+    from dep_lightning.results.personalization import personalization_table
+
+    personalization = personalization_table(registry.runs, defaults, options)
+    if personalization is not None:  # only when some run has a likelihood block
+        tables.append(personalization)
     return tables, defaults
