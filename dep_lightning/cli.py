@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if argv and argv[0] in LIGHTNING_COMMANDS:
+            from dep_lightning.quiet import quiet_framework
+
+            quiet_framework()  # framework messages that never apply to a dep-lightning run (quiet.py)
             lightning_cli(argv)
         elif argv and argv[0] == "evaluate":
             _evaluate(argv[1:])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from dep_lightning.data.datamodule import DEPDataModule
+from dep_lightning.quiet import quiet_frozen_eval_modules
 from dep_lightning.scoring import DEPTrainer
 from dep_lightning.safety import redact, require_weights_only, secret_values
 
@@ -74,6 +75,8 @@ class DEPLightningCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self.before_validate()
+        # The frozen backbone is in eval mode on purpose; Lightning would warn about it (quiet.py).
+        quiet_frozen_eval_modules(self.model)
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") == "last":
             found = last_checkpoint(self.trainer)
