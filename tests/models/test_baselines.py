@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dep_lightning.cli import lightning_cli, main
+from dep_lightning.data.datamodule import DEPDataModule
 from dep_lightning.data.errors import ErrorLog
 from dep_lightning.data.preprocess import PreprocessReport
 from dep_lightning.data.samples import build_samples
@@ -71,10 +72,11 @@ def outputs(run: Path, method: str) -> list[dict]:
     return rows
 
 
-def first_test_samples():
-    """The first 4 test samples of the run's data, straight from the data pipeline."""
+def kept_test_samples():
+    """The 4 test samples the run keeps (``limit_test: 4``, round-robin across categories),
+    straight from the data pipeline."""
     data = EmbeddedSource(num_users=40, num_items=36, seed=0).load(ErrorLog(), PreprocessReport())
-    return build_samples(data, "test", val_size=512, seed=0)[:4]
+    return DEPDataModule._limit(build_samples(data, "test", val_size=512, seed=0), 4)
 
 
 @pytest.mark.slow
@@ -103,7 +105,7 @@ def test_copy_baselines_predict_the_copied_texts(mode, tmp_path, embeddings, tab
     main(fit_args(f"copy_{mode}", tmp_path, embeddings))
     rows = outputs(run_dir(tmp_path), f"copy_{mode}")
     keep(run_dir(tmp_path), table_runs, f"copy_{mode}")
-    samples = {s.sample_id: s for s in first_test_samples()}
+    samples = {s.sample_id: s for s in kept_test_samples()}
     assert sorted(samples) == sorted(r["sample_id"] for r in rows)
     for row in rows:
         history = samples[row["sample_id"]].history

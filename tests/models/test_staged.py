@@ -43,9 +43,15 @@ def batch(datamodule):
     return next(iter(datamodule.test_dataloader()))
 
 
+def examples_of(datamodule, batch) -> list[dict]:
+    """The DataModule's test examples in the batch's order (test batches are grouped by
+    prompt length, so they need not follow the split's order)."""
+    by_id = {example["sample_id"]: example for example in datamodule.examples["test"]}
+    return [by_id[context.sample.sample_id] for context in batch["context"]]
+
+
 def test_contexts_rebuild_the_datamodule_prompt_exactly(datamodule, batch):
-    examples = datamodule.examples["test"]
-    for example, context in zip(examples, batch["context"]):
+    for example, context in zip(examples_of(datamodule, batch), batch["context"], strict=True):
         encoded = PromptBuilder(datamodule.tokenizer, context.prompt).encode(context.sample, context.retrieved,
                                                                              context.item)
         assert encoded.input_ids == example["input_ids"]
@@ -98,7 +104,7 @@ def test_the_final_prompt_is_the_rag_prompt_plus_the_profile(datamodule, batch, 
     profiles = [f"profile number {i}" for i in range(len(batch["context"]))]
     prompt, shown = pag.final_prompts(batch["context"], profiles)
     tokenizer = datamodule.tokenizer
-    for b, (context, example) in enumerate(zip(batch["context"], datamodule.examples["test"])):
+    for b, (context, example) in enumerate(zip(batch["context"], examples_of(datamodule, batch), strict=True)):
         text = tokenizer.decode(prompt["input_ids"][b][prompt["attention_mask"][b].bool()])
         rag = tokenizer.decode(example["input_ids"][:example["prompt_length"]])
         assert f"[User Profile]: profile number {b}\n[Output Review Rating]" in text
