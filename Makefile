@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 WORDNET := $(VENV)/nltk_data/corpora/wordnet/lexnames
 
-.PHONY: setup test test-fast demo ablation study clean
+.PHONY: setup test test-fast test-cpu-kinds demo ablation study clean
 
 setup: $(STAMP) $(WORDNET)
 
@@ -32,6 +32,16 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The float-sensitive tests (encoders, BERTScore, the backbone, peer statistics) once more
+# under each kind of CPU this one can imitate besides its own: on AVX-512 the AVX2 and the
+# default kernels, on AVX2 the default ones (`test` covers the native kind). A tolerance
+# that holds on one kind of CPU only fails here instead of on another machine.
+# scripts/cpu_kinds.sh stops if torch did not switch kernels, and shows what MKL and oneDNN use.
+CPU_KIND_TESTS := tests/metrics tests/models tests/embeddings tests/reliability/test_cache_faults.py
+
+test-cpu-kinds: setup
+	bash scripts/cpu_kinds.sh $(BIN)/python run $(BIN)/python -m pytest -q $(CPU_KIND_TESTS)
 
 # The main job: the embedded dataset's statistics, then DEP fit + test on it.
 demo: setup

@@ -14,6 +14,7 @@ from dep_lightning.embeddings.peers import (
     user_uniqueness,
     weighted_peer_differences,
 )
+from tests.tolerances import F32_EPS
 
 D = 16
 
@@ -45,8 +46,16 @@ def brute_weighted(corpus_items, corpus_users, corpus_vecs, item, user, vec, tau
     return sum(w[k] * (vec - corpus_vecs[j]) for k, j in enumerate(peers))
 
 
-def check_against_brute(corpus_items, corpus_vecs, out_items, out_vecs, atol=1e-6):
+def f32_rounding_tol(*arrays) -> float:
+    """Float64 results rounded once to float32, against float64: |diff| <= 2 * max|vector|
+    (a difference of two means), so one rounding errs by <= F32_EPS / 2 * 2 max|vector|;
+    float64 accumulation adds ~1e-16 relative. Twice that between two such roundings."""
+    return F32_EPS * max((float(np.abs(a).max()) for a in arrays if np.size(a)), default=0.0)
+
+
+def check_against_brute(corpus_items, corpus_vecs, out_items, out_vecs):
     stats = build_peer_stats(corpus_items, corpus_vecs)
+    atol = f32_rounding_tol(corpus_vecs, out_vecs)
     query_items = list(corpus_items) + list(out_items)
     query_vecs = np.concatenate([corpus_vecs, out_vecs]) if len(out_items) else corpus_vecs
     in_corpus = np.array([True] * len(corpus_items) + [False] * len(out_items))
@@ -87,7 +96,7 @@ def test_diff_is_e_minus_mean_of_others():
     vecs = np.array([[1.0, 0.0], [3.0, 0.0], [5.0, 6.0]])
     stats = build_peer_stats(["a", "a", "a"], vecs)
     diff, has = peer_differences(stats, ["a"], vecs[:1])
-    np.testing.assert_allclose(diff[0], [1.0 - 4.0, 0.0 - 3.0])
+    np.testing.assert_allclose(diff[0], [1.0 - 4.0, 0.0 - 3.0])  # small integers: exact in float32 too
     diff, _ = peer_differences(stats, ["a"], np.array([[0.0, 0.0]]), in_corpus=False)
     np.testing.assert_allclose(diff[0], [-3.0, -2.0])
 
@@ -121,13 +130,15 @@ def test_float32_and_memmap_match_float64(tmp_path):
     exact, has = peer_differences(build_peer_stats(items, vecs), items, vecs)
     v32 = vecs.astype(np.float32)
     approx, has32 = peer_differences(build_peer_stats(items, v32), items, v32)
-    np.testing.assert_allclose(approx, exact, atol=1e-5)
+    # Inputs rounded to float32 (e and the peer mean: eps/2 * max|v| each), output rounded
+    # once more (eps/2 * 2 max|v|), against an output rounded once: <= 2 * eps * max|v|.
+    np.testing.assert_allclose(approx, exact, rtol=0, atol=2 * f32_rounding_tol(vecs))
     assert (has == has32).all()
     mm = np.memmap(tmp_path / "v.f32", dtype=np.float32, mode="w+", shape=v32.shape)
     mm[:] = v32
     mm.flush()
     mapped, _ = peer_differences(build_peer_stats(items, mm), items, mm)
-    np.testing.assert_array_equal(mapped, approx)
+    np.testing.assert_array_equal(mapped, approx)  # the same float32 values through the same code
 
 
 def test_rows_outside_the_corpus_never_change_statistics():
@@ -140,7 +151,7 @@ def test_rows_outside_the_corpus_never_change_statistics():
     mixed, _ = peer_differences(
         stats, items + ["item3", "item4"], np.concatenate([vecs, targets]), np.arange(len(items) + 2) < len(items)
     )
-    np.testing.assert_array_equal(mixed[: len(items)], alone)
+    np.testing.assert_array_equal(mixed[: len(items)], alone)  # row-wise float64 ops: the same bits per row
     np.testing.assert_array_equal(stats.sums, before[0])
     np.testing.assert_array_equal(stats.counts, before[1])
 
@@ -156,7 +167,7 @@ def test_property_matches_brute_force(corpus_items, out_items, seed, scale):
     rng = np.random.default_rng(seed)
     corpus_vecs = rng.standard_normal((len(corpus_items), D)) * scale
     out_vecs = rng.standard_normal((len(out_items), D)) * scale
-    check_against_brute(corpus_items, corpus_vecs, out_items, out_vecs, atol=1e-6 * scale)
+    check_against_brute(corpus_items, corpus_vecs, out_items, out_vecs)  # tolerance scales with the vectors
 
 
 # --- weighted variant ------------------------------------------------------------------
@@ -179,10 +190,12 @@ def test_weighted_equals_plain_mean_as_tau_grows():
     items, users, vecs = weighted_corpus()
     plain, has = peer_differences(build_peer_stats(items, vecs), items, vecs)
     wide, has_w = weighted_peer_differences(items, users, vecs, items, users, vecs, tau=1e12)
-    np.testing.assert_allclose(wide, plain, atol=1e-6)
+    # Two float64 formulas, each rounded once to float32 (weights 1 - O(1e-11) at tau=1e12).
+    tol = 2 * f32_rounding_tol(vecs)
+    np.testing.assert_allclose(wide, plain, rtol=0, atol=tol)
     assert (has == has_w).all()
     inf, _ = weighted_peer_differences(items, users, vecs, items, users, vecs, tau=np.inf)
-    np.testing.assert_allclose(inf, plain, atol=1e-6)
+    np.testing.assert_allclose(inf, plain, rtol=0, atol=tol)
     # out-of-corpus rows by a user with no corpus review of that item
     reviewed = set(zip(users, items))
     q_users = ["u0", "u1", "u2"]
@@ -190,7 +203,7 @@ def test_weighted_equals_plain_mean_as_tau_grows():
     q_vecs = np.random.default_rng(6).standard_normal((3, D))
     plain_out, has_out = peer_differences(build_peer_stats(items, vecs), q_items, q_vecs, in_corpus=False)
     wide_out, has_w_out = weighted_peer_differences(items, users, vecs, q_items, q_users, q_vecs, tau=1e12)
-    np.testing.assert_allclose(wide_out, plain_out, atol=1e-6)
+    np.testing.assert_allclose(wide_out, plain_out, rtol=0, atol=2 * f32_rounding_tol(vecs, q_vecs))
     assert (has_out == has_w_out).all() and not has_out[2]
 
 
@@ -217,7 +230,7 @@ def test_weighted_matches_brute_force(tau, normalize, max_pairs):
             assert not has[r] and not diff[r].any()
         else:
             assert has[r]
-            np.testing.assert_allclose(diff[r], expected, atol=1e-6)
+            np.testing.assert_allclose(diff[r], expected, rtol=0, atol=f32_rounding_tol(q_vecs))
 
 
 def test_weighted_reference_formula():
@@ -230,7 +243,8 @@ def test_weighted_reference_formula():
         norms = np.array([np.linalg.norm(mean[users[r]] - mean[users[j]]) for j in peers])
         w = np.exp(norms / norms.sum())
         w /= w.sum()
-        np.testing.assert_allclose(diff[r], sum(w[k] * (vecs[r] - vecs[j]) for k, j in enumerate(peers)), atol=1e-6)
+        expected = sum(w[k] * (vecs[r] - vecs[j]) for k, j in enumerate(peers))
+        np.testing.assert_allclose(diff[r], expected, rtol=0, atol=f32_rounding_tol(vecs))
 
 
 def test_weighted_explicit_user_means_and_errors():
@@ -239,7 +253,7 @@ def test_weighted_explicit_user_means_and_errors():
     means = np.stack([vecs[[k for k, v in enumerate(users) if v == u]].mean(axis=0) for u in names])
     a, _ = weighted_peer_differences(items, users, vecs, items, users, vecs, tau=0.7)
     b, _ = weighted_peer_differences(items, users, vecs, items, users, vecs, tau=0.7, user_means=(names, means))
-    np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=0, atol=2 * f32_rounding_tol(vecs))  # means summed in another order
     with pytest.raises(ValueError, match="query user"):
         weighted_peer_differences(items, users, vecs, ["i0"], ["stranger"], vecs[:1])
     with pytest.raises(ValueError, match="corpus user"):
@@ -258,6 +272,7 @@ def test_uniqueness_hand_computed():
     vecs = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [-2.0, 0.0], [0.0, -1.0]])
     u = user_uniqueness(user_ids, vecs)
     assert u.users == ["a", "b", "c", "d"]
+    # float64 norms of 2-dim vectors: ~1e-16 relative, well inside assert_allclose's default 1e-7.
     np.testing.assert_allclose(u.score, [np.sqrt(4 + 1 / 16), 1.75, np.sqrt(4 + 1 / 16), 1.25])
     assert u.unique == {"a", "c"} and u.non_unique == {"b", "d"}
 
@@ -293,7 +308,7 @@ def test_results_do_not_depend_on_chunking(monkeypatch):
     whole = check_against_brute(items, vecs, out_items, out_vecs)
     monkeypatch.setattr(peers, "_CHUNK_VALUES", 3 * D)  # 3 rows per chunk
     chunked = check_against_brute(items, vecs, out_items, out_vecs)
-    np.testing.assert_array_equal(chunked[0], whole[0])
+    np.testing.assert_array_equal(chunked[0], whole[0])  # add.at sums rows in order, however chunked
 
 
 def test_uniqueness_of_nobody_is_empty():

@@ -17,6 +17,45 @@ from dep_lightning.models.backbone import (
     tiny_backbone,
 )
 from dep_lightning.models.components import splice_soft_prompts
+from tests.tolerances import BF16_EPS
+
+# /proc/cpuinfo flags of the CPU kinds this project runs on (one processor block; the
+# real files repeat it per logical CPU, which the tests below do too).
+AMD_EPYC_AVX2 = (  # AMD EPYC 7B13 (Zen 3): AVX2, no AVX-512, no bf16
+    "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+    "model name\t: AMD EPYC 7B13\n"
+    "flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse "
+    "sse2 ht syscall nx mmxext fxsr_opt pdpe1gb rdtscp lm constant_tsc rep_good nopl nonstop_tsc cpuid "
+    "extd_apicid tsc_known_freq pni pclmulqdq ssse3 fma cx16 pcid sse4_1 sse4_2 x2apic movbe popcnt aes xsave "
+    "avx f16c rdrand hypervisor lahf_lm cmp_legacy cr8_legacy abm sse4a misalignsse 3dnowprefetch osvw topoext "
+    "invpcid_single ssbd ibrs ibpb stibp vmmcall fsgsbase tsc_adjust bmi1 avx2 smep bmi2 erms invpcid rdseed "
+    "adx smap clflushopt clwb sha_ni xsaveopt xsavec xgetbv1 clzero xsaveerptr arat npt nrip_save umip vaes "
+    "vpclmulqdq rdpid fsrm\n"
+    "bugs\t\t: sysret_ss_attrs null_seg spectre_v1 spectre_v2 spec_store_bypass srso\n\n"
+)
+INTEL_XEON_AMX = (  # Intel Xeon (Sapphire Rapids): AVX-512 with avx512_bf16 and amx_bf16
+    "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
+    "model name\t: Intel(R) Xeon(R) Processor\n"
+    "flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse "
+    "sse2 ss ht syscall nx pdpe1gb rdtscp lm constant_tsc rep_good nopl xtopology nonstop_tsc cpuid "
+    "tsc_known_freq pni pclmulqdq ssse3 fma cx16 pcid sse4_1 sse4_2 x2apic movbe popcnt tsc_deadline_timer aes "
+    "xsave avx f16c rdrand hypervisor lahf_lm abm 3dnowprefetch cpuid_fault fsgsbase tsc_adjust bmi1 hle avx2 "
+    "smep bmi2 erms invpcid rtm avx512f avx512dq rdseed adx smap avx512ifma clflushopt clwb avx512cd sha_ni "
+    "avx512bw avx512vl xsaveopt xsavec xgetbv1 xsaves avx_vnni avx512_bf16 arat avx512vbmi umip avx512_vbmi2 "
+    "gfni vaes vpclmulqdq avx512_vnni avx512_bitalg avx512_vpopcntdq rdpid cldemote movdiri movdir64b fsrm "
+    "serialize tsxldtrk amx_bf16 avx512_fp16 amx_tile amx_int8 arch_capabilities\n"
+    "bugs\t\t: spectre_v1 spectre_v2 spec_store_bypass swapgs\n\n"
+)
+INTEL_XEON_AVX512_ONLY = (  # Intel Xeon (Cascade Lake): AVX-512 and VNNI, but no bf16
+    "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 85\n"
+    "model name\t: Intel(R) Xeon(R) CPU @ 2.80GHz\n"
+    "flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse "
+    "sse2 ss ht syscall nx pdpe1gb rdtscp lm constant_tsc rep_good nopl xtopology nonstop_tsc cpuid pni "
+    "pclmulqdq ssse3 fma cx16 pcid sse4_1 sse4_2 x2apic movbe popcnt aes xsave avx f16c rdrand hypervisor "
+    "lahf_lm abm 3dnowprefetch fsgsbase tsc_adjust bmi1 hle avx2 smep bmi2 erms invpcid rtm mpx avx512f "
+    "avx512dq rdseed adx smap clflushopt clwb avx512cd avx512bw avx512vl xsaveopt xsavec xgetbv1 xsaves arat "
+    "avx512_vnni md_clear arch_capabilities\n\n"
+)
 
 
 def _smollm2_folder() -> Path:
@@ -103,9 +142,32 @@ def test_cpu_bf16_detection_reads_the_cpu_flags(tmp_path, monkeypatch):
     assert resolve_dtype("auto") is torch.float32
 
 
+@pytest.mark.parametrize(
+    "cpuinfo, expected",
+    [(AMD_EPYC_AVX2, torch.float32), (INTEL_XEON_AMX, torch.bfloat16), (INTEL_XEON_AVX512_ONLY, torch.float32)],
+    ids=["amd-epyc-avx2", "intel-xeon-amx-bf16", "intel-xeon-avx512-no-bf16"],
+)
+def test_backbone_dtype_auto_on_described_cpus(cpuinfo, expected, tiny, tmp_path, monkeypatch):
+    """``backbone_dtype: auto`` on a CPU-only machine, from that machine's /proc/cpuinfo."""
+    info = tmp_path / "cpuinfo"
+    info.write_text(cpuinfo + cpuinfo.replace("processor\t: 0", "processor\t: 1"))  # two logical CPUs
+    monkeypatch.setattr(bb.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(bb.cpu_has_native_bf16, "__defaults__", (str(info),))  # what it reads by default
+    assert bb.cpu_has_native_bf16() is (expected is torch.bfloat16)
+    assert resolve_dtype("auto") is expected
+    model, tok = tiny
+    folder = tmp_path / "tiny-llama"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    assert load_backbone(str(folder), dtype="auto")[0].dtype == expected
+
+
 def test_resolve_dtype():
     assert resolve_dtype("float32") is torch.float32 and resolve_dtype("float16") is torch.float16
-    assert resolve_dtype("auto") in (torch.bfloat16, torch.float32)
+    assert resolve_dtype("bfloat16") is torch.bfloat16 and resolve_dtype(torch.float16) is torch.float16
+    # auto on this machine: what its own flags say (the described CPUs above cover both answers)
+    if not torch.cuda.is_available():
+        assert resolve_dtype("auto") is (torch.bfloat16 if bb.cpu_has_native_bf16() else torch.float32)
     with pytest.raises(ValueError, match="dtype"):
         resolve_dtype("int8")
 
@@ -130,7 +192,9 @@ def test_tiny_forward_inputs_embeds_and_training_step(tiny):
     with torch.no_grad():
         by_ids = model(**ids).logits
         by_embeds = model(inputs_embeds=embeds, attention_mask=ids.attention_mask).logits
-    torch.testing.assert_close(by_ids, by_embeds)
+    # The model looks the ids up with the same embedding and runs the same float32 ops on the
+    # same shapes: bit-identical.
+    assert torch.equal(by_ids, by_embeds)
 
     # One DEP-like step: a trainable soft vector spliced into the frozen model's input.
     soft = torch.zeros(1, model.config.hidden_size, requires_grad=True)
@@ -170,6 +234,31 @@ def test_load_backbone_from_local_folder(tiny, tmp_path):
     assert loaded_tok.pad_token_id is not None and loaded.generation_config.pad_token_id is not None
     fp32, _ = load_backbone(folder, dtype="float32")
     assert torch.equal(fp32.model.embed_tokens.weight, model.model.embed_tokens.weight)
+
+
+@pytest.mark.skipif(
+    not bb.cpu_has_native_bf16(),
+    reason="no native bf16 on this CPU (its flags lack avx512_bf16 / amx_bf16): backbone_dtype auto picks "
+    "float32 here, and emulated bf16 matmuls are ~28x slower (models/backbone.py resolve_dtype)",
+)
+def test_bf16_backbone_agrees_with_float32_within_bf16_rounding(tiny):
+    """Where ``auto`` picks bf16 on a CPU: the frozen backbone computes in bf16 kernels and
+    its logits stay within the error that bf16 rounding explains."""
+    model, tok = tiny
+    assert resolve_dtype("auto") is torch.bfloat16 or torch.cuda.is_available()
+    ids = tok(["A short review of a tuner that holds pitch.", "Another, longer review about strings."],
+              return_tensors="pt", padding=True)
+    with torch.no_grad():
+        reference = model(**ids).logits
+        got = copy.deepcopy(model).to(torch.bfloat16)(**ids).logits
+    assert got.dtype == torch.bfloat16
+    real = ids.attention_mask.bool()
+    error = (got.float() - reference)[real].abs().max()
+    scale = reference[real].abs().max()
+    # Along the 2-layer path (embedding, norms, q/k/v/o, gate/up/down, residual adds, tied
+    # head) about 16 results are rounded to bf16, each by <= eps/2 relative: to first order
+    # <= 8 eps of the logits' scale (measured 3.2 eps with AMX on a Xeon).
+    assert float(error) <= 8 * BF16_EPS * float(scale), (float(error), float(scale))
 
 
 def test_load_backbone_missing_is_a_clear_error(tmp_cache):

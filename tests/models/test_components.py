@@ -12,6 +12,7 @@ from dep_lightning.models.components import (
     init_weights,
     splice_soft_prompts,
 )
+from tests.tolerances import F32_EPS
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +46,9 @@ def test_sparsity_loss_matches_hand_computation():
     z = torch.tensor([[0.1, 0.5, 0.02], [0.3, 0.1, 0.04]])
     means = [0.2, 0.3, 0.03]
     expected = sum(_kl(0.05, q) for q in means) / 3
-    assert sae.sparsity_loss(z).item() == pytest.approx(expected, rel=1e-5)
+    # float32 against float64 math: ~10 roundings of <= eps/2 (inputs, means, ratios, logs,
+    # sums), amplified <= 3x where the two KL terms cancel: ~15 eps (measured 1.7); 32 allowed.
+    assert sae.sparsity_loss(z).item() == pytest.approx(expected, rel=32 * F32_EPS)
 
 
 def test_sparsity_loss_mask_and_empty():
@@ -53,7 +56,7 @@ def test_sparsity_loss_mask_and_empty():
     z = torch.tensor([[[0.2, 0.4], [0.9, 0.9]]])  # (1, 2, 2); second row is padding
     mask = torch.tensor([[True, False]])
     expected = (_kl(0.1, 0.2) + _kl(0.1, 0.4)) / 2
-    assert sae.sparsity_loss(z, mask).item() == pytest.approx(expected, rel=1e-5)
+    assert sae.sparsity_loss(z, mask).item() == pytest.approx(expected, rel=32 * F32_EPS)  # as above (measured 2.7 eps)
     assert sae.sparsity_loss(z, torch.zeros(1, 2, dtype=torch.bool)).item() == 0.0
     with pytest.raises(ValueError, match="mask shape"):
         sae.sparsity_loss(z, torch.ones(2, dtype=torch.bool))
@@ -81,10 +84,11 @@ def test_ae_sparsity_is_zero_and_reconstruction_is_smooth_l1():
     z, e_hat = ae(e)
     assert ae.sparsity_loss(z).item() == 0.0
     expected = nn.functional.smooth_l1_loss(e_hat, e)
-    assert ae.reconstruction_loss(e, e_hat).item() == pytest.approx(expected.item())
+    # reconstruction_loss is this very call on the same float32 tensors: bit-identical.
+    assert ae.reconstruction_loss(e, e_hat).item() == expected.item()
     mask = torch.tensor([True, False, True, True, False])
     masked = nn.functional.smooth_l1_loss(e_hat[mask], e[mask])
-    assert ae.reconstruction_loss(e, e_hat, mask).item() == pytest.approx(masked.item())
+    assert ae.reconstruction_loss(e, e_hat, mask).item() == masked.item()  # the same rows selected, then the same call
 
 
 def test_identity_refiner():

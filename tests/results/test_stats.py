@@ -37,6 +37,8 @@ def test_bleu_of_statistics_equals_sacrebleu_on_full_and_resampled_corpora():
     table = bleu_statistics(hyps, refs)
     assert table.shape == (200, 10)
     full = sacrebleu.corpus_bleu(hyps, [refs]).score
+    # BLEU from the same integer n-gram counts, float64 logs and exps on both sides: ~1e-13
+    # on the 0-100 scale, so 1e-9 (here and below) is no constraint on the arithmetic.
     assert abs(float(bleu_from_statistics(table.sum(axis=0))) - full) < 1e-9
     assert abs(MetricSamples("bleu", table).point() - full) < 1e-9
     rng = np.random.default_rng(0)
@@ -89,6 +91,7 @@ def test_bleu_interval_contains_corpus_bleu():
     hyps, refs = corpus(120, seed=2)
     refs = [ref if i % 3 else hyp for i, (hyp, ref) in enumerate(zip(hyps, refs))]  # some exact matches
     interval = bootstrap_ci(MetricSamples("bleu", bleu_statistics(hyps, refs)), n_resamples=500, seed=1)
+    # The point estimate is BLEU of the summed counts: float64, as above.
     assert interval.estimate == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score, abs=1e-9)
     assert interval.low < interval.estimate < interval.high
 
