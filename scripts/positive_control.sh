@@ -17,10 +17,10 @@ run() {  # name, extra configs...
   "$BIN/dep-lightning" fit "${args[@]}" --run_dir "$ROOT/$name"
 }
 run dep_signal
-run no_user_signal no_user
-run dep_null null
-run no_user_null no_user null
 run dep_paper_form_signal paper_form
+run dep_null null
+run no_user_signal no_user
+run no_user_null no_user null
 "$BIN/dep-lightning" export --runs "$ROOT" --out docs/results/positive_control/runs
 "$BIN/python" scripts/positive_control_summary.py docs/results/positive_control/runs \
   --out docs/results/positive_control/summary.json

@@ -1,0 +1,29 @@
+"""The positive control's summary: signature recall counts own and other groups' signatures."""
+
+import importlib.util
+from pathlib import Path
+
+from dep_lightning.data.synthetic import GROUP_STYLES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_summary_module():
+    spec = importlib.util.spec_from_file_location("positive_control_summary",
+                                                  ROOT / "scripts" / "positive_control_summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_signature_recall_counts_own_other_and_none():
+    summary = load_summary_module()
+    (own_signoff, own_opener, *_), (other_signoff, *_) = GROUP_STYLES[0], GROUP_STYLES[1]
+    groups = {"a": own_signoff, "b": own_signoff}
+    rows = [{"user_id": "a", "prediction": f"Great record. {own_signoff}"},
+            {"user_id": "a", "prediction": f"{own_opener} It was fine and"},  # cut before its end: the opener counts
+            {"user_id": "b", "prediction": f"Loved it. {other_signoff}"},
+            {"user_id": "b", "prediction": "No signature at all."}]
+    recall = summary.signature_recall(rows, groups, "prediction")
+    assert recall == {"n": 4, "own": 0.5, "other": 0.25}
+    assert summary.signature_recall([], groups, "prediction") == {"n": 0, "own": 0.0, "other": 0.0}
