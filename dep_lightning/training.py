@@ -62,6 +62,8 @@ class DEPLightningCLI(LightningCLI):
         if config is None or not config.get("run_dir"):
             return
         place_run(config, config["run_dir"])
+        if self.subcommand != "fit":
+            keep_fit_history(config["run_dir"])
 
     # Checkpoints are read with weights_only=True: tensors and plain values, never pickled objects.
     def before_validate(self) -> None:
@@ -113,6 +115,18 @@ def last_checkpoint(trainer) -> "Path | None":
         folders += sorted(Path(root).glob("version_*/checkpoints"))
     found = [p for folder in folders if folder.is_dir() for p in folder.glob("last*.ckpt") if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+
+def keep_fit_history(run_dir: str) -> None:
+    """Keep a fit's ``metrics.csv`` when ``test`` / ``score`` / … later writes into its run directory.
+
+    The CSV logger of the later command starts the file afresh and would erase the training
+    curve; it is moved to ``metrics-fit.csv`` first (once: a later command leaves it alone)."""
+    from pathlib import Path
+
+    history, kept = Path(run_dir) / "metrics.csv", Path(run_dir) / "metrics-fit.csv"
+    if history.is_file() and not kept.exists() and (Path(run_dir) / "checkpoints").is_dir():
+        history.rename(kept)
 
 
 def run_seed(seed_everything) -> int:

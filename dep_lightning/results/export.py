@@ -17,7 +17,7 @@ from pathlib import Path
 from dep_lightning.results.registry import find_run_dirs
 
 # Files of a run directory that are exported (relative paths; folders take the listed suffixes).
-FILES = ("manifest.json", "metrics.json", "config.yaml", "hparams.yaml", "metrics.csv", "point.json")
+FILES = ("manifest.json", "metrics.json", "config.yaml", "hparams.yaml", "metrics.csv", "metrics-fit.csv", "point.json")
 FOLDERS = {"predictions": (".jsonl",), "scores": (".jsonl",), "analysis": (".npz", ".json")}
 
 
