@@ -248,16 +248,22 @@ DDP = """
         "accelerator": "cpu", "devices": 2, "strategy": "ddp", "enable_progress_bar": False})
     first = cache.ensure(texts[:9])  # 3 batches over 2 ranks
     second = cache.ensure(texts)     # 1 new text: one rank gets a padded duplicate batch
-    print(json.dumps({"rank": int(os.environ.get("LOCAL_RANK", 0)), "n": [first, second], "len": len(cache)}))
+    # One file per rank: both ranks share stdout, where their lines can interleave.
+    rank = int(os.environ.get("LOCAL_RANK", 0))
+    with open(os.path.join(sys.argv[3], f"rank-{rank}.json"), "w") as handle:
+        json.dump({"rank": rank, "n": [first, second], "len": len(cache)}, handle)
 """
 
 
 @pytest.mark.slow
 def test_ddp_predict_encodes_every_text_once(tmp_path, cls_embedder):
     texts = TEXTS[:9] + TEXTS[:3] + [TEXTS[20]]
-    (out,) = _run_script(tmp_path, DDP, (str(tmp_path), json.dumps(texts)), timeout=400)
-    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert {line["rank"]: line["n"] for line in lines}[0] == [9, 1]
+    results = tmp_path / "results"
+    results.mkdir()
+    _run_script(tmp_path, DDP, (str(tmp_path), json.dumps(texts), str(results)), timeout=400)
+    lines = [json.loads(path.read_text()) for path in sorted(results.glob("rank-*.json"))]
+    assert [line["rank"] for line in lines] == [0, 1]
+    assert lines[0]["n"] == [9, 1]
     assert all(line["len"] == 10 for line in lines)
     cache = open_cache(tmp_path, cls_embedder)
     cache.verify()
