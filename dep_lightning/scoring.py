@@ -26,7 +26,6 @@ from typing import Any, Sequence
 
 import lightning as L
 import numpy as np
-import torch
 
 from dep_lightning.data.conditions import CONDITIONS, check_conditions
 
@@ -110,14 +109,6 @@ def summary_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _gather(trainer: L.Trainer, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        parts: list[list[dict[str, Any]]] = [None] * trainer.world_size  # type: ignore[list-item]
-        torch.distributed.all_gather_object(parts, rows)
-        rows = [row for part in parts for row in part]
-    return rows
-
-
 class ScoreWriter(L.Callback):
     """Collects the rows of a scoring test run and writes ``scores/test.jsonl`` and the
     ``likelihood`` block of ``metrics.json`` (merged into an existing one), plus
@@ -149,9 +140,10 @@ class ScoreWriter(L.Callback):
         if not self.active(pl_module):
             return
         from dep_lightning.callbacks.evaluation import build_manifest, write_json
-        from dep_lightning.callbacks.predictions import run_dir, write_jsonl
+        from dep_lightning.callbacks.predictions import all_rows, run_dir, write_jsonl
 
-        rows = _gather(trainer, self._buffer)
+        # Not deduplicated: a sample has one row per condition (aligned() rejects true repeats).
+        rows = all_rows(trainer, self._buffer)
         self._buffer = []
         self.folder = run_dir(trainer)  # a collective under DDP: every process asks
         if not trainer.is_global_zero:
@@ -164,9 +156,9 @@ class ScoreWriter(L.Callback):
         metrics_path = folder / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         metrics["likelihood"] = self.summary
-        diagnostics = getattr(pl_module, "diagnostics", None)
-        if callable(diagnostics) and diagnostics():
-            metrics["diagnostics"] = diagnostics()
+        diagnostics = pl_module.diagnostics() if callable(getattr(pl_module, "diagnostics", None)) else {}
+        if diagnostics:
+            metrics["diagnostics"] = diagnostics
         write_json(metrics_path, metrics)
         if not (folder / "manifest.json").is_file():
             write_json(folder / "manifest.json", build_manifest(trainer, pl_module, folder))

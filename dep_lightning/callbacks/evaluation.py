@@ -201,9 +201,9 @@ class TestMetricsWriter(PredictionWriter):
                   "backbone": pl_module.hparams.get("backbone"),
                   "config_hash": config_hash(trainer, pl_module, self.folder),
                   "predictions": str(self.paths[0]) if self.paths else None}
-        diagnostics = getattr(pl_module, "diagnostics", None)
-        if callable(diagnostics) and diagnostics():  # DEP: latent and soft-prompt scale (dep_module.py)
-            report["diagnostics"] = diagnostics()
+        diagnostics = pl_module.diagnostics() if callable(getattr(pl_module, "diagnostics", None)) else {}
+        if diagnostics:  # DEP: latent and soft-prompt scale (dep_module.py)
+            report["diagnostics"] = diagnostics
         folder = Path(self.folder)
         write_json(folder / "metrics.json", report)
         manifest = build_manifest(trainer, pl_module, folder)

@@ -19,11 +19,17 @@ def run_dir(trainer: L.Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
-def gather_rows(trainer: L.Trainer, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def all_rows(trainer: L.Trainer, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every process's rows, on every process (the rows themselves when there is one process)."""
     if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
         gathered: list[list[dict[str, Any]]] = [None] * trainer.world_size  # type: ignore[list-item]
         torch.distributed.all_gather_object(gathered, rows)
         rows = [row for part in gathered for row in part]
+    return rows
+
+
+def gather_rows(trainer: L.Trainer, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = all_rows(trainer, rows)
     unique = {row["sample_id"]: row for row in rows}
     return [unique[k] for k in sorted(unique, key=_sample_order)]
 

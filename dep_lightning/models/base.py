@@ -175,10 +175,8 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         Backbones whose logits are post-processed (soft-capping, scaling) or that do not
         expose ``model`` / ``lm_head`` take the Hugging Face ``labels=`` path instead.
         """
-        body, head = getattr(self.backbone, "model", None), getattr(self.backbone, "lm_head", None)
-        config = self.backbone.config
-        plain = getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", 1) in (1, None)
-        if body is None or head is None or not plain:
+        body, head = self._body_and_head()
+        if body is None:
             return self.backbone(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels).loss
         p = int(prefix_length)
         cache = None
@@ -197,6 +195,15 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         logits = head(hidden[:, :-1][keep]).float()
         return torch.nn.functional.cross_entropy(logits, targets[keep])
 
+    def _body_and_head(self):
+        """The backbone's transformer body and LM head when its logits are the head's plain
+        output (no soft-capping or scaling), so the head can run at target positions only;
+        ``(None, None)`` otherwise."""
+        body, head = getattr(self.backbone, "model", None), getattr(self.backbone, "lm_head", None)
+        config = self.backbone.config
+        plain = getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", 1) in (1, None)
+        return (body, head) if body is not None and head is not None and plain else (None, None)
+
     def lm_nll(self, embeds: torch.Tensor, attention_mask: torch.Tensor,
                labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample teacher-forced negative log-likelihood of the labelled (target) tokens.
@@ -208,10 +215,8 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         """
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
-        body, head = getattr(self.backbone, "model", None), getattr(self.backbone, "lm_head", None)
-        config = self.backbone.config
-        plain = getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", 1) in (1, None)
-        if body is None or head is None or not plain:
+        body, head = self._body_and_head()
+        if body is None:
             logits = self.backbone(inputs_embeds=embeds, attention_mask=attention_mask).logits[:, :-1][keep].float()
         else:
             hidden = body(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state

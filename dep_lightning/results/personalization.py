@@ -22,13 +22,10 @@ run without ``scores/test.jsonl`` shows the interval and p-value recorded in its
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
-import numpy as np
-
 from dep_lightning.data.conditions import CONDITIONS
-from dep_lightning.results.registry import SCORES, Run, RunGroup, group_runs
+from dep_lightning.results.registry import SCORES, Run, RunGroup, group_runs, seed_statistics
 from dep_lightning.results.stats import MetricSamples, bootstrap_ci, paired_bootstrap
 from dep_lightning.results.tables import (
     METHOD_LABELS,
@@ -114,9 +111,7 @@ def _summary(group: RunGroup, condition: str, gain: bool) -> tuple[float, float 
     if len(present) < len(values):
         missing = [run.source for run, v in zip(group.runs, values) if v is None]
         return f"{what} missing in some seeds of the group: {', '.join(missing)}"
-    mean = math.fsum(present) / len(present)
-    std = float(np.std(present, ddof=1)) if len(present) > 1 else None
-    return mean, std, len(present)
+    return seed_statistics(present)
 
 
 def _recorded(cell: Cell, group: RunGroup, condition: str, why: str) -> None:

@@ -233,12 +233,9 @@ def _numbered_lines(path: Path):
             raise InputError(str(path), None, None, exc.object[exc.start : exc.end], "undecodable bytes") from None
 
 
-def read_predictions(path: Path) -> Samples:
-    ids: list[str] = []
-    categories: list[str] = []
-    scores: dict[str, list[float]] = {name: [] for name in PER_SAMPLE_SCORES}
-    hygiene: dict[str, list[float]] = {name: [] for name in HYGIENE_FIELDS}
-    seen: dict[str, int] = {}
+def _json_rows(path: Path, required: tuple[str, ...]):
+    """(line number, object) of a JSON-lines file; blank lines skipped, each object checked
+    for the ``required`` fields. Bad lines stop with the file, line and field named."""
     where = str(path)
     for number, line in _numbered_lines(path):
         if not line.strip():
@@ -249,9 +246,27 @@ def read_predictions(path: Path) -> Samples:
             raise InputError(where, number, None, line.strip(), "malformed JSON", exc.msg) from None
         if not isinstance(row, dict):
             raise InputError(where, number, None, row, "wrong type", "expected an object per line")
-        for name in ("sample_id", "category", "prediction", "reference"):
+        for name in required:
             if name not in row:
                 raise InputError(where, number, name, None, "missing field")
+        yield number, row
+
+
+def seed_statistics(values: list[float]) -> tuple[float, float | None, int]:
+    """Mean, sample standard deviation (None for one seed) and count of a cell's per-seed values."""
+    mean = math.fsum(values) / len(values)
+    return mean, float(np.std(values, ddof=1)) if len(values) > 1 else None, len(values)
+
+
+def read_predictions(path: Path) -> Samples:
+    ids: list[str] = []
+    categories: list[str] = []
+    scores: dict[str, list[float]] = {name: [] for name in PER_SAMPLE_SCORES}
+    hygiene: dict[str, list[float]] = {name: [] for name in HYGIENE_FIELDS}
+    seen: dict[str, int] = {}
+    where = str(path)
+    for number, row in _json_rows(path, ("sample_id", "category", "prediction", "reference")):
+        for name in ("sample_id", "category", "prediction", "reference"):
             if not isinstance(row[name], str):
                 raise InputError(where, number, name, row[name], "wrong type", "expected a string")
         sample_id = row["sample_id"]
@@ -309,18 +324,7 @@ def read_scores(path: Path, likelihood: Mapping) -> LikelihoodSamples:
     where = str(path)
     conditions = list(likelihood["conditions"])
     rows: dict[str, dict[str, tuple[float, int, int]]] = {c: {} for c in conditions}  # id -> (nll, tokens, line)
-    for number, line in _numbered_lines(path):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(where, number, None, line.strip(), "malformed JSON", exc.msg) from None
-        if not isinstance(row, dict):
-            raise InputError(where, number, None, row, "wrong type", "expected an object per line")
-        for name in ("sample_id", "condition", "nll", "tokens"):
-            if name not in row:
-                raise InputError(where, number, name, None, "missing field")
+    for number, row in _json_rows(path, ("sample_id", "condition", "nll", "tokens")):
         sample_id, condition, nll, tokens = row["sample_id"], row["condition"], row["nll"], row["tokens"]
         if not isinstance(sample_id, str):
             raise InputError(where, number, "sample_id", sample_id, "wrong type", "expected a string")
@@ -499,9 +503,7 @@ class RunGroup:
         if len(present) < len(values):
             missing = [run.source for run, v in zip(self.runs, values) if v is None]
             return f"{metric} missing in some seeds of the group: {', '.join(missing)}"
-        mean = math.fsum(present) / len(present)
-        std = float(np.std(present, ddof=1)) if len(present) > 1 else None
-        return mean, std, len(present)
+        return seed_statistics(present)
 
     def per_sample(self, category: str | None, metric: str) -> tuple[list[str], MetricSamples] | str:
         """Per-sample values of the group (sample ids, values), or why there are none.
