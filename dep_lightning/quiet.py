@@ -22,6 +22,13 @@ NO_GPU = r"GPU available: False, used: False$"
 NO_TPU = r"TPU available: False, using: 0 TPU cores$"
 #: Logged when the LR schedule asks ``trainer.estimated_stepping_batches`` before fit loads the data.
 STEPPING_BATCHES = r"Loading `train_dataloader` to estimate number of stepping batches\.$"
+#: Facts of a run that ``callbacks/summary.py`` (RunSummary) prints in one line each instead:
+#: the seed (with the parameter counts), why fit stopped (with the best checkpoint) and the
+#: checkpoint a fit resumes from or a test / score restores.
+SEED = r"(\[rank: \d+\] )?Seed set to -?\d+$"
+FIT_STOPPED = r"`Trainer\.fit` stopped: "
+RESTORING = r"Restoring states from the checkpoint path at "
+RESTORED = r"(Restored all states|Loaded model weights) from the checkpoint at "
 #: Lightning warns when any module is in eval mode as training starts.
 EVAL_MODE = r"Found {count} module\(s\) in eval mode at the start of training"
 
@@ -38,7 +45,8 @@ class _DropMessages(logging.Filter):
         return not any(p.match(message) for p in self.patterns)
 
 
-_INFO_FILTER = _DropMessages(LITLOGGER_TIP, NO_GPU, NO_TPU, STEPPING_BATCHES)
+_INFO_FILTER = _DropMessages(LITLOGGER_TIP, NO_GPU, NO_TPU, STEPPING_BATCHES, FIT_STOPPED, RESTORING, RESTORED)
+_SEED_FILTER = _DropMessages(SEED)
 
 
 def quiet_framework() -> None:
@@ -50,13 +58,15 @@ def quiet_framework() -> None:
                             module=r"lightning\.pytorch\.utilities\._pytree")
     # Lightning's info lines (rank_zero_info) that say nothing about a run: the litlogger tip is an
     # advert (runs log to files: CSV, W&B offline); the device lines on a machine without GPU / TPU;
-    # a note on an internal step of sizing the LR schedule. Every other info line (seed, checkpoint
-    # restored, why fit stopped) still shows.
+    # a note on an internal step of sizing the LR schedule; and the lines whose facts RunSummary
+    # prints in the run's own words (why fit stopped, which checkpoint was restored, the seed).
+    # Every other info line still shows.
     from lightning_utilities.core import rank_zero
 
     import lightning.pytorch  # noqa: F401  (sets the logger rank_zero_info writes to)
 
     rank_zero.log.addFilter(_INFO_FILTER)
+    logging.getLogger("lightning.fabric.utilities.seed").addFilter(_SEED_FILTER)
 
 
 def frozen_eval_modules_only(model) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from dep_lightning.callbacks.summary import RunSummary
 from dep_lightning.data.datamodule import DEPDataModule
 from dep_lightning.quiet import quiet_frozen_eval_modules
 from dep_lightning.scoring import DEPTrainer
@@ -32,6 +33,12 @@ class DEPLightningCLI(LightningCLI):
     """
 
     def __init__(self, args=None, run: bool = True, **kwargs):
+        # RunSummary prints the facts of Lightning's model-summary table (and of its info lines
+        # that quiet.py drops) in one line each; a config may still turn the table on.
+        defaults = dict(kwargs.pop("trainer_defaults", None) or {})
+        callbacks = defaults.get("callbacks") or []
+        defaults["callbacks"] = [RunSummary(), *(callbacks if isinstance(callbacks, list) else [callbacks])]
+        defaults.setdefault("enable_model_summary", False)
         super().__init__(
             # Any LightningModule (DEPModule, NoUserControl, PromptingModule, CopyBaseline, …)
             # and any DataModule subclass can be selected with class_path.
@@ -40,7 +47,7 @@ class DEPLightningCLI(LightningCLI):
             parser_kwargs={"parser_mode": "omegaconf"},
             save_config_kwargs={"overwrite": True},
             save_config_callback=kwargs.pop("save_config_callback", RedactingSaveConfigCallback),
-            **kwargs,
+            trainer_defaults=defaults, **kwargs,
         )
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -82,8 +89,7 @@ class DEPLightningCLI(LightningCLI):
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") == "last":
             found = last_checkpoint(self.trainer)
-            if found is not None:
-                print(f"resuming from {found}", flush=True)
+            if found is not None:  # RunSummary prints "[fit] resuming from <found>"
                 config["ckpt_path"] = str(found)
 
     def after_fit(self) -> None:

@@ -49,6 +49,7 @@ def test_leafspec_deprecation_is_filtered(recorded):
 
 
 def test_info_noise_is_dropped_other_info_kept():
+    from lightning.fabric.utilities.seed import seed_everything
     from lightning.pytorch.trainer.connectors.logger_connector.logger_connector import _LoggerConnector
     from lightning.pytorch.trainer.setup import _log_device_info
     from lightning_utilities.core import rank_zero
@@ -60,22 +61,33 @@ def test_info_noise_is_dropped_other_info_kept():
             seen.append(record.getMessage())
 
     handler = Keep()
+    seed_logger = logging.getLogger("lightning.fabric.utilities.seed")
     quiet_framework()
     rank_zero.log.addHandler(handler)
+    seed_logger.addHandler(handler)
     try:
-        # The real emitters: the litlogger tip, and the device report of a CPU-only trainer.
+        # The real emitters: the litlogger tip, the device report of a CPU-only trainer, the seed.
         _LoggerConnector(SimpleNamespace(loggers=[])).configure_logger(False)
         if not torch.cuda.is_available():
             _log_device_info(SimpleNamespace(accelerator=object(), num_devices=1))
-        rank_zero.rank_zero_info("Loading `train_dataloader` to estimate number of stepping batches.")
-        # Info about the run itself still shows, and so does a GPU that is there.
-        for kept in ("GPU available: True (cuda), used: False", "Restoring states from the checkpoint path at x.ckpt",
-                     "`Trainer.fit` stopped: `max_epochs=1` reached."):
+        seed_everything(7)
+        # The lines whose facts RunSummary prints (tests/test_run_summary.py), as Lightning words them.
+        for dropped in ("Loading `train_dataloader` to estimate number of stepping batches.",
+                        "`Trainer.fit` stopped: `max_epochs=1` reached.",
+                        "Restoring states from the checkpoint path at x.ckpt",
+                        "Restored all states from the checkpoint at x.ckpt",
+                        "Loaded model weights from the checkpoint at x.ckpt"):
+            rank_zero.rank_zero_info(dropped)
+        # Other info still shows: a GPU that is there, the precision plugin's choice.
+        for kept in ("GPU available: True (cuda), used: False", "Using bfloat16 Automatic Mixed Precision (AMP)"):
             rank_zero.rank_zero_info(kept)
+        # A message that only mentions a seed is not the seed line.
+        seed_logger.info("Seed set to 7 for the sampler of trial 3")
     finally:
         rank_zero.log.removeHandler(handler)
-    assert seen == ["GPU available: True (cuda), used: False", "Restoring states from the checkpoint path at x.ckpt",
-                    "`Trainer.fit` stopped: `max_epochs=1` reached."]
+        seed_logger.removeHandler(handler)
+    assert seen == ["GPU available: True (cuda), used: False", "Using bfloat16 Automatic Mixed Precision (AMP)",
+                    "Seed set to 7 for the sampler of trial 3"]
 
 
 class FrozenBackboneModel(nn.Module):

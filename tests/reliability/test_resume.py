@@ -172,8 +172,9 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     control = launch(write_config(control_root, cache), "--ckpt_path", "last")
     resumed_log, control_log = finish(resumed), finish(control)
     finish(whole)
-    assert "Restoring states from the checkpoint" in resumed_log and "not resumable" not in resumed_log
-    assert "Restoring states from the checkpoint" in control_log
+    assert f"[fit] resuming from {killed_root / 'checkpoints' / 'last.ckpt'}" in resumed_log
+    assert "not resumable" not in resumed_log
+    assert f"[fit] resuming from {control_root / 'checkpoints' / 'last.ckpt'}" in control_log
 
     final_whole = weights(newest_last(whole_root))
     final_resumed = weights(newest_last(killed_root))
