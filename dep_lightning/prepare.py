@@ -45,6 +45,7 @@ def prepare(
             "source": source.describe(),
             "preprocessing": report.to_dict(),
             "skipped_bad_input": dict(errors.counts),
+            "passed_over_lines": dict(errors.notes),
             "dpl_splits": dpl_stats(data),
             "dep_sets": dep_stats(data, val_size=val_size, seed=seed),
             "val_size": val_size,

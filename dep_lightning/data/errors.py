@@ -3,6 +3,8 @@
 Readers never drop a record silently. Under ``on_error="raise"`` (the default) the first
 bad record stops the run with an :class:`InputError`; under ``on_error="skip"`` it is
 skipped and counted in an :class:`ErrorLog`, whose report is printed at the end.
+Lines that are passed over without being bad input (blank lines, an optional field left
+at its default) are counted too, as notes, so every line of a file is accounted for.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class ErrorLog:
     on_error: OnError = "raise"
     counts: Counter = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)
+    notes: Counter = field(default_factory=Counter)
+    note_examples: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.on_error not in ("raise", "skip"):
@@ -67,14 +71,21 @@ class ErrorLog:
         self.counts[error.kind] += 1
         self.examples.setdefault(error.kind, str(error))
 
+    def note(self, kind: str, where: str) -> None:
+        """Count a line passed over that is not bad input (never raises): nothing goes uncounted."""
+        self.notes[kind] += 1
+        self.note_examples.setdefault(kind, where)
+
     @property
     def skipped(self) -> int:
         return sum(self.counts.values())
 
     def report(self) -> str:
-        if not self.counts:
-            return "bad input: none"
-        lines = [f"bad input: {self.skipped} record(s) skipped (on_error=skip)"]
+        lines = [f"bad input: {self.skipped} record(s) skipped (on_error=skip)" if self.counts else "bad input: none"]
         for kind, n in self.counts.most_common():
             lines.append(f"  {n:>8}  {kind}  e.g. {self.examples[kind]}")
+        if self.notes:
+            lines.append(f"passed over (not errors): {sum(self.notes.values())} line(s)")
+            for kind, n in self.notes.most_common():
+                lines.append(f"  {n:>8}  {kind}  e.g. {self.note_examples[kind]}")
         return "\n".join(lines)

@@ -177,3 +177,82 @@ def test_cli_skip_prints_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "bad input: 1 record(s) skipped" in out and "malformed JSON" in out
     assert "| Test Tools | 6 |" in out
+
+
+# ------------------------------------------------------------------ empty inputs, passed-over lines
+BLANK = "blank or whitespace-only line"
+
+
+def write_empty(path, how):
+    """A review file with no record: 0 bytes, gzip of nothing, or blank lines only."""
+    payload = b"" if how != "blank lines" else b"\n   \n\t\n"
+    if path.suffix == ".gz" and how != "0 bytes":
+        with gzip.open(path, "wb") as handle:
+            handle.write(payload)
+    else:
+        path.write_bytes(payload)
+    return path
+
+
+@pytest.mark.parametrize("how", ["0 bytes", "no lines", "blank lines"])
+@pytest.mark.parametrize("suffix", [".json", ".json.gz"])
+def test_cli_prepare_refuses_an_empty_review_file(tmp_path, capsys, suffix, how):
+    path = write_empty(tmp_path / f"reviews_Tools_5{suffix}", how)
+    for extra in ([], ["--on_error", "skip"]):
+        with pytest.raises(SystemExit) as info:
+            main(["prepare", "--source", "FiveCoreSource", "--source.reviews", str(path), *extra])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and "Traceback" not in err
+        assert err == f"dep-lightning: error: {path}: empty file, value 'no records' (expected JSON lines of reviews)\n"
+
+
+def test_cli_prepare_refuses_a_file_whose_every_record_is_skipped(tmp_path, capsys):
+    path = write_lines(tmp_path / "reviews_Tools_5.json", ['{"broken', {"reviewerID": "U1"}, "", '{"broken'])
+    with pytest.raises(SystemExit) as info:
+        main(["prepare", "--source", "FiveCoreSource", "--source.reviews", str(path), "--on_error", "skip"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (f"dep-lightning: error: {path}: no usable review, value '3 record(s) skipped' "
+                                       "(every record was bad input: malformed JSON 2, missing field 1)\n")
+
+
+def test_empty_metadata_file_is_an_error(tmp_path):
+    meta = write_lines(tmp_path / "meta.json", ["  "])
+    with pytest.raises(InputError, match=r"meta.json: empty file, value 'no records' \(expected JSON lines of items\)"):
+        read_items(meta, "5core", "Musical_Instruments", ErrorLog("skip"))
+
+
+def test_blank_lines_and_missing_summary_are_counted(tmp_path):
+    no_summary = {k: v for k, v in good_5core("U2").items() if k != "summary"}
+    path = write_lines(tmp_path / "reviews.json", [good_5core(), "", no_summary, " \t", good_5core("U3")])
+    reviews, errors = read_5core(path)
+    assert [r.title for r in reviews] == ["good", "", "good"]
+    assert errors.counts == {}  # neither is bad input, so on_error=raise does not stop
+    assert errors.notes == {BLANK: 2, "missing field 'summary' (title left empty)": 1}
+    report = errors.report()
+    assert report.startswith("bad input: none\npassed over (not errors): 3 line(s)")
+    assert f"{BLANK}  e.g. {path}:2" in report and f"(title left empty)  e.g. {path}:3" in report
+
+
+def test_a_skipped_record_is_not_also_counted_as_missing_its_summary(tmp_path):
+    bad = {k: v for k, v in good_5core("U2").items() if k not in ("summary", "overall")}
+    reviews, errors = read_5core(write_lines(tmp_path / "reviews.json", [good_5core(), bad]), on_error="skip")
+    assert len(reviews) == 1 and errors.counts == {"missing field": 1} and not errors.notes
+
+
+def test_cli_prepare_reports_passed_over_lines(tmp_path, capsys):
+    lines = [good_5core(u, f"I{i}", 1393545600 + 86400 * i, f"text {u} {i}") for u in "ABCDEF" for i in range(8)]
+    lines[5] = {k: v for k, v in lines[5].items() if k != "summary"}
+    path = write_lines(tmp_path / "reviews_Tools_5.json", lines + ["   "])
+    main(["prepare", "--source", "FiveCoreSource", "--source.reviews", str(path), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert "bad input: none\npassed over (not errors): 2 line(s)" in out and f"{path}:49" in out
+    report = json.loads((tmp_path / "out" / "prepare_report.json").read_text())
+    assert report["passed_over_lines"] == {BLANK: 1, "missing field 'summary' (title left empty)": 1}
+
+
+def test_amazon_2023_missing_title_is_counted(tmp_path):
+    path = write_lines(tmp_path / "raw_review_Books.jsonl",
+                       [amazon_2023(), {k: v for k, v in amazon_2023("U2").items() if k != "title"}])
+    errors = ErrorLog()
+    assert [r.title for r in read_reviews(path, "amazon2023", "Books", errors)] == ["ok", ""]
+    assert errors.notes == {"missing field 'title' (title left empty)": 1}

@@ -7,8 +7,9 @@ characters, empty and huge texts), duplicates, malformed JSON, undecodable bytes
 deeply nested JSON — each record becomes exactly the review an independent oracle
 predicts, or is reported as bad input naming file, line, field and value:
 
-* ``on_error="skip"``: the valid records come out, in order, equal to the oracle's, and
-  every other non-blank line is counted by kind — nothing is dropped silently;
+* ``on_error="skip"``: the valid records come out, in order, equal to the oracle's,
+  every other non-blank line is counted by kind and every blank line as a note — nothing
+  is dropped silently; a raw review or metadata file yielding no record is an error;
 * ``on_error="raise"``: the first bad line raises :class:`InputError` with that line's
   number, kind and field; no other exception type ever escapes.
 
@@ -41,6 +42,7 @@ from tests.reliability import strategies as S
 CASES = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                           HealthCheck.data_too_large])
 WORKDIR = Path(tempfile.mkdtemp(prefix="dep-reader-props-"))  # one file rewritten per example
+BLANK = "blank or whitespace-only line"
 
 
 class Bad(Exception):
@@ -189,13 +191,36 @@ def write(lines: list[bytes], name: str) -> Path:
     return path
 
 
-def check_skip_and_raise(verdicts, run):
-    """``run(on_error)`` -> list of outputs; compares both modes with the oracle's verdicts."""
+def check_nothing_usable(run, on_error, what, bad):
+    """A file yielding nothing is a file-level error in either mode: never an empty success."""
+    with pytest.raises(InputError) as info:
+        run(on_error)
+    error = info.value
+    assert error.line is None and str(error).startswith(f"{error.path}: ")
+    if bad:
+        assert error.kind == f"no usable {what}" and f"'{len(bad)} record(s) skipped'" in str(error)
+    else:
+        assert error.kind == "empty file"
+
+
+def check_skip_and_raise(verdicts, run, nothing_usable: str | None = None):
+    """``run(on_error)`` -> list of outputs; compares both modes with the oracle's verdicts.
+
+    ``nothing_usable``: what the reader yields (``review``, ``item``) when a file yielding
+    none of it must be an error; ``None`` for readers where an empty result is allowed.
+    """
     want = [v for v in verdicts if v is not None and not isinstance(v, Bad)]
     bad = [(n, v) for n, v in enumerate(verdicts, start=1) if isinstance(v, Bad)]
-    got, errors = run("skip")
-    assert got == want
-    assert errors.counts == Counter(v.kind for _, v in bad)  # every bad line counted, by kind
+    if nothing_usable and not want:
+        check_nothing_usable(run, "skip", nothing_usable, bad)
+        if not bad:
+            check_nothing_usable(run, "raise", nothing_usable, bad)
+            return
+    else:
+        got, errors = run("skip")
+        assert got == want
+        assert errors.counts == Counter(v.kind for _, v in bad)  # every bad line counted, by kind
+        assert errors.notes[BLANK] == verdicts.count(None)  # and every blank line, as a note
     if not bad:
         assert run("raise")[0] == want
         return
@@ -223,7 +248,7 @@ def test_raw_review_reader(fmt, data):
         errors = ErrorLog(on_error)
         return list(read_reviews(path, fmt.name, "Tools", errors)), errors
 
-    check_skip_and_raise(verdicts, run)
+    check_skip_and_raise(verdicts, run, nothing_usable="review")
     for review in (v for v in verdicts if isinstance(v, Review)):
         assert 0 <= review.timestamp <= MAX_TIMESTAMP_MS and 1.0 <= review.rating <= 5.0
 
@@ -286,7 +311,7 @@ def test_item_metadata_reader(fmt, key, data):
         errors = ErrorLog(on_error)
         return list(read_items(path, fmt, "Tools", errors).values()), errors
 
-    check_skip_and_raise(verdicts, run)
+    check_skip_and_raise(verdicts, run, nothing_usable="item")
 
 
 # ------------------------------------------------------------------ DPL-main rows

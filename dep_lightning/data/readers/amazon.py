@@ -17,11 +17,12 @@ overall, unixReviewTime (seconds). Optional 2018 metadata: asin, title, descript
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 from dep_lightning.data.errors import ErrorLog, InputError
-from dep_lightning.data.readers.records import Fields, iter_json_lines
+from dep_lightning.data.readers.records import Fields, iter_json_lines, no_records
 from dep_lightning.data.schema import Item, Review
 
 
@@ -49,17 +50,21 @@ def _review_5core(f: Fields, category: str) -> Review:
     )
 
 
-FORMATS = {"amazon2023": (_review_2023, "parent_asin"), "5core": (_review_5core, "asin")}
+#: Per format: record parser, item-id field, and the optional title field (a review without
+#: it keeps an empty title, which is counted in the report rather than passed over silently).
+FORMATS = {"amazon2023": (_review_2023, "parent_asin", "title"), "5core": (_review_5core, "asin", "summary")}
 
 
 def read_reviews(path: str | Path, fmt: str, category: str, errors: ErrorLog,
                  items: dict[str, Item] | None = None) -> Iterator[Review]:
     """Stream validated reviews from a raw dump of format ``amazon2023`` or ``5core``.
 
-    With ``items`` (metadata), a review of an unknown item is an ``InputError``.
+    With ``items`` (metadata), a review of an unknown item is an ``InputError``. A file
+    yielding no review at all (empty, blank, or every record skipped) is an ``InputError``.
     """
-    parse, item_field = FORMATS[fmt]
+    parse, item_field, title_field = FORMATS[fmt]
     seen: dict[bytes, int] = {}
+    skipped_before, n_reviews = Counter(errors.counts), 0
     for line, record in iter_json_lines(path, errors):
         fields = Fields(record, str(path), line)
         try:
@@ -75,7 +80,12 @@ def read_reviews(path: str | Path, fmt: str, category: str, errors: ErrorLog,
         except InputError as error:
             errors.handle(error)
             continue
+        if record.get(title_field) is None:
+            errors.note(f"missing field {title_field!r} (title left empty)", f"{path}:{line}")
+        n_reviews += 1
         yield review
+    if not n_reviews:
+        raise no_records(path, errors.counts - skipped_before, "review")
 
 
 def _item_2023(f: Fields, category: str) -> Item:
@@ -89,8 +99,12 @@ def _item_5core(f: Fields, category: str) -> Item:
 
 
 def read_items(path: str | Path, fmt: str, category: str, errors: ErrorLog) -> dict[str, Item]:
-    """Item metadata keyed by item id; a repeated id is bad input (which one is meant?)."""
+    """Item metadata keyed by item id; a repeated id is bad input (which one is meant?).
+
+    A file yielding no item is an ``InputError``: every review would lack its item.
+    """
     parse = _item_2023 if fmt == "amazon2023" else _item_5core
+    skipped_before = Counter(errors.counts)
     items: dict[str, Item] = {}
     lines: dict[str, int] = {}
     for line, record in iter_json_lines(path, errors):
@@ -105,4 +119,6 @@ def read_items(path: str | Path, fmt: str, category: str, errors: ErrorLog) -> d
             continue
         items[item.item_id] = item
         lines[item.item_id] = line
+    if not items:
+        raise no_records(path, errors.counts - skipped_before, "item")
     return items

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ def open_binary(path: str | Path):
 
 
 def iter_json_lines(path: str | Path, errors: ErrorLog) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)`` for each non-blank line; bad lines go to ``errors``."""
+    """Yield ``(line_number, object)`` for each non-blank line; bad lines go to ``errors``,
+    blank ones to its notes."""
     with open_binary(path) as handle, tqdm(desc=Path(path).name, unit=" lines", mininterval=1.0,
                                            disable=None, leave=False) as progress:
         for number, raw in enumerate(handle, start=1):
@@ -42,7 +44,8 @@ def iter_json_lines(path: str | Path, errors: ErrorLog) -> Iterator[tuple[int, d
             if number == 1:
                 line = line.removeprefix("\ufeff")  # a byte-order mark some editors write first
             if not line.strip():
-                continue  # blank lines carry no record
+                errors.note("blank or whitespace-only line", f"{path}:{number}")  # no record, but counted
+                continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -56,6 +59,19 @@ def iter_json_lines(path: str | Path, errors: ErrorLog) -> Iterator[tuple[int, d
                 errors.handle(InputError(str(path), number, None, obj, "malformed JSON", "expected an object"))
                 continue
             yield number, obj
+
+
+def no_records(path: str | Path, skipped: Counter, what: str) -> InputError:
+    """The error for a file that yielded nothing: an empty dataset is never a success.
+
+    ``skipped`` counts this file's records skipped as bad input (``on_error="skip"``), by
+    kind. A file-level error, raised whatever ``on_error`` says.
+    """
+    if skipped:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in skipped.most_common())
+        return InputError(str(path), None, None, f"{skipped.total()} record(s) skipped", f"no usable {what}",
+                          f"every record was bad input: {kinds}")
+    return InputError(str(path), None, None, "no records", "empty file", f"expected JSON lines of {what}s")
 
 
 class Fields:
