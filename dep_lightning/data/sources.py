@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Literal
 
 from dep_lightning.data.errors import ErrorLog
 from dep_lightning.data.preprocess import FIVE_CORE_THRESHOLDS, PreprocessReport, Thresholds, preprocess
 from dep_lightning.data.readers.amazon import read_items, read_reviews
-from dep_lightning.data.readers.dpl import load_dpl
+from dep_lightning.data.readers.dpl import FORMATS as DPL_FORMATS, load_dpl
 from dep_lightning.data.schema import PAPER_CATEGORIES, SPLITS, PreparedData
 
 
@@ -46,16 +47,22 @@ class DPLSource(ReviewSource):
         meta: the same for DPL-meta; ``None`` gives items the placeholder metadata.
         categories: configs to read.
         splits: splits to read.
+        format: which copy of each split to read, for main and meta: ``auto`` (the one
+            present; a split stored in two formats or as a file beside shards is an error),
+            or ``parquet``, ``jsonl``, ``json`` (both gzipped or not), ``hf`` (save_to_disk folders).
     """
 
     def __init__(self, main: str, meta: str | None = None, categories: list[str] = list(PAPER_CATEGORIES),
-                 splits: list[str] = list(SPLITS)):
-        self.main, self.meta, self.splits = main, meta, list(splits)
+                 splits: list[str] = list(SPLITS),
+                 format: Literal["auto", "parquet", "jsonl", "json", "hf"] = "auto"):
+        if format not in DPL_FORMATS:  # checked before any data is read
+            raise ValueError(f"DPLSource format must be one of {DPL_FORMATS}, got {format!r}")
+        self.main, self.meta, self.splits, self.format = main, meta, list(splits), format
         self.categories = [checked_category(c) for c in categories]
 
     def load(self, errors: ErrorLog, report: PreprocessReport) -> PreparedData:
         meta = Path(self.meta) if self.meta else None
-        return load_dpl(Path(self.main), meta, self.categories, self.splits, errors)
+        return load_dpl(Path(self.main), meta, self.categories, self.splits, errors, format=self.format)
 
     def describe(self) -> str:
         return f"DPL-main {self.main} (meta {self.meta}), categories {self.categories}"

@@ -1,14 +1,18 @@
 """DPL-main / DPL-meta in the exact published schema, written independently of our writer."""
 
+import gzip
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dep_lightning.data.errors import ErrorLog
-from dep_lightning.data.readers.dpl import load_dpl, write_dpl
+from dep_lightning.cli import main as cli_main
+from dep_lightning.data.errors import ErrorLog, InputError
+from dep_lightning.data.preprocess import PreprocessReport
+from dep_lightning.data.readers.dpl import load_dpl, split_files, write_dpl
 from dep_lightning.data.schema import Item, Review
+from dep_lightning.data.sources import DPLSource
 
 REVIEW = pa.struct([("rating", pa.float64()), ("title", pa.string()), ("text", pa.string()),
                     ("asin", pa.string()), ("timestamp", pa.int64())])
@@ -105,3 +109,99 @@ def test_without_meta_items_get_placeholder(tmp_path):
     data = load_dpl(main, None, ["Movies_and_TV"], ["train"], ErrorLog())
     item = data.item("B000NQRE1E", "Movies_and_TV")
     assert item.title == "Item B000NQRE1E" and item.description == "No description available."
+
+
+# ------------------------------------------------------------------ one copy per split
+def add_jsonl_copy(main, name="train.jsonl", rows=ROWS):
+    (main / "Movies_and_TV" / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_split_in_two_formats_is_an_error_naming_both_files(tmp_path):
+    main, meta = write_fixture(tmp_path, "parquet")
+    add_jsonl_copy(main)  # the same split again as JSON lines: read both, every row would count twice
+    with pytest.raises(InputError) as info:
+        load_dpl(main, meta, ["Movies_and_TV"], ["train"], ErrorLog())
+    message = str(info.value)
+    assert message.startswith(f"{main / 'Movies_and_TV'}: split stored more than once, field 'split', value 'train'")
+    assert "train-00000-of-00001.parquet" in message and "train.jsonl" in message
+    assert "format option (jsonl | parquet" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_format_option_picks_one_copy(tmp_path, fmt):
+    main, meta = write_fixture(tmp_path, "parquet")
+    add_jsonl_copy(main)
+    (meta / "Movies_and_TV" / "full.jsonl").write_text("".join(json.dumps(r) + "\n" for r in META_ROWS))
+    data = DPLSource(str(main), str(meta), categories=["Movies_and_TV"], splits=["train"], format=fmt).load(
+        ErrorLog(), PreprocessReport())
+    assert [r.user_id for r in data.split("Movies_and_TV", "train")] == [r["user_id"] for r in ROWS]
+
+
+def test_plain_file_beside_shards_is_an_error_even_with_a_format(tmp_path):
+    main, meta = write_fixture(tmp_path, "parquet")
+    pq.write_table(pa.Table.from_pylist(ROWS, schema=MAIN), main / "Movies_and_TV" / "train.parquet")
+    for fmt in ("auto", "parquet"):
+        with pytest.raises(InputError, match=r"parquet file: train\.parquet; parquet shards: "
+                                             r"train-00000-of-00001\.parquet; .*keep one copy"):
+            load_dpl(main, meta, ["Movies_and_TV"], ["train"], ErrorLog(), format=fmt)
+
+
+def test_gzipped_and_plain_json_lines_of_one_split_is_an_error(tmp_path):
+    main, meta = write_fixture(tmp_path, "jsonl")
+    with gzip.open(main / "Movies_and_TV" / "train.jsonl.gz", "wt") as handle:
+        handle.write(json.dumps(ROWS[0]) + "\n")
+    with pytest.raises(InputError, match=r"jsonl file: train\.jsonl, train\.jsonl\.gz"):
+        load_dpl(main, meta, ["Movies_and_TV"], ["train"], ErrorLog(), format="jsonl")
+
+
+def test_hf_folder_beside_a_file_is_an_error(tmp_path):
+    folder = tmp_path / "main" / "Books"
+    (folder / "train").mkdir(parents=True)
+    (folder / "train" / "state.json").write_text("{}")
+    (folder / "train.jsonl").write_text("")
+    with pytest.raises(InputError, match=r"hf folder: train; jsonl file: train\.jsonl"):
+        split_files(tmp_path / "main", "Books", "train")
+    assert split_files(tmp_path / "main", "Books", "train", "hf") == [folder / "train"]
+    assert split_files(tmp_path / "main", "Books", "train", "jsonl") == [folder / "train.jsonl"]
+
+
+def test_every_shard_is_read_once(tmp_path):
+    main, meta = write_fixture(tmp_path, "parquet")
+    folder = main / "Movies_and_TV"
+    (folder / "train-00000-of-00001.parquet").unlink()
+    pq.write_table(pa.Table.from_pylist(ROWS[:1], schema=MAIN), folder / "train-00000-of-00002.parquet")
+    pq.write_table(pa.Table.from_pylist(ROWS[1:], schema=MAIN), folder / "train-00001-of-00002.parquet")
+    # Other splits' files and a similarly named split are not this split's shards.
+    pq.write_table(pa.Table.from_pylist(ROWS, schema=MAIN), folder / "test-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(ROWS, schema=MAIN), folder / "trainer.parquet")
+    data = load_dpl(main, meta, ["Movies_and_TV"], ["train"], ErrorLog())
+    assert [r.user_id for r in data.split("Movies_and_TV", "train")] == [r["user_id"] for r in ROWS]
+
+
+def test_incomplete_shards_are_an_error(tmp_path):
+    main, meta = write_fixture(tmp_path, "parquet")
+    folder = main / "Movies_and_TV"
+    (folder / "train-00000-of-00001.parquet").rename(folder / "train-00000-of-00002.parquet")
+    with pytest.raises(InputError, match=r"incomplete shards, field 'split', value 'train' \(found "
+                                         r"train-00000-of-00002\.parquet; expected"):
+        load_dpl(main, meta, ["Movies_and_TV"], ["train"], ErrorLog())
+
+
+def test_format_with_no_such_copy_names_the_format(tmp_path):
+    main, meta = write_fixture(tmp_path, "jsonl")
+    with pytest.raises(FileNotFoundError, match="split 'train' in format 'parquet'"):
+        load_dpl(main, None, ["Movies_and_TV"], ["train"], ErrorLog(), format="parquet")
+    with pytest.raises(ValueError, match="format must be one of"):
+        DPLSource(str(main), format="csv")
+
+
+def test_cli_prepare_reports_the_ambiguous_split_in_one_line(tmp_path, capsys):
+    main, meta = write_fixture(tmp_path, "parquet")
+    add_jsonl_copy(main)
+    with pytest.raises(SystemExit) as info:
+        cli_main(["prepare", "--source", "DPLSource", "--source.main", str(main), "--source.meta", str(meta),
+                  "--source.categories", "[Movies_and_TV]", "--source.splits", "[train]"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert err.startswith(f"dep-lightning: error: {main / 'Movies_and_TV'}: split stored more than once")
+    assert len(err.strip().splitlines()) == 1

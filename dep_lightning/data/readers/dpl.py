@@ -2,10 +2,13 @@
 
 Layout looked for under a root folder, per config (category) and split::
 
-    <root>/<config>/<split>*.parquet            (HF hub layout: train-00000-of-00001.parquet)
-    <root>/<config>/<split>*.jsonl[.gz] | .json[.gz]
+    <root>/<config>/<split>.parquet | <split>-*.parquet  (HF hub shards: train-00000-of-00001.parquet)
+    <root>/<config>/<split>.jsonl[.gz] | .json[.gz], or <split>-*.jsonl[.gz] | .json[.gz] shards
     <root>/<config>/  holding dataset_dict.json  (DatasetDict.save_to_disk)
     <root>/<config>/<split>/ holding state.json  (Dataset.save_to_disk)
+
+Each split must be there once: two formats, or a plain file beside shards, is an error
+naming the files; the source's ``format:`` option (parquet, jsonl, json, hf) picks one.
 
 DPL-main rows: ``user_id``, ``profile`` (list of reviews, ascending time), ``data`` (the
 target review); a review is ``{rating, title, text, asin, timestamp (ms)}``.
@@ -14,6 +17,8 @@ DPL-meta rows (split ``full``): ``asin``, ``title``, ``description``.
 
 from __future__ import annotations
 
+import glob
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,18 +38,81 @@ META_SCHEMA = pa.schema([("asin", pa.string()), ("title", pa.string()), ("descri
 _BATCH_ROWS = 1024
 
 
-def split_files(root: Path, config: str, split: str) -> list[Path]:
-    """The files (or HF folders) holding one config's split, in a stable order."""
+#: Values of the DPL source's ``format:`` option. ``auto`` takes the one copy of a split that
+#: is present; the others pick that format when a folder holds a split in several.
+FORMATS = ("auto", "parquet", "jsonl", "json", "hf")
+_SUFFIXES = {"parquet": (".parquet",), "jsonl": (".jsonl", ".jsonl.gz"), "json": (".json", ".json.gz")}
+_HF_SHARD = re.compile(r"-(\d{5})-of-(\d{5})$")  # train-00000-of-00003.parquet
+
+
+def split_files(root: Path, config: str, split: str, format: str = "auto") -> list[Path]:
+    """The files (or the HF folder) holding one config's split, in a stable order.
+
+    Exactly one copy of a split is read: a split found in several formats or layouts (a
+    plain file beside shards, ``.jsonl`` beside ``.jsonl.gz``) would otherwise be read
+    twice and its rows doubled, so it is an :class:`InputError` listing the copies.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"DPL format must be one of {FORMATS}, got {format!r}")
     folder = Path(root) / config
-    if (folder / "dataset_dict.json").is_file():
-        return [folder / split] if (folder / split).is_dir() else []
-    if (folder / split / "state.json").is_file():
-        return [folder / split]
-    found = []
-    for pattern in ("*.parquet", "*.jsonl", "*.jsonl.gz", "*.json", "*.json.gz"):
-        found += [p for p in folder.glob(split + pattern) if p.is_file()]
-        found += [p for p in folder.glob(f"{split}-*{pattern[1:]}") if p.is_file() and p not in found]
-    return sorted(set(found))
+    copies = _split_copies(folder, split)
+    if format != "auto":
+        copies = {key: paths for key, paths in copies.items() if key[0] == format}
+    if not copies:
+        return []
+    if len(copies) > 1 or any(layout == "file" and len(paths) > 1 for (_, layout), paths in copies.items()):
+        raise _ambiguous_split(folder, split, copies)
+    [((_, layout), paths)] = copies.items()
+    if layout == "shards":
+        _check_shards(folder, split, paths)
+    return sorted(paths)
+
+
+def _split_copies(folder: Path, split: str) -> dict[tuple[str, str], list[Path]]:
+    """Every copy of ``split`` in ``folder``, keyed by ``(format, layout)``; layout is
+    ``folder`` (HF ``save_to_disk``), ``file`` (``<split>.<ext>``) or ``shards`` (``<split>-*.<ext>``)."""
+    copies: dict[tuple[str, str], list[Path]] = {}
+    in_dataset_dict = (folder / "dataset_dict.json").is_file() and (folder / split).is_dir()
+    if in_dataset_dict or (folder / split / "state.json").is_file():
+        copies[("hf", "folder")] = [folder / split]
+    for fmt, suffixes in _SUFFIXES.items():
+        for suffix in suffixes:
+            if (folder / (split + suffix)).is_file():
+                copies.setdefault((fmt, "file"), []).append(folder / (split + suffix))
+            shards = [p for p in folder.glob(f"{glob.escape(split)}-*{suffix}") if p.is_file()]
+            if shards:
+                copies.setdefault((fmt, "shards"), []).extend(shards)
+    return copies
+
+
+def _ambiguous_split(folder: Path, split: str, copies: dict[tuple[str, str], list[Path]]) -> InputError:
+    """Which copies there are, and how to choose: ``format:`` tells formats apart, not copies of one."""
+    listing = "; ".join(f"{fmt} {layout}: {', '.join(sorted(p.name for p in paths))}"
+                        for (fmt, layout), paths in sorted(copies.items()))
+    formats = sorted({fmt for fmt, _ in copies})
+    if len(formats) > 1:
+        how = (f"choose one with the DPL source's format option ({' | '.join(formats)}; e.g. --source.format "
+               f"{formats[0]} or init_args format: {formats[0]})")
+        if len(formats) < sum(len(paths) if layout == "file" else 1 for (_, layout), paths in copies.items()):
+            how += " and keep one copy of that format (move the others away)"
+    else:
+        how = f"format: {formats[0]} cannot choose between these; keep one copy (move the others away)"
+    return InputError(str(folder), None, "split", split, "split stored more than once",
+                      f"{listing}; reading all would repeat its rows; {how}")
+
+
+def _check_shards(folder: Path, split: str, shards: list[Path]) -> None:
+    """HF-named shards (``-NNNNN-of-NNNNN``) must be one complete set: a missing or
+    foreign shard would silently lose or add rows."""
+    numbers = [_HF_SHARD.search(p.name.removesuffix(".gz").rsplit(".", 1)[0]) for p in shards]
+    if not any(numbers):
+        return  # shards named some other way: every file is a part, read once each
+    names = sorted(p.name for p in shards)
+    totals = {m.group(2) for m in numbers if m}
+    indices = sorted(int(m.group(1)) for m in numbers if m)
+    if not all(numbers) or len(totals) > 1 or indices != list(range(int(next(iter(totals))))):
+        raise InputError(str(folder), None, "split", split, "incomplete shards",
+                         f"found {', '.join(names)}; expected {split}-00000-of-N ... {split}-(N-1)-of-N, each once")
 
 
 def iter_records(path: Path, errors: ErrorLog) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -130,25 +198,28 @@ def read_meta(path: Path, category: str, errors: ErrorLog) -> Iterator[Item]:
 
 
 def load_dpl(main_root: Path, meta_root: Path | None, categories: list[str], splits: list[str],
-             errors: ErrorLog) -> PreparedData:
+             errors: ErrorLog, format: str = "auto") -> PreparedData:
     """Read DPL-main (and DPL-meta when given) into :class:`PreparedData`.
 
     With metadata, every review's item must be in it: a missing item is an
-    ``InputError`` (or a skipped row under ``on_error="skip"``).
+    ``InputError`` (or a skipped row under ``on_error="skip"``). ``format`` (one of
+    :data:`FORMATS`) picks the copy of each split, for main and meta alike.
     """
     data = PreparedData()
     for category in categories:
         if meta_root is not None:
-            meta_files = split_files(Path(meta_root), category, "full")
+            meta_files = split_files(Path(meta_root), category, "full", format)
             if not meta_files:
-                raise FileNotFoundError(f"{meta_root}: no DPL-meta files for config {category!r} split 'full'")
+                raise FileNotFoundError(f"{meta_root}: no DPL-meta files for config {category!r} split 'full'"
+                                        + _format_note(format))
             for path in meta_files:
                 for item in read_meta(path, category, errors):
                     data.items[item.item_id] = item
         for split in splits:
-            files = split_files(Path(main_root), category, split)
+            files = split_files(Path(main_root), category, split, format)
             if not files:
-                raise FileNotFoundError(f"{main_root}: no DPL-main files for config {category!r} split {split!r}")
+                raise FileNotFoundError(f"{main_root}: no DPL-main files for config {category!r} split {split!r}"
+                                        + _format_note(format))
             rows = data.rows.setdefault(category, {}).setdefault(split, [])
             for path in files:
                 for line, row in read_main(path, category, errors):
@@ -156,6 +227,10 @@ def load_dpl(main_root: Path, meta_root: Path | None, categories: list[str], spl
                         continue
                     rows.append(row)
     return data
+
+
+def _format_note(format: str) -> str:
+    return "" if format == "auto" else f" in format {format!r}"
 
 
 def _items_known(row: DPLRow, items: dict[str, Item], path: Path, line: int, errors: ErrorLog) -> bool:
