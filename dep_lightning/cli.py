@@ -38,8 +38,10 @@ def _evaluate(argv: list[str]) -> None:
     parser.add_argument("predictions", nargs="+", help="JSON-lines files (prediction, reference[, sample_id, category])")
     parser.add_argument("--bertscore", action="store_true", help="also compute BERTScore F1 (slow on CPU)")
     parser.add_argument("--out", help="write the scores as JSON to this file")
+    parser.add_argument("--union", action="store_true",
+                        help="score all files as one set (default: each file on its own, with its own n)")
     args = parser.parse_args(argv)
-    evaluate(args.predictions, bertscore=args.bertscore, out=args.out)
+    evaluate(args.predictions, bertscore=args.bertscore, out=args.out, union=args.union)
 
 
 def _sweep(argv: list[str]) -> None:
