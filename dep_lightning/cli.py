@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 
-from dep_lightning.data.errors import InputError
+from dep_lightning.data.errors import ConfigError, InputError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict", "score")
 
@@ -155,9 +155,34 @@ def build_parser():
 
 
 def lightning_cli(argv: list[str] | None, run: bool = True):
+    from dep_lightning.safety import check_checkpoint_path
     from dep_lightning.training import DEPLightningCLI
 
-    return DEPLightningCLI(args=argv, run=run)
+    class CheckedCLI(DEPLightningCLI):
+        """Checks ``--ckpt_path`` before Lightning reads any data or loads the file
+        (``safety.check_checkpoint_path``); for fit also once ``last`` is resolved."""
+
+        def _parse_ckpt_path(self) -> None:
+            # LightningCLI loads the file here, while parsing, to read its hyperparameters.
+            check_checkpoint_path(self.config[self.config.subcommand].get("ckpt_path")
+                                  if self.config.get("subcommand") else None)
+            super()._parse_ckpt_path()
+
+        def _check_ckpt(self) -> None:
+            check_checkpoint_path(self.config_init[self.subcommand].get("ckpt_path"))
+
+        def before_fit(self) -> None:
+            self._check_ckpt()
+            super().before_fit()
+            self._check_ckpt()
+
+        def before_validate(self) -> None:
+            self._check_ckpt()
+            super().before_validate()
+
+        before_test = before_predict = before_score = before_validate
+
+    return CheckedCLI(args=argv, run=run)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -183,7 +208,26 @@ def main(argv: list[str] | None = None) -> None:
             _run(argv)
         else:
             _run(argv)
-    except (InputError, FileNotFoundError) as error:
-        # Bad input is the user's to fix: a one-line message, not a traceback.
-        print(f"dep-lightning: error: {error}", file=sys.stderr)
+    except Exception as error:
+        # Bad input and unusable settings are the user's to fix: a one-line message, not a
+        # traceback. Only these: any other exception is a bug and keeps its traceback.
+        found = user_error(error)
+        if found is None:
+            raise
+        print(f"dep-lightning: error: {found}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def user_error(error: BaseException) -> Exception | None:
+    """The input or configuration error behind ``error``, or None for anything else (a bug).
+
+    jsonargparse re-raises an error from a class's ``__init__`` (e.g. a :class:`ConfigError`
+    of the data module) as its own ``ValueError`` with the original as ``__cause__``; only
+    that explicit chain is followed, so a bug raised while handling an input error is not taken for one.
+    """
+    seen = 0
+    while error is not None and seen < 20:
+        if isinstance(error, (InputError, ConfigError, FileNotFoundError)):
+            return error
+        error, seen = error.__cause__, seen + 1
+    return None

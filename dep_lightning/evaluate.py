@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dep_lightning.data.errors import InputError, show_value
+from dep_lightning.data.readers.records import numbered_lines
 from dep_lightning.metrics import score_predictions
 
 #: Fields a repeated sample id must agree on; other fields (per-sample scores) may differ.
@@ -57,14 +58,19 @@ class Predictions:
 
 
 def read_predictions(path: Path, into: Predictions) -> None:
-    """Add one JSON-lines file's rows to ``into``; a file without any row is an error."""
+    """Add one JSON-lines file's rows (``.gz`` read transparently) to ``into``; a file without
+    any row is an error."""
     before = len(into.rows) + into.repeats
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                into.blank_lines += 1
-                continue
-            into.add(str(path), number, _parse_row(path, number, line))
+    for number, raw in numbered_lines(path):  # plain or gzipped; a directory or damaged gzip is an InputError
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(str(path), number, None, raw[max(0, exc.start - 20) : exc.end + 20],
+                             "undecodable bytes", f"not UTF-8 at byte {exc.start}") from None
+        if not line.strip():
+            into.blank_lines += 1
+            continue
+        into.add(str(path), number, _parse_row(path, number, line))
     if len(into.rows) + into.repeats == before:
         raise InputError(str(path), None, None, "no rows", "empty file",
                          "expected JSON lines with prediction and reference")

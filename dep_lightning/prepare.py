@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from dep_lightning.data.errors import ErrorLog
+from dep_lightning.data.samples import check_val_size
 from dep_lightning.data.preprocess import PreprocessReport
 from dep_lightning.data.readers.dpl import write_dpl
 from dep_lightning.data.schema import PreparedData
@@ -32,6 +33,7 @@ def prepare(
         val_size: rows of the merged val splits sampled for DEP validation (paper: 512).
         seed: seed of the validation sample.
     """
+    check_val_size(val_size)  # before any data is read
     errors, report = ErrorLog(on_error), PreprocessReport()
     print(f"source: {source.describe()}", flush=True)
     data = source.load(errors, report)

@@ -5,7 +5,9 @@
   calls it before anything imports Hugging Face libraries); every model load also passes
   ``local_files_only=True``.
 * Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain values
-  only, never pickled objects (:func:`require_weights_only`, used by the CLI).
+  only, never pickled objects (:func:`require_weights_only`, used by the CLI); a
+  ``--ckpt_path`` that is no checkpoint at all is refused in one line before it is
+  loaded (:func:`check_checkpoint_path`).
 * Secrets: the ``config.yaml`` that LightningCLI saves into each run directory has every
   secret-looking value replaced by ``<redacted>`` (:func:`redact`): values under keys such as
   ``api_key`` / ``token`` / ``password``, and any value equal to a secret environment
@@ -80,3 +82,44 @@ def require_weights_only(subcommand_config: dict[str, Any]) -> None:
         raise ValueError("--weights_only false is refused: dep-lightning checkpoints hold only tensors and plain "
                          "values, and unpickling a checkpoint can run arbitrary code")
     subcommand_config["weights_only"] = True
+
+
+#: The model-states file inside a DeepSpeed checkpoint folder (``<folder>/<tag>/``).
+DEEPSPEED_MODEL_STATES = "mp_rank_00_model_states.pt"
+#: ``--ckpt_path`` values Lightning resolves itself (not file names).
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc")
+
+
+def check_checkpoint_path(ckpt_path: Any) -> None:
+    """A ``--ckpt_path`` file must look like a checkpoint before Lightning loads it.
+
+    Lightning and ``torch.save`` write a zip archive holding ``<name>/data.pkl``; DeepSpeed a
+    folder holding ``<tag>/mp_rank_00_model_states.pt``. Anything else (a text file, a
+    truncated download, which has lost the zip's closing directory) would fail deep inside
+    ``torch.load`` with a traceback that names neither the file nor the option, so it is an
+    :class:`~dep_lightning.data.errors.InputError` here. Only the layout is checked (cheap
+    for a file of any size); a well-formed checkpoint of another model is Lightning's to report.
+    """
+    import zipfile
+    from pathlib import Path
+
+    from dep_lightning.data.errors import InputError
+
+    if ckpt_path is None or ckpt_path in LIGHTNING_CKPT_NAMES or str(ckpt_path).split(":")[0] == "registry":
+        return
+    path = Path(ckpt_path)
+    if path.is_dir():
+        # DeepSpeed's layout; its contents are checked where such folders are read.
+        if not any(path.glob(f"*/{DEEPSPEED_MODEL_STATES}")):
+            raise InputError(str(path), None, "ckpt_path", str(ckpt_path), "not a checkpoint",
+                             f"a folder without <tag>/{DEEPSPEED_MODEL_STATES}, so not a DeepSpeed checkpoint")
+        return
+    if not path.is_file():
+        raise InputError(str(path), None, "ckpt_path", str(ckpt_path), "no such checkpoint")
+    if not zipfile.is_zipfile(path):
+        raise InputError(str(path), None, "ckpt_path", str(ckpt_path), "not a checkpoint",
+                         "not a zip archive as Lightning / torch.save write (another file, or truncated?)")
+    with zipfile.ZipFile(path) as archive:
+        if not any(name.rsplit("/", 1)[-1] == "data.pkl" for name in archive.namelist()):
+            raise InputError(str(path), None, "ckpt_path", str(ckpt_path), "not a checkpoint",
+                             "a zip archive without data.pkl, so not written by torch.save")

@@ -17,13 +17,13 @@ from dep_lightning.data.batching import (Collator, EvalShardSampler, LengthBucke
                                          shared_prefix_length)
 from dep_lightning.data.conditions import CONDITIONS, apply_condition, check_conditions, mask_slot_vectors
 from dep_lightning.data.context import ContextBuilder, user_inputs, user_texts
-from dep_lightning.data.errors import ErrorLog
+from dep_lightning.data.errors import ConfigError, ErrorLog
 from dep_lightning.data.features import FeatureBuilder, peer_corpus
 from dep_lightning.data.preprocess import PreprocessReport
 from dep_lightning.data.prompt import DIFF, HIS, PromptBuilder, PromptConfig
 from dep_lightning.data.resumable import ResumableDataLoader
 from dep_lightning.data.retrieval import EmbeddingRetriever, RecencyRetriever, Retriever
-from dep_lightning.data.samples import build_samples
+from dep_lightning.data.samples import build_samples, check_val_size
 from dep_lightning.data.schema import PreparedData, Sample
 from dep_lightning.data.sources import EmbeddedSource, ReviewSource
 from dep_lightning.embeddings.cache import EmbeddingCache, SentenceEmbedder
@@ -100,7 +100,11 @@ class DEPDataModule(L.LightningDataModule):
     ):
         super().__init__()
         if k < 0:
-            raise ValueError(f"k must be >= 0, got {k}")
+            raise ConfigError("k", k, "must be >= 0")
+        check_val_size(val_size)
+        for split, limit in (("train", limit_train), ("val", limit_val), ("test", limit_test)):
+            if limit is not None and limit < 0:
+                raise ConfigError(f"limit_{split}", limit, "must be >= 0 or null")
         self.source = source if source is not None else EmbeddedSource()
         self.embedder = embedder if embedder is not None else SentenceEmbedder()
         self.cache_dir = cache_dir
@@ -111,13 +115,13 @@ class DEPDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.bucket_by_length, self.num_workers, self.on_error = bucket_by_length, num_workers, on_error
         if test_order not in ("length", "file"):
-            raise ValueError(f"test_order must be 'length' or 'file', got {test_order!r}")
+            raise ConfigError("test_order", test_order, "must be 'length' or 'file'")
         self.test_order = test_order
         self.context = context
         if condition not in CONDITIONS:
-            raise ValueError(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
+            raise ConfigError("condition", condition, f"must be one of {', '.join(CONDITIONS)}")
         if score_limit is not None and score_limit < 1:
-            raise ValueError(f"score_limit must be >= 1 or null, got {score_limit}")
+            raise ConfigError("score_limit", score_limit, "must be >= 1 or null")
         self.condition, self.score_limit = condition, score_limit
         #: Set by ``Trainer.score`` (``dep-lightning score``): the test loaders become one
         #: teacher-forced loader per condition, over the scored samples.
@@ -160,7 +164,9 @@ class DEPDataModule(L.LightningDataModule):
         if self.data is None:
             errors = ErrorLog(self.on_error)
             self.data = self.source.load(errors, PreprocessReport())
-            if errors.counts:
+            # Skipped records and passed-over lines (blank lines, a missing optional field)
+            # are both reported: a run never loses input without a word.
+            if errors.counts or errors.notes:
                 print(errors.report())
         return self.data
 

@@ -9,6 +9,7 @@ at its default) are counted too, as notes, so every line of a file is accounted 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
@@ -49,6 +50,30 @@ class InputError(ValueError):
         if detail:
             message += f" ({detail})"
         super().__init__(message)
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work, found before any data is read.
+
+    Reported like bad input (one line, exit 2); ``field`` is the option's name.
+    """
+
+    def __init__(self, field: str, value: object, detail: str):
+        self.field, self.value, self.detail = field, value, detail
+        super().__init__(f"configuration: field {field!r}, value {show_value(value)} ({detail})")
+
+
+def json_error(path: str, text: str, exc: json.JSONDecodeError) -> InputError:
+    """The error for a whole-file JSON document that does not parse, at the line it breaks on.
+
+    A file truncated at its end breaks *after* its last line (``exc.lineno`` is one past
+    the lines there are): that is reported as the end of the file, not looked up.
+    """
+    lines = text.splitlines()
+    if 0 < exc.lineno <= len(lines):
+        return InputError(path, exc.lineno, None, lines[exc.lineno - 1], "malformed JSON", exc.msg)
+    return InputError(path, exc.lineno, None, "end of file", "malformed JSON",
+                      f"{exc.msg}; the file ends early (truncated?)")
 
 
 @dataclass

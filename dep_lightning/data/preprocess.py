@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from dep_lightning.data.errors import ConfigError
 from dep_lightning.data.schema import DPLRow, Item, PreparedData, Review, time_order_key
 
 
@@ -45,16 +46,31 @@ class Thresholds:
     min_profile_reviews: int = 8
 
     def __post_init__(self) -> None:
+        """Thresholds that cannot work are a :class:`ConfigError` when the config is read,
+        before any review is: found after reading a large dump, they would waste the read."""
+        for name in ("min_item_users", "min_user_reviews", "max_user_reviews", "min_item_profile_reviewers",
+                     "min_profile_reviews"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"thresholds.{name}", value, "must be an integer >= 0")
         if self.min_text_chars < 1:
-            raise ValueError(f"min_text_chars must be >= 1 (empty texts cannot be targets), got {self.min_text_chars}")
+            raise ConfigError("thresholds.min_text_chars", self.min_text_chars,
+                              "must be >= 1: empty texts cannot be targets")
         if self.n_train_targets < 1:
-            raise ValueError(f"n_train_targets must be >= 1, got {self.n_train_targets}")
+            raise ConfigError("thresholds.n_train_targets", self.n_train_targets, "must be >= 1")
         if self.min_user_reviews < self.n_train_targets + 3:
-            raise ValueError(
-                f"min_user_reviews ({self.min_user_reviews}) must be >= n_train_targets + 3 "
-                f"({self.n_train_targets + 3}): {self.n_train_targets + 2} targets and at least one profile review")
+            raise ConfigError("thresholds.min_user_reviews", self.min_user_reviews,
+                              f"must be >= n_train_targets + 3 = {self.n_train_targets + 3}: "
+                              f"{self.n_train_targets + 2} targets and at least one profile review")
         if self.max_user_reviews < self.min_user_reviews:
-            raise ValueError(f"max_user_reviews ({self.max_user_reviews}) < min_user_reviews ({self.min_user_reviews})")
+            raise ConfigError("thresholds.max_user_reviews", self.max_user_reviews,
+                              f"must be >= min_user_reviews ({self.min_user_reviews})")
+        low, high = self.min_description_chars, self.max_description_chars
+        if low is not None and low < 0:
+            raise ConfigError("thresholds.min_description_chars", low, "must be >= 0 or null")
+        if high is not None and high < (low or 0):
+            raise ConfigError("thresholds.max_description_chars", high,
+                              f"must be >= min_description_chars ({low or 0}) or null")
 
 
 #: Relaxed thresholds for small corpora such as the 2014 5-core files, where DPL's leave

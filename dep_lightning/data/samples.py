@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dep_lightning.data.errors import ConfigError
 from dep_lightning.data.schema import SPLITS, DPLRow, PreparedData, Sample
 
 
@@ -22,6 +23,13 @@ def _sample(data: PreparedData, category: str, split: str, index: int, row: DPLR
         item=data.item(row.target.item_id, category),
         history=row.profile,
     )
+
+
+def check_val_size(val_size: int) -> int:
+    """``val_size`` as configured; checked when the config is read, not once the data is."""
+    if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
+        raise ConfigError("val_size", val_size, "must be an integer >= 0: rows of the merged val splits")
+    return val_size
 
 
 def build_samples(data: PreparedData, split: str, *, val_size: int = 512, seed: int = 0,

@@ -28,6 +28,12 @@ PLACEHOLDER_DESCRIPTION = "No description available."
 #: timestamp inside the int64 columns of the written parquet files.
 MAX_TIMESTAMP_MS = 32_503_680_000_000
 
+#: Earliest review time readers accept (1973-03-03, in ms). Reviews online start in the
+#: 1990s; below this bound a millisecond field almost surely holds seconds (every seconds
+#: value up to the year 5138 is smaller), which would date a 2014 review to January 1970
+#: and scramble the order of a profile mixing both scales.
+MIN_TIMESTAMP_MS = 100_000_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class Review:

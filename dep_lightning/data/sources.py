@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Literal
 
-from dep_lightning.data.errors import ErrorLog
+from dep_lightning.data.errors import ConfigError, ErrorLog
 from dep_lightning.data.preprocess import FIVE_CORE_THRESHOLDS, PreprocessReport, Thresholds, preprocess
 from dep_lightning.data.readers.amazon import read_items, read_reviews
 from dep_lightning.data.readers.dpl import FORMATS as DPL_FORMATS, load_dpl
@@ -24,7 +24,7 @@ def checked_category(name: str) -> str:
     ``predictions/test-<category>.jsonl``): one plain path component, nothing else."""
     if (not isinstance(name, str) or not name.strip() or name in (".", "..") or "\0" in name
             or any(sep in name for sep in ("/", "\\"))):
-        raise ValueError(f"category {name!r} cannot be used as a file name (no path separators, '.', '..' or NUL)")
+        raise ConfigError("category", name, "cannot be used as a file name (no path separators, '.', '..' or NUL)")
     return name
 
 
@@ -56,7 +56,7 @@ class DPLSource(ReviewSource):
                  splits: list[str] = list(SPLITS),
                  format: Literal["auto", "parquet", "jsonl", "json", "hf"] = "auto"):
         if format not in DPL_FORMATS:  # checked before any data is read
-            raise ValueError(f"DPLSource format must be one of {DPL_FORMATS}, got {format!r}")
+            raise ConfigError("DPLSource.format", format, f"must be one of {', '.join(DPL_FORMATS)}")
         self.main, self.meta, self.splits, self.format = main, meta, list(splits), format
         self.categories = [checked_category(c) for c in categories]
 

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from dep_lightning.data.conditions import CONDITIONS
-from dep_lightning.data.errors import InputError
+from dep_lightning.data.errors import InputError, json_error
 from dep_lightning.results.stats import MetricSamples, bleu_statistics
 
 ABLATION_KEYS = ("refinement", "embeddings", "with_text", "guidance", "k", "retriever")
@@ -178,8 +178,7 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(str(path), exc.lineno, None, text.splitlines()[exc.lineno - 1] if text else "",
-                         "malformed JSON", exc.msg) from None
+        raise json_error(str(path), text, exc) from None
 
 
 # --------------------------------------------------------------------------------------

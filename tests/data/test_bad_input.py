@@ -113,10 +113,13 @@ def test_amazon_2023_wrong_type_and_missing_meta(tmp_path):
         list(read_reviews(path, "amazon2023", "Books", ErrorLog(), items={"P1": None}))
 
 
+T0 = 1_600_000_000_000  # a plausible time in milliseconds (2020-09-13)
+
+
 def dpl_row(user="U1", text="A fine book indeed.", profile_asins=("B1",)):
     review = lambda asin, ts: {"rating": 4.0, "title": "t", "text": "history text", "asin": asin, "timestamp": ts}  # noqa: E731
-    return {"user_id": user, "profile": [review(a, 1000 + i) for i, a in enumerate(profile_asins)],
-            "data": {"rating": 5.0, "title": "t", "text": text, "asin": "B9", "timestamp": 9000}}
+    return {"user_id": user, "profile": [review(a, T0 + 1000 + i) for i, a in enumerate(profile_asins)],
+            "data": {"rating": 5.0, "title": "t", "text": text, "asin": "B9", "timestamp": T0 + 9000}}
 
 
 def load_dpl_lines(tmp_path, lines, on_error="raise", meta=None):
@@ -134,7 +137,7 @@ def load_dpl_lines(tmp_path, lines, on_error="raise", meta=None):
 
 DPL_CASES = {
     "empty text": (dpl_row("U2", text=""), "data.text", "empty text"),
-    "missing field": ({**dpl_row("U2"), "profile": [{"rating": 4.0, "title": "t", "asin": "B1", "timestamp": 1}]},
+    "missing field": ({**dpl_row("U2"), "profile": [{"rating": 4.0, "title": "t", "asin": "B1", "timestamp": T0}]},
                       "profile[0].text", "missing field"),
     "wrong type": ({**dpl_row("U2"), "profile": "B1,B2"}, "profile", "wrong type"),
     "duplicate review": (dpl_row("U2", profile_asins=("B1", "B1")), "profile[1].asin", "duplicate review"),

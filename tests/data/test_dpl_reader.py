@@ -20,7 +20,8 @@ MAIN = pa.schema([("user_id", pa.string()), ("profile", pa.list_(REVIEW)), ("dat
 META = pa.schema([("asin", pa.string()), ("title", pa.string()), ("description", pa.string())])
 
 
-def review(asin, ts, rating=4.0, title="Great read", text="A long enough review text about the book."):
+def review(asin, ts, rating=4.0, title="Great read", text=None):
+    text = f"A long enough review text about {asin}." if text is None else text  # each review its own text
     return {"rating": rating, "title": title, "text": text, "asin": asin, "timestamp": ts}
 
 
@@ -191,7 +192,7 @@ def test_format_with_no_such_copy_names_the_format(tmp_path):
     main, meta = write_fixture(tmp_path, "jsonl")
     with pytest.raises(FileNotFoundError, match="split 'train' in format 'parquet'"):
         load_dpl(main, None, ["Movies_and_TV"], ["train"], ErrorLog(), format="parquet")
-    with pytest.raises(ValueError, match="format must be one of"):
+    with pytest.raises(ValueError, match="'DPLSource.format', value 'csv' \\(must be one of"):
         DPLSource(str(main), format="csv")
 
 

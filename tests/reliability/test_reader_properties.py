@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from dep_lightning.data.errors import ErrorLog, InputError
 from dep_lightning.data.readers.amazon import read_items, read_reviews
 from dep_lightning.data.readers.dpl import MAIN_SCHEMA, load_dpl
-from dep_lightning.data.schema import MAX_TIMESTAMP_MS, DPLRow, Item, Review, time_order_key
+from dep_lightning.data.schema import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, DPLRow, Item, Review, time_order_key
 
 from tests.reliability import strategies as S
 
@@ -86,8 +86,9 @@ def o_time(rec, key, unit, prefix=""):
         value = int(value)
     if type(value) is not int:
         raise Bad("wrong type", prefix + key)
-    high = MAX_TIMESTAMP_MS // 1000 if unit == "s" else MAX_TIMESTAMP_MS
-    if not 0 <= value <= high:
+    low, high = (MIN_TIMESTAMP_MS // 1000, MAX_TIMESTAMP_MS // 1000) if unit == "s" else (MIN_TIMESTAMP_MS,
+                                                                                           MAX_TIMESTAMP_MS)
+    if not low <= value <= high:
         raise Bad("value out of range", prefix + key)
     return value * 1000 if unit == "s" else value
 
@@ -344,6 +345,16 @@ def o_dpl_row(rec, category) -> DPLRow:
     if not isinstance(data, dict):
         raise Bad("wrong type", "data")
     target = o_dpl_review(data, "data.", user_id, category)
+    # The profile is the history before the target, in ascending time (first failing entry wins).
+    for i, review in enumerate(reviews):
+        if i and review.timestamp < reviews[i - 1].timestamp:
+            raise Bad("profile out of time order", f"profile[{i}].timestamp")
+        if review.item_id == target.item_id:
+            raise Bad("target in its own profile", f"profile[{i}].asin")
+        if review.text == target.text:
+            raise Bad("target in its own profile", f"profile[{i}].text")
+        if review.timestamp > target.timestamp:
+            raise Bad("profile review after target", f"profile[{i}].timestamp")
     return DPLRow(user_id, tuple(sorted(reviews, key=time_order_key)), target, category)
 
 
@@ -381,12 +392,21 @@ def dpl_row(typed: bool):
 
 
 def dpl_verdicts(records):
-    verdicts = []
+    """Verdicts on the rows of a train split: a user may have several rows, one per target item."""
+    verdicts, seen = [], set()
     for rec in records:
+        if isinstance(rec, Bad):  # a line that is no record at all
+            verdicts.append(rec)
+            continue
         try:
-            verdicts.append(o_dpl_row(rec, "Books"))
+            row = o_dpl_row(rec, "Books")
+            if (row.user_id, row.target.item_id) in seen:
+                raise Bad("duplicate user row", "user_id")
         except Bad as bad:
             verdicts.append(bad)
+            continue
+        seen.add((row.user_id, row.target.item_id))
+        verdicts.append(row)
     return verdicts
 
 
@@ -411,25 +431,25 @@ def test_dpl_json_lines_reader(data):
                                          st.builds(encode, dpl_row(typed=False), st.booleans()), S.junk_line),
                                min_size=1, max_size=5))
     dpl_file(".jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    verdicts = []
+    records = []
     for raw in lines:
         try:
             rec = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
-            verdicts.append(Bad("undecodable bytes", None))
+            records.append(Bad("undecodable bytes", None))
             continue
         except (ValueError, RecursionError):
-            verdicts.append(Bad("malformed JSON", None))
+            records.append(Bad("malformed JSON", None))
             continue
-        verdicts += dpl_verdicts([rec]) if isinstance(rec, dict) else [Bad("malformed JSON", None)]
-    check_skip_and_raise(verdicts, run_dpl)
+        records.append(rec if isinstance(rec, dict) else Bad("malformed JSON", None))
+    check_skip_and_raise(dpl_verdicts(records), run_dpl, nothing_usable="row")
 
 
 @CASES
 @given(records=st.lists(dpl_row(typed=True), min_size=1, max_size=5))
 def test_dpl_parquet_reader(records):
     pq.write_table(pa.Table.from_pylist(records, schema=MAIN_SCHEMA), dpl_file(".parquet"))
-    check_skip_and_raise(dpl_verdicts(records), run_dpl)
+    check_skip_and_raise(dpl_verdicts(records), run_dpl, nothing_usable="row")
 
 
 @settings(max_examples=200, deadline=None)

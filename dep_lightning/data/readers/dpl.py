@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import glob
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dep_lightning.data.errors import ErrorLog, InputError
-from dep_lightning.data.readers.records import Fields, iter_json_lines
-from dep_lightning.data.schema import DPLRow, Item, PreparedData, Review, time_order_key
+from dep_lightning.data.readers.records import Fields, iter_json_lines, no_records
+from dep_lightning.data.schema import SPLITS, DPLRow, Item, PreparedData, Review, time_order_key
 
 REVIEW_FIELDS = ("rating", "title", "text", "asin", "timestamp")
 _REVIEW_TYPE = pa.struct([("rating", pa.float64()), ("title", pa.string()), ("text", pa.string()),
@@ -168,8 +169,35 @@ def parse_main_row(fields: Fields, category: str) -> DPLRow:
                                f"same item as profile[{seen[review.item_id]}]")
         seen[review.item_id] = index
     target = parse_review(fields.nested("data"), user_id, category)
-    # Published profiles are ascending already; sorting makes the documented order certain.
+    check_profile(fields, profile, target)
+    # Ties in time are broken by the documented key (schema.time_order_key).
     return DPLRow(user_id, tuple(sorted(profile, key=time_order_key)), target, category)
+
+
+def check_profile(fields: Fields, profile: list[Review], target: Review) -> None:
+    """A profile is the user's history *before* the target, in ascending time.
+
+    Checked per profile entry, first failure wins: its time is not earlier than the entry
+    before it (``profile out of time order``: a sorted copy would hide a mangled file); it
+    is the target itself, by item or by text (``target in its own profile``: the prompt
+    would show the reference); it is dated after the target (``profile review after
+    target``: the prompt would show the future).
+    """
+    for index, review in enumerate(profile):
+        where = f"profile[{index}]"
+        if index and review.timestamp < profile[index - 1].timestamp:
+            raise fields.error(f"{where}.timestamp", review.timestamp, "profile out of time order",
+                               f"earlier than profile[{index - 1}] at {profile[index - 1].timestamp}; "
+                               "DPL profiles are in ascending time")
+        if review.item_id == target.item_id:
+            raise fields.error(f"{where}.asin", review.item_id, "target in its own profile",
+                               "the target's item; the prompt would show the reference")
+        if review.text == target.text:
+            raise fields.error(f"{where}.text", review.text, "target in its own profile",
+                               "the target's text; the prompt would show the reference")
+        if review.timestamp > target.timestamp:
+            raise fields.error(f"{where}.timestamp", review.timestamp, "profile review after target",
+                               f"target at {target.timestamp}; the prompt would show a later review")
 
 
 def parse_meta_row(fields: Fields, category: str) -> Item:
@@ -197,6 +225,13 @@ def read_meta(path: Path, category: str, errors: ErrorLog) -> Iterator[Item]:
             errors.handle(error)
 
 
+#: Splits with one row per user (DPL's val and test targets are each user's last two
+#: reviews). Other splits (train) may hold several rows of a user, one per target item.
+ONE_ROW_PER_USER = ("val", "test")
+
+Located = list[tuple[Path, int, DPLRow]]  # (file, row number, row) of one split, in file order
+
+
 def load_dpl(main_root: Path, meta_root: Path | None, categories: list[str], splits: list[str],
              errors: ErrorLog, format: str = "auto") -> PreparedData:
     """Read DPL-main (and DPL-meta when given) into :class:`PreparedData`.
@@ -204,42 +239,137 @@ def load_dpl(main_root: Path, meta_root: Path | None, categories: list[str], spl
     With metadata, every review's item must be in it: a missing item is an
     ``InputError`` (or a skipped row under ``on_error="skip"``). ``format`` (one of
     :data:`FORMATS`) picks the copy of each split, for main and meta alike.
+
+    Integrity, checked as the splits are read (``on_error`` decides: raise, or skip the row
+    and count it): rows whose profile is not the history before the target
+    (:func:`check_profile`); a user twice in a split (:func:`read_split`); a val / test
+    target in the profile of the same user's earlier-split row (:func:`drop_later_targets`);
+    an empty split (counted under ``skip``). Nothing read at all is always an error.
     """
     data = PreparedData()
+    counts_before = Counter(errors.counts)
     for category in categories:
         if meta_root is not None:
-            meta_files = split_files(Path(meta_root), category, "full", format)
-            if not meta_files:
-                raise FileNotFoundError(f"{meta_root}: no DPL-meta files for config {category!r} split 'full'"
-                                        + _format_note(format))
-            for path in meta_files:
-                for item in read_meta(path, category, errors):
-                    data.items[item.item_id] = item
+            data.items.update(_read_meta_split(Path(meta_root), category, format, errors))
+        located: dict[str, Located] = {}
         for split in splits:
             files = split_files(Path(main_root), category, split, format)
             if not files:
                 raise FileNotFoundError(f"{main_root}: no DPL-main files for config {category!r} split {split!r}"
                                         + _format_note(format))
-            rows = data.rows.setdefault(category, {}).setdefault(split, [])
-            for path in files:
-                for line, row in read_main(path, category, errors):
-                    if meta_root is not None and not _items_known(row, data.items, path, line, errors):
-                        continue
-                    rows.append(row)
+            skipped_before = errors.skipped
+            located[split] = read_split(files, split, category, data.items if meta_root is not None else None, errors)
+            if not located[split]:
+                errors.handle(_empty_split(files, split, errors.skipped - skipped_before))
+        drop_later_targets(located, errors)
+        data.rows[category] = {split: [row for _, _, row in entries] for split, entries in located.items()}
+    if not any(rows for by_split in data.rows.values() for rows in by_split.values()):
+        raise _nothing_read(main_root, errors.counts - counts_before, categories, splits)
     return data
+
+
+def _nothing_read(main_root: Path, skipped: Counter, categories: list[str], splits: list[str]) -> InputError:
+    """Every split read is empty: an error whatever ``on_error`` says (never an empty success)."""
+    skipped.pop("empty split", None)
+    where = f"categories {list(categories)}, splits {list(splits)}"
+    if skipped:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in skipped.most_common())
+        return InputError(str(main_root), None, None, f"{skipped.total()} record(s) skipped", "no usable row",
+                          f"every row was bad input: {kinds}; {where}")
+    return InputError(str(main_root), None, None, "no rows", "no usable row", f"every split read is empty; {where}")
+
+
+def _read_meta_split(meta_root: Path, category: str, format: str, errors: ErrorLog) -> dict[str, Item]:
+    meta_files = split_files(meta_root, category, "full", format)
+    if not meta_files:
+        raise FileNotFoundError(f"{meta_root}: no DPL-meta files for config {category!r} split 'full'"
+                                + _format_note(format))
+    skipped_before = Counter(errors.counts)
+    items = {item.item_id: item for path in meta_files for item in read_meta(path, category, errors)}
+    if not items:  # every review would lack its item
+        raise no_records(meta_files[0] if len(meta_files) == 1 else meta_root / category,
+                         errors.counts - skipped_before, "item")
+    return items
+
+
+def _empty_split(files: list[Path], split: str, skipped: int) -> InputError:
+    where = files[0] if len(files) == 1 else files[0].parent
+    detail = f"all {skipped} row(s) skipped as bad input" if skipped else "the file holds no rows"
+    return InputError(str(where), None, "split", split, "empty split", detail)
 
 
 def _format_note(format: str) -> str:
     return "" if format == "auto" else f" in format {format!r}"
 
 
-def _items_known(row: DPLRow, items: dict[str, Item], path: Path, line: int, errors: ErrorLog) -> bool:
+def read_split(files: list[Path], split: str, category: str, items: dict[str, Item] | None,
+               errors: ErrorLog) -> Located:
+    """The rows of one split with where each was read; bad rows go to ``errors``.
+
+    A user appears once in a split of :data:`ONE_ROW_PER_USER`, and at most once per
+    target item elsewhere: a repeated row would count a sample twice (val / test) or
+    weight a user twice in training; which copy is meant cannot be told, so it is bad input.
+    """
+    entries: Located = []
+    first: dict[object, tuple[Path, int]] = {}
+    for path in files:
+        for line, row in read_main(path, category, errors):
+            key = row.user_id if split in ONE_ROW_PER_USER else (row.user_id, row.target.item_id)
+            try:
+                if items is not None:
+                    _check_items_known(row, items, path, line)
+                if key in first:
+                    raise _duplicate_user(row, split, path, line, *first[key])
+            except InputError as error:
+                errors.handle(error)
+                continue
+            first[key] = (path, line)
+            entries.append((path, line, row))
+    return entries
+
+
+def _duplicate_user(row: DPLRow, split: str, path: Path, line: int, first_path: Path, first_line: int) -> InputError:
+    if split in ONE_ROW_PER_USER:
+        detail = f"the user's {split} row is also on {first_path}:{first_line}; {split} holds one row per user"
+    else:
+        detail = f"same user and target item (data.asin {row.target.item_id!r}) as {first_path}:{first_line}"
+    return InputError(str(path), line, "user_id", row.user_id, "duplicate user row", detail)
+
+
+def drop_later_targets(located: dict[str, Located], errors: ErrorLog) -> None:
+    """A user's val / test target must not be in the profile of their row in an earlier split.
+
+    Splits are ordered train < val < test (DPL's targets are each user's reviews in time
+    order). A train row showing the val or test reference would train on it; a val row
+    showing the test reference would choose the checkpoint on it. Such rows are bad input
+    and, under ``skip``, removed from their split.
+    """
+    later: dict[tuple[str, str], tuple[str, Path, int]] = {}  # (user, item) -> (split, file, line) of a target
+    for split in [name for name in reversed(SPLITS) if name in located]:
+        kept: Located = []
+        for path, line, row in located[split]:
+            try:
+                for index, review in enumerate(row.profile):
+                    found = later.get((row.user_id, review.item_id))
+                    if found is not None:
+                        raise InputError(str(path), line, f"profile[{index}].asin", review.item_id,
+                                         "later split's target in profile",
+                                         f"the user's {found[0]} target on {found[1]}:{found[2]}; "
+                                         f"this {split} row would show its reference")
+            except InputError as error:
+                errors.handle(error)
+                continue
+            kept.append((path, line, row))
+        located[split] = kept
+        for path, line, row in kept:
+            later.setdefault((row.user_id, row.target.item_id), (split, path, line))
+
+
+def _check_items_known(row: DPLRow, items: dict[str, Item], path: Path, line: int) -> None:
     checks = [("data.asin", row.target.item_id)] + [(f"profile[{i}].asin", r.item_id) for i, r in enumerate(row.profile)]
     for field, item_id in checks:
         if item_id not in items:
-            errors.handle(InputError(str(path), line, field, item_id, "item missing from meta"))
-            return False
-    return True
+            raise InputError(str(path), line, field, item_id, "item missing from meta")
 
 
 def _review_dict(review: Review) -> dict[str, Any]:

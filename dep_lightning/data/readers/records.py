@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,22 +19,48 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from dep_lightning.data.errors import ErrorLog, InputError
-from dep_lightning.data.schema import MAX_TIMESTAMP_MS
+from dep_lightning.data.schema import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
 
 
 def open_binary(path: str | Path):
     path = Path(path)
+    if path.is_dir():
+        raise InputError(str(path), None, None, str(path), "is a directory", "expected a file of JSON lines")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
+def numbered_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """``(line_number, raw bytes)`` of a plain or gzipped file, streamed.
+
+    A damaged gzip stream is a file-level :class:`InputError` naming the file and the line
+    it broke in, whatever ``on_error`` says: the lines before it were read, but the file's
+    count is wrong, and a partly read file must not pass for a whole one.
+    """
+    number = 0
+    with open_binary(path) as handle:
+        try:
+            for number, raw in enumerate(handle, start=1):
+                yield number, raw
+        except EOFError as exc:
+            raise InputError(str(path), number + 1, None, f"{number} whole line(s) read", "truncated gzip file",
+                             f"{exc}; the download or copy was cut short") from None
+        except gzip.BadGzipFile as exc:
+            kind, hint = (("not a gzip file", "named .gz but not gzip-compressed; rename it without .gz")
+                          if number == 0 else ("corrupt gzip file", "damaged after the lines read"))
+            raise InputError(str(path), number + 1, None, f"{number} whole line(s) read", kind,
+                             f"{exc}; {hint}") from None
+        except zlib.error as exc:
+            raise InputError(str(path), number + 1, None, f"{number} whole line(s) read", "corrupt gzip file",
+                             str(exc)) from None
+
+
 def iter_json_lines(path: str | Path, errors: ErrorLog) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each non-blank line; bad lines go to ``errors``,
     blank ones to its notes."""
-    with open_binary(path) as handle, tqdm(desc=Path(path).name, unit=" lines", mininterval=1.0,
-                                           disable=None, leave=False) as progress:
-        for number, raw in enumerate(handle, start=1):
+    with tqdm(desc=Path(path).name, unit=" lines", mininterval=1.0, disable=None, leave=False) as progress:
+        for number, raw in numbered_lines(path):
             progress.update()
             try:
                 line = raw.decode("utf-8")
@@ -128,14 +155,18 @@ class Fields:
     def timestamp(self, field: str, unit: str) -> int:
         """A review time in ``unit`` (``"s"`` or ``"ms"``) as milliseconds since the epoch.
 
-        Accepted: 1970 up to :data:`~dep_lightning.data.schema.MAX_TIMESTAMP_MS`. The upper
-        bound catches seconds/milliseconds mix-ups (a millisecond value in a seconds field
-        lands tens of thousands of years ahead) and integers too large for int64 columns.
+        Accepted: :data:`~dep_lightning.data.schema.MIN_TIMESTAMP_MS` (1973-03-03) up to
+        :data:`~dep_lightning.data.schema.MAX_TIMESTAMP_MS` (3000-01-01). Both bounds catch
+        seconds/milliseconds mix-ups: a millisecond value in a seconds field lands tens of
+        thousands of years ahead, a seconds value in a millisecond field in January 1970.
+        The upper bound also keeps integers inside int64 columns.
         """
         if unit == "s":
-            high, hint = MAX_TIMESTAMP_MS // 1000, "seconds since 1970 expected; is this value in milliseconds?"
-            return self.integer(field, low=0, high=high, hint=hint) * 1000
-        return self.integer(field, low=0, high=MAX_TIMESTAMP_MS, hint="milliseconds since 1970 expected")
+            low, high = MIN_TIMESTAMP_MS // 1000, MAX_TIMESTAMP_MS // 1000
+            hint = "seconds since 1970 expected (1973-03-03 .. 3000-01-01); a larger value is likely milliseconds"
+            return self.integer(field, low=low, high=high, hint=hint) * 1000
+        hint = "milliseconds since 1970 expected (1973-03-03 .. 3000-01-01); a smaller value is likely seconds"
+        return self.integer(field, low=MIN_TIMESTAMP_MS, high=MAX_TIMESTAMP_MS, hint=hint)
 
     def text_or_list(self, field: str, *, default: str | None = None) -> str:
         """Amazon descriptions come as a string or a list of paragraphs; join lists with spaces."""
