@@ -5,6 +5,7 @@ from __future__ import annotations
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from dep_lightning.callbacks.summary import RunSummary
+from dep_lightning.checkpoints import is_deepspeed_folder, read_folders_outside_deepspeed
 from dep_lightning.data.datamodule import DEPDataModule
 from dep_lightning.quiet import quiet_frozen_eval_modules
 from dep_lightning.scoring import DEPTrainer
@@ -66,6 +67,8 @@ class DEPLightningCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if config is not None:
+            refuse_zero_stage_3(config.get("trainer", {}).get("strategy"))
         if config is None or not config.get("run_dir"):
             return
         place_run(config, config["run_dir"])
@@ -73,8 +76,13 @@ class DEPLightningCLI(LightningCLI):
             keep_fit_history(config["run_dir"])
 
     # Checkpoints are read with weights_only=True: tensors and plain values, never pickled objects.
+    # A DeepSpeed checkpoint folder also loads under any other strategy (checkpoints.py).
     def before_validate(self) -> None:
-        require_weights_only(self.config_init[self.subcommand])
+        config = self.config_init[self.subcommand]
+        require_weights_only(config)
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path not in (None, "best", "last", "hpc", "registry"):
+            read_folders_outside_deepspeed(self.trainer, ckpt_path)
 
     before_test = before_predict = before_score = before_validate
 
@@ -91,6 +99,7 @@ class DEPLightningCLI(LightningCLI):
             found = last_checkpoint(self.trainer)
             if found is not None:  # RunSummary prints "[fit] resuming from <found>"
                 config["ckpt_path"] = str(found)
+                read_folders_outside_deepspeed(self.trainer, config["ckpt_path"])
 
     def after_fit(self) -> None:
         if self.config.get(self.subcommand, {}).get("test_after_fit"):
@@ -101,6 +110,28 @@ class DEPLightningCLI(LightningCLI):
             ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
             self.trainer.score(self.model, datamodule=self.datamodule, ckpt_path=ckpt, conditions=conditions,
                                weights_only=True)
+
+
+def refuse_zero_stage_3(strategy) -> None:
+    """DeepSpeed ZeRO stage 3 is refused before anything is built.
+
+    Stage 3 partitions every weight, the frozen LLM's included, across processes; generating
+    then needs all ranks to decode in lock-step (``synced_gpus``) with ragged prompt counts,
+    which the test and predict loops here do not do. The trainable part is small (about 30 M
+    parameters at 7B), so DDP or ZeRO stage 1 / 2 fit wherever stage 3 would."""
+    if isinstance(strategy, str):
+        stage3 = strategy.startswith("deepspeed_stage_3")
+    elif hasattr(strategy, "get"):  # class_path / init_args (a jsonargparse Namespace or a dict)
+        init_args = strategy.get("init_args") or {}
+        stage3 = str(strategy.get("class_path", "")).endswith("DeepSpeedStrategy") and init_args.get("stage") == 3
+    else:
+        stage3 = False
+    if stage3:
+        from dep_lightning.data.errors import ConfigError
+
+        raise ConfigError("trainer.strategy", "DeepSpeed stage 3", "ZeRO stage 3 is not supported: it partitions "
+                          "the frozen LLM, and generation would need every rank to decode in lock-step; use "
+                          "configs/trainer/ddp.yaml, deepspeed_zero1.yaml or deepspeed_zero2.yaml")
 
 
 def last_checkpoint(trainer) -> "Path | None":
@@ -119,7 +150,9 @@ def last_checkpoint(trainer) -> "Path | None":
     root = getattr(trainer.logger, "root_dir", None) if trainer.logger is not None else None
     if root:
         folders += sorted(Path(root).glob("version_*/checkpoints"))
-    found = [p for folder in folders if folder.is_dir() for p in folder.glob("last*.ckpt") if p.is_file()]
+    # A DeepSpeed strategy saves each checkpoint as a folder (checkpoints.py).
+    found = [p for folder in folders if folder.is_dir() for p in folder.glob("last*.ckpt")
+             if p.is_file() or is_deepspeed_folder(p)]
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 

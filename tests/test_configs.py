@@ -94,7 +94,8 @@ def parse_only(configs: list[Path]):
 
 
 def test_the_strategy_configs_are_shipped():
-    assert {p.name for p in TRAINER} >= {"single_device.yaml", "ddp.yaml", "deepspeed_zero1.yaml"}
+    assert {p.name for p in TRAINER} >= {"single_device.yaml", "ddp.yaml", "deepspeed_zero1.yaml",
+                                         "deepspeed_zero2.yaml"}
 
 
 @pytest.mark.parametrize("path", TRAINER, ids=lambda p: p.name)
@@ -106,15 +107,15 @@ def test_trainer_configs_layer_on_the_quickstart(path, tmp_path):
     layered = [ROOT / "configs" / "quickstart.yaml", path]
     config = parse_only(layered)  # every key checked against the Trainer's and the strategy's signatures
     strategy = config.trainer.strategy
-    if path.name == "deepspeed_zero1.yaml":
+    if path.name.startswith("deepspeed_zero"):
         assert strategy.class_path.endswith("DeepSpeedStrategy")
-        assert strategy.init_args.stage == 1 and strategy.init_args.exclude_frozen_parameters is True
+        assert strategy.init_args.stage == int(path.stem[-1]) and strategy.init_args.exclude_frozen_parameters is True
         assert config.trainer.precision == "bf16-mixed" and config.trainer.use_distributed_sampler is False
         if not (_DEEPSPEED_AVAILABLE and torch.cuda.is_available()):
             return  # DeepSpeed needs CUDA (scripts/gpu_check.sh runs it on a GPU machine)
     trainer = instantiate(layered, tmp_path).trainer
     expected = {"single_device.yaml": SingleDeviceStrategy, "ddp.yaml": DDPStrategy,
-                "deepspeed_zero1.yaml": DeepSpeedStrategy}.get(path.name)
+                "deepspeed_zero1.yaml": DeepSpeedStrategy, "deepspeed_zero2.yaml": DeepSpeedStrategy}.get(path.name)
     if expected is not None:
         assert isinstance(trainer.strategy, expected)
     if path.name == "ddp.yaml":

@@ -352,6 +352,10 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "state_dict" not in checkpoint:
+            # A DeepSpeed strategy's engine has loaded the weights from its own files and hands
+            # Lightning only the rest (strict_loading is off: the frozen backbone is not saved).
+            return
         missing = sorted(self.trainable_state_keys() - set(checkpoint["state_dict"]))
         if missing:
             raise KeyError(f"checkpoint lacks trainable weights {missing[:5]} (of {len(missing)}): "

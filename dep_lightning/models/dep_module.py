@@ -139,13 +139,19 @@ class DEPModule(GenerativeModule):
         """The vector each slot's soft prompt is computed from: the review's his / diff vector,
         standardised when ``input_norm`` is ``standardize``.
 
-        Adapters compute in float32 whatever the backbone's dtype (a bf16-cast module keeps
-        its buffers' dtype for the statistics)."""
+        Returned in the adapters' own dtype: float32 as built, whatever the backbone's dtype;
+        bf16 when a strategy casts the whole module (DeepSpeed). The standardisation itself
+        is computed in float32."""
         e = slots["vectors"].float()
         if self.hparams.input_norm == "standardize":
             kinds = slots["kinds"].clamp(max=1)
             e = (e - self.input_mean[kinds].float()) / self.input_std[kinds].float()
-        return e
+        return e.to(self.adapter_dtype)
+
+    @property
+    def adapter_dtype(self) -> torch.dtype:
+        """The dtype the refiner and projectors compute in (their parameters')."""
+        return self.proj_his.net[0].weight.dtype
 
     def fit_input_statistics(self, examples) -> None:
         """Set the standardisation statistics from training examples (``slot_vec``, ``slot_kind``, ``slot_peers``).
@@ -174,7 +180,8 @@ class DEPModule(GenerativeModule):
         if self.hparams.prompt_norm == "none":
             return prompts
         target = self.hparams.prompt_scale * self.token_norm
-        return prompts * (target / prompts.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+        norm = prompts.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)  # float32 even for bf16 adapters
+        return prompts * (target / norm).to(prompts.dtype)
 
     def soft_prompts(self, slots: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Project every slot's vector; returns (N, hidden) and the refiner losses."""
@@ -186,9 +193,9 @@ class DEPModule(GenerativeModule):
             raise ValueError(f"{type(self).__name__} fills his and diff slots only; the prompt has slot kinds "
                              f"{sorted(set(kinds.tolist()) - {HIS, DIFF})} (set data.init_args.prompt.embeddings "
                              f"to his, diff, his+diff or none)")
-        prompts = e.new_zeros((e.shape[0], self.backbone.config.hidden_size))
-        prompts = prompts.index_put((his.nonzero(as_tuple=True)[0],), self.proj_his(z[his]).float())
-        prompts = prompts.index_put((diff.nonzero(as_tuple=True)[0],), self.proj_diff(z[diff]).float())
+        prompts = e.new_zeros((e.shape[0], self.backbone.config.hidden_size))  # the adapters' dtype
+        prompts = prompts.index_put((his.nonzero(as_tuple=True)[0],), self.proj_his(z[his]).to(e.dtype))
+        prompts = prompts.index_put((diff.nonzero(as_tuple=True)[0],), self.proj_diff(z[diff]).to(e.dtype))
         prompts = self.scale_prompts(prompts)
         self._last = (kinds.detach(), z.detach(), prompts.detach())
         peers = has_peers[diff]
