@@ -109,6 +109,17 @@ def summary_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def once_per_condition(rows: list[dict[str, Any]], world_size: int) -> list[dict[str, Any]]:
+    """Rows with the copies that padding adds under several processes removed (the first of
+    each sample and condition is kept); with one process nothing is padded and rows pass as they are."""
+    if world_size < 2:
+        return rows
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        seen.setdefault((row["sample_id"], row["condition"]), row)
+    return list(seen.values())
+
+
 class ScoreWriter(L.Callback):
     """Collects the rows of a scoring test run and writes ``scores/test.jsonl`` and the
     ``likelihood`` block of ``metrics.json`` (merged into an existing one), plus
@@ -142,8 +153,9 @@ class ScoreWriter(L.Callback):
         from dep_lightning.callbacks.evaluation import build_manifest, write_json
         from dep_lightning.callbacks.predictions import all_rows, run_dir, write_jsonl
 
-        # Not deduplicated: a sample has one row per condition (aligned() rejects true repeats).
-        rows = all_rows(trainer, self._buffer)
+        # One row per sample and condition: a process without a batch of its own scored a copy
+        # of the first batch (DEPDataModule._needs_padding); aligned() rejects any other repeat.
+        rows = once_per_condition(all_rows(trainer, self._buffer), trainer.world_size)
         self._buffer = []
         self.folder = run_dir(trainer)  # a collective under DDP: every process asks
         if not trainer.is_global_zero:

@@ -19,7 +19,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 
-from dep_lightning.callbacks.predictions import PredictionWriter, gather_rows, run_dir
+from dep_lightning.callbacks.predictions import PredictionWriter, run_dir
 from dep_lightning.metrics import TextMetrics, per_sample_scores, score_predictions
 from dep_lightning.metrics import hygiene
 
@@ -157,9 +157,10 @@ class TestMetricsWriter(PredictionWriter):
             hygiene.annotate(row, self.copy_n)
 
     def _write(self, trainer: L.Trainer, stage: str) -> None:
-        # Rows are annotated before they are written, so the files carry per-sample values.
-        self.rows = gather_rows(trainer, self._buffer)
-        self._buffer = []
+        # Rows are annotated before they are written, so the files carry per-sample values;
+        # they include the rows of an interrupted session (predictions.py), so the metrics
+        # below are those of the whole file.
+        self._merge(trainer)
         if trainer.is_global_zero and self.rows:
             self._annotate()
         self._write_rows(trainer, stage)

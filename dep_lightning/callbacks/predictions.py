@@ -1,14 +1,31 @@
-"""Writes generated predictions of ``test`` / ``predict`` runs as JSON lines.
+"""Writes generated predictions of ``test`` / ``predict`` runs as JSON lines, batch by batch.
 
-Rows from every process are gathered and deduplicated by sample id (a distributed
-sampler pads shards by repeating samples), so each sample appears exactly once.
+Generation is most of a run's cost, so nothing generated waits in memory for the end of
+the epoch: every process appends the rows of each batch it finishes to its own part file
+(``predictions/<stage>.rank<R>.jsonl.part``) and flushes and fsyncs it before taking the
+next batch. Per-process files need no collective per batch (the processes run different
+numbers of batches, so a gather per batch would hang) and no process ever writes into
+another's file. At the end of the epoch the rows of every process are gathered, merged
+with the rows carried over from an interrupted session and deduplicated by sample id
+(padding repeats batches), rank 0 writes ``predictions/<stage>.jsonl`` atomically and
+the part files are removed.
+
+Resuming: ``predictions/<stage>.progress.json`` records what produced the rows (the
+run's config hash and a fingerprint of the trainable weights). A rerun into the same run
+directory with the same key reads the rows already written (the final file once the
+epoch had ended, else the part files) and hands their sample ids to the DataModule,
+which drops every batch all of whose samples are done. Skipping whole batches keeps
+every remaining batch, and so its sampling seed (its first sample id), as it was.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import lightning as L
 import torch
@@ -28,10 +45,16 @@ def all_rows(trainer: L.Trainer, rows: list[dict[str, Any]]) -> list[dict[str, A
     return rows
 
 
-def gather_rows(trainer: L.Trainer, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = all_rows(trainer, rows)
-    unique = {row["sample_id"]: row for row in rows}
+def unique_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per sample id (the first seen wins), in sample order."""
+    unique: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        unique.setdefault(row["sample_id"], row)
     return [unique[k] for k in sorted(unique, key=_sample_order)]
+
+
+def gather_rows(trainer: L.Trainer, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return unique_rows(all_rows(trainer, rows))
 
 
 def _sample_order(sample_id: str) -> tuple:
@@ -48,8 +71,68 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
+def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append rows and make them durable (flush + fsync) before returning.
+
+    One write per batch; a kill during it leaves at most a torn last line, which
+    :func:`read_jsonl_prefix` drops and :func:`drop_torn_tail` cuts before the next append."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl_prefix(path: Path) -> list[dict[str, Any]]:
+    """The complete rows of a file that may have been cut mid-write: a last line without its
+    newline is the torn end of an interrupted append and is left out; any other bad line is
+    an error (the file is damaged, not interrupted)."""
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    complete = lines[:-1]  # "" after the final newline, or the torn last line
+    rows = []
+    for number, line in enumerate(complete, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not a JSON row ({error.msg}); remove the file to start over") from None
+    return rows
+
+
+def drop_torn_tail(path: Path) -> None:
+    """Cut a torn last line (no newline) so appended rows start on a line of their own."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end != len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(end)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def weights_fingerprint(pl_module: L.LightningModule) -> str:
+    """sha256 (16 hex) of the trainable state (what checkpoints hold): a retrained or another
+    checkpoint under the same config gives other predictions, so its rows are not reused."""
+    keys = pl_module.trainable_state_keys() if hasattr(pl_module, "trainable_state_keys") else {
+        n for n, p in pl_module.named_parameters() if p.requires_grad}
+    digest = hashlib.sha256()
+    for name, tensor in sorted(pl_module.state_dict().items()):
+        if name in keys:
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 class PredictionWriter(L.Callback):
-    """Collects the rows returned by ``test_step`` / ``predict_step`` and writes them.
+    """Writes the rows returned by ``test_step`` / ``predict_step`` as each batch ends, and
+    resumes an interrupted ``test`` / ``predict`` (module docstring).
 
     Files: ``<run_dir>/predictions/<stage>.jsonl`` (all rows) and
     ``<run_dir>/predictions/<stage>-<category>.jsonl`` (one per category).
@@ -58,29 +141,104 @@ class PredictionWriter(L.Callback):
 
     def __init__(self) -> None:
         self._buffer: list[dict[str, Any]] = []
+        self._carried: list[dict[str, Any]] = []  # rank 0: rows of an interrupted session
+        self._started = False
         self.rows: list[dict[str, Any]] = []
         self.paths: list[Path] = []
         self.folder: Path | None = None  # the run directory of the last write
-
-    def _collect(self, outputs: Any) -> None:
-        if outputs:
-            self._buffer.extend(outputs)
 
     @staticmethod
     def scoring(pl_module) -> bool:
         """A likelihood-scoring test run (``dep-lightning score``): its rows are the ScoreWriter's."""
         return getattr(pl_module, "scoring_conditions", None) is not None
 
+    # -- files ----------------------------------------------------------------------------
+    def _folder(self) -> Path:
+        return Path(self.folder) / "predictions"
+
+    def _part(self, stage: str, rank: int) -> Path:
+        return self._folder() / f"{stage}.rank{rank}.jsonl.part"
+
+    def _parts(self, stage: str) -> list[Path]:
+        return sorted(self._folder().glob(f"{stage}.rank*.jsonl.part"))
+
+    def _progress(self, stage: str) -> Path:
+        return self._folder() / f"{stage}.progress.json"
+
+    # -- session start: resume or start afresh ----------------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn (a str enum)
+        if stage not in ("test", "predict") or self.scoring(pl_module):
+            return
+        self.folder = run_dir(trainer)  # a collective under DDP: every process asks
+        self._buffer, self._carried, self._started = [], [], False
+        datamodule = trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "test_resume"):
+            # Called by the DataModule when it builds the loader: after the setup hooks, so the
+            # run's config.yaml is the one of this command and the checkpoint's weights are loaded.
+            datamodule.test_resume = functools.partial(self.start, trainer, pl_module, stage)
+
+    def start(self, trainer, pl_module, stage: str) -> set[str]:
+        """Open this session's files; the ids of the samples already predicted (every process).
+
+        A collective under DDP (rank 0 decides and broadcasts): call it on every process."""
+        done: list[str] = []
+        if trainer.is_global_zero:
+            done = self._open(trainer, pl_module, stage)
+        done = trainer.strategy.broadcast(done, src=0)
+        self._started = True
+        drop_torn_tail(self._part(stage, trainer.global_rank))
+        return set(done)
+
+    def _open(self, trainer, pl_module, stage: str) -> list[str]:
+        from dep_lightning.callbacks.evaluation import config_hash, write_json
+
+        key = {"config_hash": config_hash(trainer, pl_module, self.folder), "weights": weights_fingerprint(pl_module)}
+        path = self._progress(stage)
+        recorded = json.loads(path.read_text()) if path.is_file() else {}
+        if {k: recorded.get(k) for k in key} == key:
+            final = read_jsonl_prefix(self._folder() / f"{stage}.jsonl") if recorded.get("final") else []
+            self._carried = unique_rows(final + [r for p in self._parts(stage) for r in read_jsonl_prefix(p)])
+            if self._carried:
+                print(f"predictions: resuming {stage} with {len(self._carried)} samples already in {self._folder()}")
+            return [row["sample_id"] for row in self._carried]
+        # Another config, other weights or no record: rows from before are not this session's.
+        for part in self._parts(stage):
+            part.unlink()
+        write_json(path, {**key, "final": False})
+        return []
+
+    # -- per batch ------------------------------------------------------------------------
+    def _collect(self, trainer, pl_module, outputs: Any, stage: str) -> None:
+        if not self._started:  # a DataModule that cannot skip batches: start afresh here
+            self.start(trainer, pl_module, stage)
+        if outputs:
+            self._buffer.extend(outputs)
+            append_jsonl(self._part(stage, trainer.global_rank), list(outputs))
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        if not self.scoring(pl_module) and not self._started:
+            self.start(trainer, pl_module, "test")
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        if not self._started:
+            self.start(trainer, pl_module, "predict")
+
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         if not self.scoring(pl_module):
-            self._collect(outputs)
+            self._collect(trainer, pl_module, outputs, "test")
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self._collect(outputs)
+        self._collect(trainer, pl_module, outputs, "predict")
+
+    # -- epoch end: merge, write, clean up ----------------------------------------------------
+    def _merge(self, trainer: L.Trainer) -> None:
+        """``self.rows``: carried rows and every process's rows of this session, once per sample."""
+        self.rows = unique_rows(self._carried + all_rows(trainer, self._buffer))
+        self._buffer, self._carried, self._started = [], [], False
 
     def _write(self, trainer: L.Trainer, stage: str) -> None:
-        self.rows = gather_rows(trainer, self._buffer)
-        self._buffer = []
+        self._merge(trainer)
         self._write_rows(trainer, stage)
 
     def _write_rows(self, trainer: L.Trainer, stage: str) -> None:
@@ -88,14 +246,27 @@ class PredictionWriter(L.Callback):
         self.folder = run_dir(trainer)
         if not trainer.is_global_zero:
             return
-        folder = self.folder / "predictions"
+        folder = self._folder()
         self.paths = [folder / f"{stage}.jsonl"]
         write_jsonl(self.paths[0], self.rows)
         for category in sorted({row["category"] for row in self.rows}):
             path = folder / f"{stage}-{category}.jsonl"
             write_jsonl(path, [row for row in self.rows if row["category"] == category])
             self.paths.append(path)
+        self._finish(stage)
         print(f"predictions: {self.paths[0]} ({len(self.rows)} samples)")
+
+    def _finish(self, stage: str) -> None:
+        """Mark the final file complete, then remove the part files (all processes have
+        written their last rows: they took part in the gather). A kill in between leaves
+        rows in both places, which a resume unites."""
+        from dep_lightning.callbacks.evaluation import write_json
+
+        path = self._progress(stage)
+        if path.is_file():
+            write_json(path, {**json.loads(path.read_text()), "final": True})
+        for part in self._parts(stage):
+            part.unlink()
 
     def on_test_epoch_end(self, trainer, pl_module):
         if not self.scoring(pl_module):

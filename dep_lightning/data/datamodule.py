@@ -7,7 +7,7 @@ his/diff vectors of exactly the reviews shown), so data loading only pads.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import lightning as L
 import numpy as np
@@ -315,10 +315,51 @@ class DEPDataModule(L.LightningDataModule):
         order = None
         if split == "test" and self.test_order == "length":
             order = longest_first([e["prompt_length"] for e in examples])
-        # pad for validation: its steps log a synchronised loss, so every process must run as many steps.
-        shard = EvalShardSampler(len(examples), self.eval_batch_size, world, rank, pad=split == "val", order=order)
+        pad = split == "val"  # its steps log a synchronised loss: every process runs as many steps
+        if split == "test":
+            examples, order = self._unfinished(examples, order)
+            pad = self._needs_padding(len(examples), world)
+        shard = EvalShardSampler(len(examples), self.eval_batch_size, world, rank, pad=pad, order=order)
         return DataLoader(examples, batch_size=self.eval_batch_size, sampler=shard, collate_fn=collate,
                           num_workers=self.num_workers)
+
+    def _needs_padding(self, n: int, world: int) -> bool:
+        """Whether test / predict batches are fewer than the processes (but not none).
+
+        A process without a batch would stop Lightning ("DataLoader within local rank has zero
+        length"), and with Lightning's allowance for that it would skip the epoch-end hooks
+        whose gather the others wait in. Padded, each such process runs a copy of the first
+        batch, at the same time as the process that owns it and with the same seed, so the
+        same rows, which the writers collapse by sample id. With at least as many batches as
+        processes nothing is padded and every sample is generated once."""
+        batches = -(-n // self.eval_batch_size)
+        return 0 < batches < world
+
+    # -- resuming test / predict (callbacks/predictions.py) ---------------------------------
+    #: Set by the PredictionWriter for one loader build: called on every process (a
+    #: collective), it returns the sample ids this run directory already holds predictions for.
+    test_resume: Callable[[], set[str]] | None = None
+
+    def _unfinished(self, examples: list[dict[str, Any]],
+                    order: list[int] | None) -> tuple[list[dict[str, Any]], list[int] | None]:
+        """The test examples (and their order) left after dropping every batch whose samples
+        all have predictions already.
+
+        Batches are cut as without resuming and dropped whole, so every remaining batch has
+        the same samples, and so the same sampling seed (its first sample id), as in an
+        uninterrupted run. Only the last batch can be short and it stays last, so the kept
+        examples cut into the same batches again. When every batch is done the last one is
+        kept (the shortest prompts with ``test_order: length``): the test loop then still
+        runs and its epoch end writes the file and metrics."""
+        resume, self.test_resume = self.test_resume, None
+        done = resume() if resume is not None else set()
+        if not done:
+            return examples, order
+        sequence = list(order) if order is not None else list(range(len(examples)))
+        size = self.eval_batch_size
+        batches = [sequence[start:start + size] for start in range(0, len(sequence), size)]
+        left = [b for b in batches if not all(examples[i]["sample_id"] in done for i in b)] or batches[-1:]
+        return [examples[i] for b in left for i in b], None
 
     # -- resuming mid-epoch (data/resumable.py) ------------------------------------------------
     # The training loader's position is also kept here: Lightning restores a DataModule's
@@ -350,12 +391,14 @@ class DEPDataModule(L.LightningDataModule):
 
     def score_loader(self, condition: str) -> DataLoader:
         """Teacher-forced batches (prompt + reference, right-padded) of the scored samples under
-        ``condition``, longest first, each sample once across processes."""
+        ``condition``, longest first, each sample once across processes (a process without a
+        batch of its own runs a copy of the first, see :meth:`_needs_padding`)."""
         examples = self.split_examples("score", condition)
         collate = Collator(self.tokenizer.pad_token_id, self.embedding_dim, generation=False)
         world, rank = self._replicas()
         order = longest_first([len(e["input_ids"]) for e in examples])
-        shard = EvalShardSampler(len(examples), self.eval_batch_size, world, rank, pad=False, order=order)
+        pad = self._needs_padding(len(examples), world)  # the ScoreWriter collapses the copies
+        shard = EvalShardSampler(len(examples), self.eval_batch_size, world, rank, pad=pad, order=order)
         return DataLoader(examples, batch_size=self.eval_batch_size, sampler=shard, collate_fn=collate,
                           num_workers=self.num_workers)
 
