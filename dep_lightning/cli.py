@@ -56,6 +56,9 @@ def _sweep(argv: list[str]) -> None:
     parser.add_argument("--study-name", help="study name (default: the sweep's name)")
     parser.add_argument("--n-trials", type=int, help="trials in the study (grid: default every point)")
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
+    parser.add_argument("--devices-per-trial", type=int, metavar="N",
+                        help="GPUs per worker: worker i's trials see visible GPUs i*N..i*N+N-1 "
+                             "(CUDA_VISIBLE_DEVICES); unset or no GPU: nothing is restricted")
     parser.add_argument("--root", default="runs/sweeps", help="run directories go to <root>/<study>/trial_<n>")
     parser.add_argument("--pruner", choices=("none", "median"), default="none")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random / TPE sampler")
@@ -67,7 +70,8 @@ def _sweep(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     counts = sweep(args.spec, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials,
                    workers=args.workers, root=args.root, pruner=args.pruner, seed=args.seed,
-                   heartbeat=args.heartbeat, worker_only=args.worker_only, extra_args=args.extra)
+                   heartbeat=args.heartbeat, worker_only=args.worker_only, extra_args=args.extra,
+                   devices_per_trial=args.devices_per_trial)
     print(f"trials: {counts}")
 
 

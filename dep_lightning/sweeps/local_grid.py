@@ -12,14 +12,12 @@ records the configuration's identity.
 
 from __future__ import annotations
 
-import subprocess
+import json
 import sys
 import time
 from pathlib import Path
 
-import json
-
-from dep_lightning.sweeps.runner import is_complete, point_key, point_version, run_dir_args
+from dep_lightning.sweeps.runner import is_complete, point_key, point_version, run_child, run_dir_args
 from dep_lightning.sweeps.spec import load_spec
 
 
@@ -59,7 +57,7 @@ def run_grid(spec_path: str, root: str = "runs/sweeps", dry_run: bool = False,
             continue
         print(f"[grid {spec.name}] {number}/{len(points)}: {line}", flush=True)
         start = time.monotonic()
-        code = subprocess.call([sys.executable, "-m", "dep_lightning", *args])
+        code = run_child(args)
         minutes = (time.monotonic() - start) / 60
         if code == 0 and is_complete(run_dir):
             (run_dir / "point.json").write_text(json.dumps({"key": key, "args": args}, indent=2) + "\n")

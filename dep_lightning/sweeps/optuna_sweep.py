@@ -11,24 +11,32 @@
 * Workers record a heartbeat while a trial runs. A trial whose worker died (killed,
   machine lost) stops beating; the next ``sweep`` call marks it failed and — for grids —
   enqueues the point again, so rerunning the same command completes the grid.
-* Pruning uses optuna-integration's Lightning callback on the sweep metric (rank 0
-  reports under DDP); ``--pruner median`` enables it.
-* Each trial is an ordinary run directory: ``<root>/<study>/trial_<number>``.
+* Each trial is a child process, ``python -m dep_lightning fit … --run_dir=<root>/<study>/trial_<n>``
+  (the same runner as ``grid``, :func:`~dep_lightning.sweeps.runner.run_child`): its own
+  process group, its own torch.distributed group (a DDP trial's launcher re-executes the
+  trial's command line, not the sweep's) and its own run directory. The worker reads the
+  trial's value from that directory (:func:`~dep_lightning.sweeps.runner.metric_value`).
+* ``--devices-per-trial N`` with ``--workers W`` gives each worker its own N GPUs
+  (``CUDA_VISIBLE_DEVICES``, :func:`device_slices`); on a machine without GPUs nothing is set.
+* ``--pruner median`` adds :class:`~dep_lightning.sweeps.pruning.TrialPruning` to each trial's
+  command line: the child reports the sweep metric after each validation (rank 0 under DDP)
+  and stops fit when the pruner says so; the worker then marks the trial PRUNED.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
-import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from dep_lightning.sweeps.runner import run_dir_args, run_point
+from dep_lightning.data.errors import ConfigError
+from dep_lightning.sweeps.runner import child_env, metric_value, run_child, run_dir_args
 from dep_lightning.sweeps.spec import Parameter, SweepSpec, load_spec
 
 FINISHED_OR_ACTIVE = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
@@ -60,7 +68,7 @@ def _sampler(spec: SweepSpec, seed: int):
     return optuna.samplers.RandomSampler(seed=seed)  # grid: every trial is enqueued, the sampler is unused
 
 
-def _pruner(name: str):
+def make_pruner(name: str):
     import optuna
 
     if name == "median":
@@ -89,7 +97,7 @@ def open_study(spec: SweepSpec, storage, study_name: str, seed: int = 0, pruner:
 
     direction = "maximize" if spec.goal == "maximize" else "minimize"
     return optuna.create_study(storage=storage, study_name=study_name, direction=direction, load_if_exists=True,
-                               sampler=_sampler(spec, seed), pruner=_pruner(pruner))
+                               sampler=_sampler(spec, seed), pruner=make_pruner(pruner))
 
 
 def prepare_study(spec: SweepSpec, study, n_trials: int | None) -> int:
@@ -110,19 +118,40 @@ def prepare_study(spec: SweepSpec, study, n_trials: int | None) -> int:
     return len(grid)
 
 
+def claim(storage, trial_id: int) -> bool:
+    """Move one trial WAITING -> RUNNING; True for exactly one caller, however many race for it.
+
+    Optuna's own claim (``set_trial_state_values``) reads the row, then writes it: atomic
+    where ``SELECT … FOR UPDATE`` locks the row (PostgreSQL, MySQL), but SQLite ignores
+    ``FOR UPDATE`` and Python's sqlite3 starts the transaction only at the write, so two
+    workers can both read WAITING and both claim. A single conditional ``UPDATE … WHERE
+    state = 'WAITING'`` is atomic on every database: writers to one row are serialized
+    (PostgreSQL re-checks the condition after the first writer commits; SQLite holds the
+    database write lock for the whole statement), so only one sees a changed row.
+    """
+    from datetime import datetime
+
+    import sqlalchemy
+    from optuna.storages._rdb.models import TrialModel
+    from optuna.trial import TrialState
+
+    table = TrialModel.__table__
+    statement = (sqlalchemy.update(table)
+                 .where(table.c.trial_id == trial_id, table.c.state == TrialState.WAITING)
+                 .values(state=TrialState.RUNNING, datetime_start=datetime.now()))
+    with storage.engine.begin() as connection:
+        return connection.execute(statement).rowcount == 1
+
+
 def _claim_waiting(study, storage) -> int | None:
-    """Move one WAITING trial to RUNNING atomically; its id, or None when none is left."""
-    from optuna.exceptions import UpdateFinishedTrialError
+    """Claim one WAITING trial of the study (:func:`claim`); its id, or None when none is left."""
     from optuna.trial import TrialState
 
     study_id = storage.get_study_id_from_name(study.study_name)
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
-        try:
-            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                return trial_id
-        except UpdateFinishedTrialError:
-            continue
+        if claim(storage, trial_id):
+            return trial_id
     return None
 
 
@@ -162,50 +191,113 @@ def _next_trial(spec: SweepSpec, study, storage, target: int):
 
 
 def run_worker(spec: SweepSpec, storage_url: str, study_name: str, root: str, target: int, seed: int = 0,
-               pruner: str = "none", heartbeat: int = 30, extra_args: list[str] | None = None) -> int:
-    """Claim and run trials until the study has none left for this worker; returns how many ran."""
-    import optuna
-    from optuna.trial import TrialState
+               pruner: str = "none", heartbeat: int = 30, extra_args: list[str] | None = None,
+               devices: str | None = None) -> int:
+    """Claim and run trials until the study has none left for this worker; returns how many ran.
+
+    ``devices`` is the ``CUDA_VISIBLE_DEVICES`` of every trial (None: inherited)."""
+    from dep_lightning.sweeps.pruning import pruning_args  # imports Lightning: only workers need it
 
     storage = make_storage(storage_url, heartbeat)
     study = open_study(spec, storage, study_name, seed, pruner)
     ran = 0
-    while (claimed := _next_trial(spec, study, storage, target)) is not None:
-        trial, trial_id = claimed
-        params = {p.name: suggest(trial, p) for p in spec.parameters}
-        version = f"trial_{trial.number:04d}"
-        args = spec.cli_args(params) + list(extra_args or []) + run_dir_args(root, study_name, version)
-        trial.set_user_attr("run_dir", str(Path(root) / study_name / version))
-        trial.set_user_attr("args", args)
-        trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
-        print(f"[sweep {study_name}] trial {trial.number}: {' '.join(args)}", flush=True)
-        callbacks = []
-        if pruner != "none":
-            from optuna_integration import PyTorchLightningPruningCallback
-
-            callbacks.append(PyTorchLightningPruningCallback(trial, monitor=spec.metric))
-        with _heartbeat(storage, trial_id):
-            try:
-                result = run_point(args, Path(root) / study_name / version, spec.metric, callbacks)
-                for callback in callbacks:
-                    callback.check_pruned()
-            except optuna.TrialPruned:
-                study.tell(trial, state=TrialState.PRUNED)
-                print(f"[sweep {study_name}] trial {trial.number} pruned", flush=True)
-            except Exception as error:  # a failed trial must not stop the other trials
-                trial.set_user_attr("error", "".join(traceback.format_exception_only(type(error), error)).strip())
-                study.tell(trial, state=TrialState.FAIL)
-                print(f"[sweep {study_name}] trial {trial.number} failed: {error}", file=sys.stderr, flush=True)
-            else:
-                if result.value is None:
-                    trial.set_user_attr("error", f"metric {spec.metric!r} was not produced")
-                    study.tell(trial, state=TrialState.FAIL)
-                else:
-                    study.tell(trial, result.value)
-                    print(f"[sweep {study_name}] trial {trial.number}: {spec.metric} = {result.value:.4f}",
-                          flush=True)
-        ran += 1
+    with _sigterm_as_exit():
+        while (claimed := _next_trial(spec, study, storage, target)) is not None:
+            trial, trial_id = claimed
+            params = {p.name: suggest(trial, p) for p in spec.parameters}
+            version = f"trial_{trial.number:04d}"
+            run_dir = Path(root) / study_name / version
+            args = spec.cli_args(params) + list(extra_args or []) + run_dir_args(root, study_name, version)
+            if pruner != "none":
+                args += pruning_args(storage_url, study_name, trial.number, spec.metric, pruner)
+            trial.set_user_attr("run_dir", str(run_dir))
+            trial.set_user_attr("args", args)
+            trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+            if devices is not None:
+                trial.set_user_attr("devices", devices)
+            print(f"[sweep {study_name}] trial {trial.number}: {' '.join(args)}", flush=True)
+            with _heartbeat(storage, trial_id):
+                try:
+                    code = run_child(args, devices)
+                except BaseException:  # interrupted: the child is gone, so is the trial
+                    _tell_failed(study, trial, "the sweep worker was interrupted")
+                    raise
+            _record(spec, study, storage, trial, trial_id, code, run_dir)
+            ran += 1
     return ran
+
+
+def _record(spec: SweepSpec, study, storage, trial, trial_id: int, code: int, run_dir: Path) -> None:
+    """Tell the study how a trial's child process ended: PRUNED, FAIL or its value."""
+    from optuna.trial import TrialState
+
+    from dep_lightning.sweeps.pruning import PRUNED_AT
+
+    name = study.study_name
+    if PRUNED_AT in storage.get_trial(trial_id).user_attrs:
+        study.tell(trial, state=TrialState.PRUNED)
+        print(f"[sweep {name}] trial {trial.number} pruned", flush=True)
+        return
+    value = metric_value(run_dir, spec.metric) if code == 0 else None
+    if value is None:
+        reason = f"exit code {code}" if code != 0 else f"metric {spec.metric!r} was not produced"
+        _tell_failed(study, trial, f"{reason} (log: the worker's output; run: {run_dir})")
+        return
+    study.tell(trial, value)
+    print(f"[sweep {name}] trial {trial.number}: {spec.metric} = {value:.4f}", flush=True)
+
+
+def _tell_failed(study, trial, reason: str) -> None:
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("error", reason)
+    study.tell(trial, state=TrialState.FAIL)
+    print(f"[sweep {study.study_name}] trial {trial.number} failed: {reason}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM (``kill``, SLURM preemption) ends the worker like Ctrl-C: the running trial's
+    process group is killed and the trial marked FAIL, instead of the worker vanishing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: ``CUDA_VISIBLE_DEVICES`` when set, else every device torch sees."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def device_slices(visible: list[str], workers: int, per_trial: int | None) -> list[str | None]:
+    """Each worker's ``CUDA_VISIBLE_DEVICES``: disjoint runs of ``per_trial`` visible GPUs.
+
+    None for a worker means "set nothing" (no ``--devices-per-trial``, or no GPU: CPU trials)."""
+    if workers < 1:
+        raise ConfigError("--workers", workers, "at least 1")
+    if per_trial is not None and per_trial < 1:
+        raise ConfigError("--devices-per-trial", per_trial, "at least 1")
+    if per_trial is None or not visible:
+        return [None] * workers
+    if workers * per_trial > len(visible):
+        raise ConfigError("--devices-per-trial", per_trial,
+                          f"{workers} worker(s) x {per_trial} GPU(s) need {workers * per_trial}, "
+                          f"{len(visible)} visible ({','.join(visible)})")
+    return [",".join(visible[w * per_trial:(w + 1) * per_trial]) for w in range(workers)]
 
 
 def summary(study) -> str:
@@ -219,8 +311,10 @@ def summary(study) -> str:
 
 def sweep(spec_path: str, storage: str | None = None, study_name: str | None = None, n_trials: int | None = None,
           workers: int = 1, root: str = "runs/sweeps", pruner: str = "none", seed: int = 0, heartbeat: int = 30,
-          worker_only: bool = False, extra_args: list[str] | None = None) -> dict[str, int]:
+          worker_only: bool = False, extra_args: list[str] | None = None,
+          devices_per_trial: int | None = None) -> dict[str, int]:
     """Run (or resume) an Optuna study over a sweep file; returns the trial counts by state."""
+    slices = device_slices(visible_gpus() if devices_per_trial else [], workers, devices_per_trial)
     spec = load_spec(spec_path)
     storage = storage or default_storage(root)
     study_name = study_name or spec.name
@@ -231,14 +325,15 @@ def sweep(spec_path: str, storage: str | None = None, study_name: str | None = N
     common = dict(spec=spec, storage_url=storage, study_name=study_name, root=root, target=target, seed=seed,
                   pruner=pruner, heartbeat=heartbeat, extra_args=extra_args)
     if workers <= 1:
-        run_worker(**common)
+        run_worker(**common, devices=slices[0])
     else:
         command = [sys.executable, "-m", "dep_lightning", "sweep", "--spec", str(spec.path), "--storage", storage,
                    "--study-name", study_name, "--n-trials", str(target), "--root", root, "--pruner", pruner,
                    "--seed", str(seed), "--heartbeat", str(heartbeat), "--worker-only"]
         for arg in extra_args or []:
             command.append(f"--extra={arg}")
-        processes = [subprocess.Popen(command) for _ in range(workers)]
+        # A worker's slice is its CUDA_VISIBLE_DEVICES; its trials inherit it.
+        processes = [subprocess.Popen(command, env=child_env(devices)) for devices in slices]
         codes = [p.wait() for p in processes]
         if any(codes):
             print(f"[sweep {study_name}] worker exit codes: {codes}", file=sys.stderr, flush=True)

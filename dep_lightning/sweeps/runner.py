@@ -2,22 +2,24 @@
 
 Every point of every sweep (Optuna trial, local grid point, W&B agent run) is a normal
 run directory (docs/runs.md) placed at ``<root>/<sweep>/<version>`` with ``--run_dir``
-(which points the configured loggers there); nothing else about the run changes.
+(which points the configured loggers there); nothing else about the run changes. Sweeps run
+each point as a child process (:func:`run_child`), never in their own process: Lightning's
+DDP launcher re-executes ``sys.argv`` for the other ranks, which must be the point's
+``dep-lightning fit`` line, not the sweep command.
 """
 
 from __future__ import annotations
 
+import csv
+import ctypes
 import hashlib
 import json
-from dataclasses import dataclass
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    value: float | None  # the sweep metric; None when the run did not produce it
 
 
 def run_dir_args(root: str | Path, name: str, version: str) -> list[str]:
@@ -39,35 +41,87 @@ def is_complete(run_dir: Path) -> bool:
     return (run_dir / "manifest.json").is_file() and (run_dir / "metrics.json").is_file()
 
 
-def metric_value(run_dir: Path, trainer, metric: str) -> float | None:
-    """The sweep metric of a finished run.
+def metric_value(run_dir: Path, metric: str) -> float | None:
+    """The sweep metric of a finished run, read from its files (the run was a child process).
 
-    ``test/<name>`` reads ``metrics.json``'s overall value; anything else (``val/meteor``)
-    is the best score of a ModelCheckpoint monitoring it, else the last logged value.
+    ``test/<name>`` is ``metrics.json``'s overall value. Anything else (``val/meteor``) comes
+    from ``metrics.csv`` (the CSV logger's history): the best logged value in the mode of a
+    ModelCheckpoint in the run's ``config.yaml`` that monitors it (the score the best
+    checkpoint was chosen by), else the last logged value.
     """
     if metric.startswith("test/"):
         path = run_dir / "metrics.json"
         if not path.is_file():
             return None
         return json.loads(path.read_text())["overall"].get(metric.split("/", 1)[1])
-    if trainer is not None:
-        for callback in trainer.checkpoint_callbacks:
-            if callback.monitor == metric and callback.best_model_score is not None:
-                return float(callback.best_model_score)
-        value = trainer.callback_metrics.get(metric)
-        if value is not None:
-            return float(value)
+    history = run_dir / "metrics-fit.csv"
+    history = history if history.is_file() else run_dir / "metrics.csv"
+    if not history.is_file():
+        return None
+    with history.open(newline="") as handle:
+        logged = [float(row[metric]) for row in csv.DictReader(handle) if row.get(metric) not in (None, "")]
+    if not logged:
+        return None
+    mode = checkpoint_mode(run_dir / "config.yaml", metric)
+    return logged[-1] if mode is None else (max(logged) if mode == "max" else min(logged))
+
+
+def checkpoint_mode(config_path: Path, metric: str) -> str | None:
+    """``min`` / ``max`` of a ModelCheckpoint callback monitoring ``metric`` in a run's saved config."""
+    if not config_path.is_file():
+        return None
+    import yaml
+
+    config = yaml.safe_load(config_path.read_text()) or {}
+    for callback in (config.get("trainer") or {}).get("callbacks") or []:
+        if not isinstance(callback, dict) or not str(callback.get("class_path", "")).endswith("ModelCheckpoint"):
+            continue
+        init = callback.get("init_args") or {}
+        if init.get("monitor") == metric:
+            return init.get("mode", "min")
     return None
 
 
-def run_point(args: list[str], run_dir: Path, metric: str, callbacks: list | None = None) -> RunResult:
-    """Run ``dep-lightning <args>`` in this process (``args`` start with the subcommand)."""
-    from dep_lightning.training import DEPLightningCLI
+# torch.distributed's rendezvous variables: a child that inherited them would join the
+# parent's process group (or a sibling trial's) instead of forming its own.
+DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+                   "NODE_RANK", "GROUP_RANK", "TORCHELASTIC_RUN_ID")
 
-    trainer_defaults = {"callbacks": list(callbacks)} if callbacks else {}
-    cli = DEPLightningCLI(args=args, trainer_defaults=trainer_defaults)
-    actual = Path(cli.trainer.log_dir or run_dir)
-    return RunResult(actual, metric_value(actual, cli.trainer, metric))
+
+def child_env(devices: str | None = None) -> dict[str, str]:
+    """This process's environment for a run child: no rendezvous variables, and with ``devices``
+    (a ``CUDA_VISIBLE_DEVICES`` value) the child sees only those GPUs."""
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
+    if devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = devices
+    return env
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL it when the process that started it dies, so a
+    killed sweep worker does not leave its trial training unrecorded."""
+    _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+_LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
+
+
+def run_child(args: list[str], devices: str | None = None) -> int:
+    """Run ``python -m dep_lightning <args>`` as a child process; its exit code.
+
+    The child leads its own process group (a DDP launch adds its other ranks there) and its
+    own torch.distributed group (fresh rendezvous, see :data:`DISTRIBUTED_ENV`). When this
+    process stops waiting (Ctrl-C, SIGTERM turned into SystemExit) the whole group is killed.
+    """
+    process = subprocess.Popen([sys.executable, "-m", "dep_lightning", *args], env=child_env(devices),
+                               start_new_session=True,
+                               preexec_fn=_die_with_parent if _LIBC is not None else None)
+    try:
+        return process.wait()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 _PARSERS: dict[str, Any] = {}
