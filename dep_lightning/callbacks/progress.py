@@ -21,7 +21,7 @@ def _duration(seconds: float) -> str:
 
 class LogProgress(L.Callback):
     """Prints ``[train] epoch 0 batch 12/24 (50%) 11.8 s/batch, eta 2m21s, train/loss 3.2104``
-    (and ``[validate] epoch 0 …``, ``[test] batch …``, ``[predict] batch …``).
+    (and ``[validate] epoch 0 …``, ``[test] batch …``, ``[score swap] batch …``, ``[predict] batch …``).
 
     Args:
         every_n_seconds: at most one line per loop this often (the last batch always prints).
@@ -73,12 +73,23 @@ class LogProgress(L.Callback):
             total = trainer.num_val_batches[dataloader_idx] if trainer.num_val_batches else None
             self._report(trainer, "validate", batch_idx + 1, total)
 
+    @staticmethod
+    def _test_stage(pl_module) -> str:
+        # DEPTrainer.score runs the test loop, one dataloader per condition.
+        return "score" if getattr(pl_module, "scoring_conditions", None) else "test"
+
     def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self._begin("test")
+        self._begin(self._test_stage(pl_module))
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         total = trainer.num_test_batches[dataloader_idx] if trainer.num_test_batches else None
-        self._report(trainer, "test", batch_idx + 1, total)
+        stage = self._test_stage(pl_module)
+        if stage == "score":
+            conditions = pl_module.scoring_conditions
+            stage = f"score {conditions[dataloader_idx]}" if dataloader_idx < len(conditions) else stage
+            if batch_idx == 0:
+                self._begin(stage)
+        self._report(trainer, stage, batch_idx + 1, total)
 
     def on_predict_epoch_start(self, trainer, pl_module) -> None:
         self._begin("predict")

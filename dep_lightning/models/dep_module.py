@@ -14,7 +14,11 @@ it is attributable to the user signal rather than to training itself.
 Checkpoints hold only the trainable weights and the hyperparameters; loading one builds
 the frozen backbone afresh from its name and fills in the adapters.
 
-Two scale choices, each configurable, with the paper's form selectable (``none``):
+Two scale choices, each configurable, with the paper's form selectable (``none`` for both,
+``configs/experiment/paper_scale.yaml``). The defaults are ``standardize`` and ``token``:
+in the paper's form the user signal collapses (every soft prompt one vector; on planted
+data swapping users changed the likelihood by nothing), and standardising the inputs is
+what prevents it (``tests/models/test_collapse.py``, docs/personalization.md):
 
 * ``input_norm: standardize`` z-scores every his / diff vector per dimension with the
   training split's statistics (his and diff separately; diff rows without peers left out),
@@ -79,10 +83,10 @@ class DEPModule(GenerativeModule):
         lr, weight_decay, warmup_ratio: AdamW with linear warm-up and linear decay.
         generation: decoding settings for validation / test / predict.
         seed: seeds the adapters' initialisation.
-        input_norm: ``standardize`` (z-score slot vectors with the training split's
+        input_norm: ``standardize`` (default; z-score slot vectors with the training split's
             statistics) or ``none`` (the paper: raw embeddings). See the module docstring.
-        prompt_norm: ``token`` (each soft prompt rescaled to ``prompt_scale`` times the mean
-            token-embedding norm) or ``none`` (the paper: the projector's raw output).
+        prompt_norm: ``token`` (default; each soft prompt rescaled to ``prompt_scale`` times the
+            mean token-embedding norm) or ``none`` (the paper: the projector's raw output).
         prompt_scale: target soft-prompt norm in units of the mean token-embedding norm.
     """
 
@@ -102,8 +106,8 @@ class DEPModule(GenerativeModule):
         warmup_ratio: float = 0.01,
         generation: GenerationConfig = GenerationConfig(),
         seed: int = 0,
-        input_norm: InputNorm = "none",
-        prompt_norm: PromptNorm = "none",
+        input_norm: InputNorm = "standardize",
+        prompt_norm: PromptNorm = "token",
         prompt_scale: float = 1.0,
     ):
         super().__init__(backbone, backbone_dtype, generation, seed)
@@ -334,8 +338,8 @@ class NoUserControl(DEPModule):
         warmup_ratio: float = 0.01,
         generation: GenerationConfig = GenerationConfig(),
         seed: int = 0,
-        input_norm: InputNorm = "none",
-        prompt_norm: PromptNorm = "none",
+        input_norm: InputNorm = "standardize",
+        prompt_norm: PromptNorm = "token",
         prompt_scale: float = 1.0,
         max_slots: int = 8,
     ):

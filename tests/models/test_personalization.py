@@ -42,7 +42,7 @@ def test_standardised_training_inputs_have_zero_mean_and_unit_spread(datamodule)
 def test_the_paper_form_leaves_inputs_and_prompts_as_they_are(datamodule):
     batch = next(iter(datamodule.val_dataloader()))
     slots = batch["slots"]
-    model = module(datamodule)  # input_norm / prompt_norm: none
+    model = module(datamodule, input_norm="none", prompt_norm="none")  # the paper's form
     assert torch.equal(model.slot_inputs(slots), slots["vectors"].float())
     prompts, _ = model.soft_prompts(slots)
     z, _ = model.refiner(slots["vectors"].float())
@@ -60,6 +60,13 @@ def test_token_norm_soft_prompts_have_the_token_embeddings_scale(datamodule):
     torch.testing.assert_close(prompts.norm(dim=-1), torch.full((len(prompts),), 0.5 * model.token_norm),
                                rtol=1e-5, atol=0)
     assert model.diagnostics([model._last])["prompt_norm_ratio"] == pytest.approx(0.5, rel=1e-5)
+
+
+def test_the_defaults_are_standardised_inputs_and_token_norm_prompts(datamodule):
+    for model_class in (DEPModule, NoUserControl):  # the control keeps DEP's scale choices
+        model = model_class(backbone="tiny", embedding_dim=datamodule.embedding_dim, latent_dim=16)
+        assert (model.hparams.input_norm, model.hparams.prompt_norm, model.hparams.prompt_scale) == \
+            ("standardize", "token", 1.0)
 
 
 def test_diagnostics_report_a_collapsed_prompt_as_zero_spread(datamodule):
@@ -94,5 +101,5 @@ def test_no_user_control_starts_in_the_standardised_space(datamodule):
     table = control.slot_table.detach()
     # 2 * 8 * d draws from N(0, 1): the sample std is 1 within a few percent.
     assert float(table.std()) == pytest.approx(1.0, abs=0.1)
-    plain = NoUserControl(backbone="tiny", embedding_dim=datamodule.embedding_dim, latent_dim=16)
+    plain = NoUserControl(backbone="tiny", embedding_dim=datamodule.embedding_dim, latent_dim=16, input_norm="none")
     torch.testing.assert_close(plain.slot_table.detach().norm(dim=-1), torch.ones(2, 8), rtol=1e-6, atol=0)
