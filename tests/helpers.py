@@ -56,3 +56,29 @@ data:
     path = Path(path)
     path.write_text(text)
     return path
+
+
+def launch_cli(args: list[str], cwd) -> "subprocess.Popen":
+    """``python -m dep_lightning <args>`` in ``cwd`` as a child process, its output in
+    ``cwd/log-<n>.txt`` (``proc.log``); the repository on its path."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cwd = Path(cwd)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PYTHONUNBUFFERED": "1"}
+    log = cwd / f"log-{len(list(cwd.glob('log-*')))}.txt"
+    with open(log, "w") as handle:
+        proc = subprocess.Popen([sys.executable, "-m", "dep_lightning", *args], cwd=cwd, env=env, stdout=handle,
+                                stderr=subprocess.STDOUT)
+    proc.log = log
+    return proc
+
+
+def finish_cli(proc, timeout: int = 600) -> str:
+    """Wait for a :func:`launch_cli` child; its log, after asserting it exited 0."""
+    proc.wait(timeout=timeout)
+    text = proc.log.read_text()
+    assert proc.returncode == 0, text[-4000:]
+    return text

@@ -11,10 +11,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +19,7 @@ import lightning as L
 import pytest
 
 from dep_lightning.callbacks.predictions import append_jsonl, drop_torn_tail, read_jsonl_prefix
-from tests.helpers import tiny_override
+from tests.helpers import finish_cli, launch_cli, tiny_override
 
 ROOT = Path(__file__).resolve().parents[2]
 N_TEST = 10  # test samples of the kill test, one per batch
@@ -143,21 +140,12 @@ trainer:
             "--run_dir", str(run_dir)]
 
 
-def launch(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    log = cwd / f"log-{len(list(cwd.glob('log-*')))}.txt"
-    with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "dep_lightning", "test", *args], cwd=cwd, env=env,
-                                stdout=handle, stderr=subprocess.STDOUT)
-    proc.log = log
-    return proc
+def launch(args: list[str], cwd: Path):
+    return launch_cli(["test", *args], cwd)
 
 
-def finish(proc: subprocess.Popen, timeout: int = 600) -> str:
-    proc.wait(timeout=timeout)
-    text = proc.log.read_text()
-    assert proc.returncode == 0, text[-4000:]
-    return text
+def finish(proc) -> str:
+    return finish_cli(proc, timeout=600)
 
 
 def rows_of(run: Path) -> list[dict]:

@@ -15,8 +15,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import torch
 
 from dep_lightning.data.batching import LengthBucketSampler
 from dep_lightning.data.resumable import ResumableDataLoader
+from tests.helpers import finish_cli, launch_cli
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS_PER_EPOCH, EPOCHS, KILL_AFTER_STEP = 6, 2, 8
@@ -97,21 +96,12 @@ trainer:
     return config
 
 
-def launch(config: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    log = config.parent / f"log-{len(list(config.parent.glob('log-*')))}.txt"
-    with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "dep_lightning", "fit", "--config", str(config), *extra],
-                                cwd=config.parent, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    proc.log = log
-    return proc
+def launch(config: Path, *extra: str):
+    return launch_cli(["fit", "--config", str(config), *extra], config.parent)
 
 
-def finish(proc: subprocess.Popen, timeout: int = 400) -> str:
-    proc.wait(timeout=timeout)
-    text = proc.log.read_text()
-    assert proc.returncode == 0, text[-4000:]
-    return text
+def finish(proc) -> str:
+    return finish_cli(proc, timeout=400)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
