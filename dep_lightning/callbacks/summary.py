@@ -76,7 +76,8 @@ class RunSummary(L.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
-        line = f"[fit] stopped: {stop_reason(trainer)} after {trainer.global_step} steps"
+        steps = trainer.global_step
+        line = f"[fit] stopped: {stop_reason(trainer)} after {steps} step{'' if steps == 1 else 's'}"
         checkpoint = trainer.checkpoint_callback
         if checkpoint is not None and getattr(checkpoint, "best_model_path", ""):
             score = checkpoint.best_model_score
