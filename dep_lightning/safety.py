@@ -84,8 +84,6 @@ def require_weights_only(subcommand_config: dict[str, Any]) -> None:
     subcommand_config["weights_only"] = True
 
 
-#: The model-states file inside a DeepSpeed checkpoint folder (``<folder>/<tag>/``).
-DEEPSPEED_MODEL_STATES = "mp_rank_00_model_states.pt"
 #: ``--ckpt_path`` values Lightning resolves itself (not file names).
 LIGHTNING_CKPT_NAMES = ("last", "best", "hpc")
 
@@ -109,10 +107,12 @@ def check_checkpoint_path(ckpt_path: Any) -> None:
         return
     path = Path(ckpt_path)
     if path.is_dir():
+        from dep_lightning.checkpoints import MODEL_STATES, is_deepspeed_folder
+
         # DeepSpeed's layout; its contents are checked where such folders are read.
-        if not any(path.glob(f"*/{DEEPSPEED_MODEL_STATES}")):
+        if not is_deepspeed_folder(path):
             raise InputError(str(path), None, "ckpt_path", str(ckpt_path), "not a checkpoint",
-                             f"a folder without <tag>/{DEEPSPEED_MODEL_STATES}, so not a DeepSpeed checkpoint")
+                             f"a folder without <tag>/{MODEL_STATES}, so not a DeepSpeed checkpoint")
         return
     if not path.is_file():
         raise InputError(str(path), None, "ckpt_path", str(ckpt_path), "no such checkpoint")

@@ -80,9 +80,7 @@ class DEPLightningCLI(LightningCLI):
     def before_validate(self) -> None:
         config = self.config_init[self.subcommand]
         require_weights_only(config)
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path not in (None, "best", "last", "hpc", "registry"):
-            read_folders_outside_deepspeed(self.trainer, ckpt_path)
+        read_folders_outside_deepspeed(self.trainer, config.get("ckpt_path"))  # no-op unless a DeepSpeed folder
 
     before_test = before_predict = before_score = before_validate
 

@@ -173,6 +173,11 @@ class Projector(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype it computes in: float32 as built, bf16 when a strategy casts the module (DeepSpeed)."""
+        return self.net[0].weight.dtype
+
 
 def splice_soft_prompts(inputs_embeds: torch.Tensor, positions: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
     """Return a copy of ``inputs_embeds`` (B, T, H) with ``vectors[k]`` at ``positions[k] = (b, t)``.

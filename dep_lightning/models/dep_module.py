@@ -155,7 +155,7 @@ class DEPModule(GenerativeModule):
     @property
     def adapter_dtype(self) -> torch.dtype:
         """The dtype the refiner and projectors compute in (their parameters')."""
-        return self.proj_his.net[0].weight.dtype
+        return self.proj_his.dtype
 
     def fit_input_statistics(self, examples) -> None:
         """Set the standardisation statistics from training examples (``slot_vec``, ``slot_kind``, ``slot_peers``).

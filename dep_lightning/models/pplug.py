@@ -113,8 +113,7 @@ class PPlugModule(GenerativeModule):
             raise ValueError("pplug needs prompts with exactly an instruction and a user slot: set "
                              "data.init_args.prompt.embeddings: user")
         user, _ = self.user_embedding(slots)
-        # In the projector's dtype: float32 as built, bf16 when a strategy casts the module (DeepSpeed).
-        vectors = self.projector(user.to(self.projector.net[0].weight.dtype))[positions[:, 0]]
+        vectors = self.projector(user.to(self.projector.dtype))[positions[:, 0]]
         vectors = torch.where(is_instruction[:, None], self.instruction.to(vectors.dtype).expand_as(vectors), vectors)
         zero = embeds.new_zeros((), dtype=torch.float32)
         return splice_soft_prompts(embeds, positions, vectors), {"recon": zero, "sparse": zero}
