@@ -17,6 +17,8 @@ Framework subcommands:
 from __future__ import annotations
 
 import sys
+import zipfile
+from pickle import UnpicklingError
 
 from dep_lightning.data.errors import ConfigError, InputError
 
@@ -159,7 +161,7 @@ def build_parser():
 
 
 def lightning_cli(argv: list[str] | None, run: bool = True):
-    from dep_lightning.safety import check_checkpoint_path
+    from dep_lightning.safety import check_checkpoint_path, unreadable_checkpoint
     from dep_lightning.training import DEPLightningCLI
 
     class CheckedCLI(DEPLightningCLI):
@@ -168,9 +170,14 @@ def lightning_cli(argv: list[str] | None, run: bool = True):
 
         def _parse_ckpt_path(self) -> None:
             # LightningCLI loads the file here, while parsing, to read its hyperparameters.
-            check_checkpoint_path(self.config[self.config.subcommand].get("ckpt_path")
-                                  if self.config.get("subcommand") else None)
-            super()._parse_ckpt_path()
+            ckpt_path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+            check_checkpoint_path(ckpt_path)
+            try:
+                super()._parse_ckpt_path()
+            except (RuntimeError, UnpicklingError, UnicodeDecodeError, EOFError, zipfile.BadZipFile) as error:
+                # The layout passed but the contents do not load (what torch.load raises for a
+                # damaged zip member, bytes that are no pickle, or objects weights_only refuses).
+                raise unreadable_checkpoint(ckpt_path, error) from error
 
         def _check_ckpt(self) -> None:
             check_checkpoint_path(self.config_init[self.subcommand].get("ckpt_path"))

@@ -81,6 +81,8 @@ def _parse_row(path: Path, number: int, line: str) -> dict:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
         raise InputError(str(path), number, None, line.strip(), "malformed JSON", exc.msg) from None
+    except RecursionError:  # json's parser recurses per nesting level
+        raise InputError(str(path), number, None, line.strip(), "malformed JSON", "nested too deeply") from None
     if not isinstance(row, dict):
         raise InputError(str(path), number, None, row, "malformed JSON", "expected an object")
     for name in ("prediction", "reference"):

@@ -123,3 +123,18 @@ def check_checkpoint_path(ckpt_path: Any) -> None:
         if not any(name.rsplit("/", 1)[-1] == "data.pkl" for name in archive.namelist()):
             raise InputError(str(path), None, "ckpt_path", str(ckpt_path), "not a checkpoint",
                              "a zip archive without data.pkl, so not written by torch.save")
+
+
+def unreadable_checkpoint(ckpt_path: Any, error: Exception):
+    """The :class:`~dep_lightning.data.errors.InputError` for a ``--ckpt_path`` that passed
+    :func:`check_checkpoint_path` but whose contents ``torch.load`` could not read (a damaged
+    zip member, bytes that are no pickle, objects ``weights_only`` refuses)."""
+    from dep_lightning.data.errors import InputError
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # torch's messages carry terminal bold
+    _, refused, reason = text.partition("WeightsUnpickler error:")  # torch's own reason, after its advice
+    lines = [line.strip() for line in (reason if refused else text).splitlines() if line.strip()]
+    reason = ("weights_only load refused: " if refused else "") + (lines or [""])[0]
+    reason = reason if len(reason) <= 120 else reason[:117] + "..."
+    return InputError(str(ckpt_path), None, "ckpt_path", str(ckpt_path), "unreadable checkpoint",
+                      f"{type(error).__name__}: {reason}; the file is damaged or not a checkpoint")

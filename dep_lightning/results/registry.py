@@ -171,6 +171,8 @@ def validate_likelihood(block: Any, where: str) -> dict:
 
 
 def read_json(path: Path) -> Any:
+    if path.is_dir():
+        raise InputError(str(path), None, None, str(path), "is a directory", "expected a JSON file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -179,6 +181,8 @@ def read_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise json_error(str(path), text, exc) from None
+    except RecursionError:  # json's parser recurses per nesting level
+        raise InputError(str(path), None, None, text[:80], "malformed JSON", "nested too deeply") from None
 
 
 # --------------------------------------------------------------------------------------
@@ -243,6 +247,8 @@ def _json_rows(path: Path, required: tuple[str, ...]):
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(where, number, None, line.strip(), "malformed JSON", exc.msg) from None
+        except RecursionError:  # json's parser recurses per nesting level
+            raise InputError(where, number, None, line.strip(), "malformed JSON", "nested too deeply") from None
         if not isinstance(row, dict):
             raise InputError(where, number, None, row, "wrong type", "expected an object per line")
         for name in required:
@@ -416,8 +422,11 @@ def load_run(folder: Path, predictions: bool = True) -> Run:
     run = Run(str(folder), manifest, metrics)
     if predictions:
         path = folder / PREDICTIONS
+        if path.is_dir():
+            raise InputError(str(path), None, None, str(path), "is a directory", "expected a JSON-lines file")
         if path.is_file():
             run.samples = read_predictions(path)
+            _same_count(path, len(run.samples.ids), metrics)
         elif not run.score_only:
             run.notes.append(f"{folder}: no {PREDICTIONS}; no intervals or tests for this run")
         if run.likelihood is not None:
@@ -427,6 +436,15 @@ def load_run(folder: Path, predictions: bool = True) -> Run:
                 run.notes.append(f"{folder}: likelihood block without {SCORES}; the personalization table shows "
                                  f"the intervals recorded in metrics.json (one seed only)")
     return run
+
+
+def _same_count(path: Path, rows: int, metrics: Mapping) -> None:
+    """The predictions file holds the samples metrics.json counts: a cut or emptied file
+    would change every interval without a word."""
+    expected = metrics["overall"]["n"] if "overall" in metrics else rows
+    if rows != expected:
+        raise InputError(str(path), None, None, rows, "sample count differs from metrics.json",
+                         f"overall.n is {expected}; truncated or from another run?")
 
 
 def find_run_dirs(roots: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
@@ -444,7 +462,7 @@ def find_run_dirs(roots: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
             root = root.parent
         candidates = sorted({p.parent for name in ("manifest.json", "metrics.json") for p in root.rglob(name)})
         for folder in candidates:
-            has_manifest, has_metrics = (folder / "manifest.json").is_file(), (folder / "metrics.json").is_file()
+            has_manifest, has_metrics = (folder / "manifest.json").exists(), (folder / "metrics.json").exists()
             if has_manifest and has_metrics:
                 found.append(folder)
             elif has_manifest or has_metrics:
