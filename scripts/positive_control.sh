@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The planted-signal positive control (docs/personalization.md): DEP and the trained no-user
 # control on the signal (user_signal 1.0) and null (0.0) arms, plus DEP in the paper's scale
-# form on the signal arm; then exports the runs and writes the summary.
+# form and the control with DEP's capacity (inputs by slot kind only) on the signal arm; then
+# exports the runs and writes the summary.
 #   bash scripts/positive_control.sh [RUNS_ROOT]     (resumable: finished runs are skipped)
 #   ARMS="dep_null dep_paper_form_signal" bash scripts/positive_control.sh   (only these arms, in this order;
 #   the export and summary still cover every finished run under RUNS_ROOT)
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${1:-runs/positive_control}
 BIN=${BIN:-.venv/bin}
-ARMS=${ARMS:-dep_signal dep_paper_form_signal dep_null no_user_signal no_user_null}
+ARMS=${ARMS:-dep_signal dep_paper_form_signal dep_null no_user_signal no_user_null no_user_per_kind_signal}
 run() {  # name, extra configs...
   local name=$1; shift
   if [ -f "$ROOT/$name/scores/test.jsonl" ]; then echo "positive control: $name done, skipped"; return; fi
@@ -20,7 +21,8 @@ run() {  # name, extra configs...
   "$BIN/dep-lightning" fit "${args[@]}" --run_dir "$ROOT/$name"
 }
 declare -A EXTRA=([dep_signal]="" [dep_paper_form_signal]="paper_form" [dep_null]="null"
-                  [no_user_signal]="no_user" [no_user_null]="no_user null")
+                  [no_user_signal]="no_user" [no_user_null]="no_user null"
+                  [no_user_per_kind_signal]="no_user_per_kind")
 for arm in $ARMS; do
   [ -n "${EXTRA[$arm]+set}" ] || { echo "positive control: unknown arm $arm (one of ${!EXTRA[*]})" >&2; exit 2; }
   # shellcheck disable=SC2086  # the extra configs are words

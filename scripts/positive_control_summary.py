@@ -4,7 +4,8 @@ For every run directory under RUNS (exported or not): the method, the arm (user_
 the likelihood block of metrics.json (n, NLL under true / swap / none, the swap gain with
 its 95 % bootstrap interval and paired p-value) and the signature recall of the generated
 test outputs: the share whose group signature (sign-off, or opening line for outputs cut
-before their end) is the user's own group's, and the share with another group's. The
+before their end) is the user's own group's, and the share with another group's; and the
+looser ``name_recall``: the same shares for the first group name the output mentions. The
 user's group is the generator's assignment (``synthetic.style_groups_of``), the same in
 both arms; in the null arm users do not write consistently in it.
 
@@ -19,15 +20,16 @@ from pathlib import Path
 
 import yaml
 
-from dep_lightning.data.signatures import signature_of
+from dep_lightning.data.signatures import group_name_of, signature_of
 from dep_lightning.data.sources import EmbeddedSource
 from dep_lightning.data.synthetic import style_groups_of
 
 
-def signature_recall(rows: list[dict], groups: dict[str, str], field: str) -> dict[str, float | int]:
+def signature_recall(rows: list[dict], groups: dict[str, str], field: str,
+                     read=lambda text: signature_of(text, openers=True)) -> dict[str, float | int]:
     own = other = 0
     for row in rows:
-        found = signature_of(row[field], openers=True)
+        found = read(row[field])
         own += found is not None and found == groups[row["user_id"]]
         other += found is not None and found != groups[row["user_id"]]
     n = len(rows)
@@ -55,6 +57,7 @@ def summarize_run(folder: Path) -> dict:
         rows = [json.loads(line) for line in predictions.read_text().splitlines() if line.strip()]
         out["signature_recall"] = signature_recall(rows, groups, "prediction")
         out["signature_recall_reference"] = signature_recall(rows, groups, "reference")
+        out["name_recall"] = signature_recall(rows, groups, "prediction", group_name_of)
     return out
 
 
@@ -72,13 +75,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
-    header = f"{'run':28s} {'n':>4s} {'NLL true':>9s} {'NLL swap':>9s} {'gain':>8s} {'95% CI':>20s} {'p':>7s} {'own':>5s} {'other':>6s}"
+    header = f"{'run':28s} {'n':>4s} {'NLL true':>9s} {'NLL swap':>9s} {'gain':>8s} {'95% CI':>20s} {'p':>7s} {'own':>5s} {'other':>6s} {'name own':>9s} {'other':>6s}"
     print(header)
     for r in summary["runs"]:
-        recall = r.get("signature_recall", {})
+        recall, names = r.get("signature_recall", {}), r.get("name_recall", {})
         ci = f"[{r['gain_ci95'][0]:+.4f}, {r['gain_ci95'][1]:+.4f}]"
         print(f"{r['run']:28s} {r['n']:4d} {r['nll_true']:9.4f} {r['nll_swap']:9.4f} {r['gain']:+8.4f} {ci:>20s} "
-              f"{r['p_value']:7.4f} {recall.get('own', float('nan')):5.2f} {recall.get('other', float('nan')):6.2f}")
+              f"{r['p_value']:7.4f} {recall.get('own', float('nan')):5.2f} {recall.get('other', float('nan')):6.2f} "
+              f"{names.get('own', float('nan')):9.2f} {names.get('other', float('nan')):6.2f}")
 
 
 if __name__ == "__main__":

@@ -177,14 +177,18 @@ def test_the_long_training_overlay_changes_only_the_training_budget():
     assert long.trainer.default_root_dir != short.trainer.default_root_dir
 
 
-@pytest.mark.parametrize("overlays", [[], ["no_user"], ["null"], ["no_user", "null"], ["paper_form"]],
+@pytest.mark.parametrize("overlays", [[], ["no_user"], ["null"], ["no_user", "null"], ["paper_form"],
+                                      ["no_user_per_kind"]],
                          ids=lambda o: "+".join(["dep", *o]))
 def test_positive_control_configs_instantiate(overlays, tmp_path):
     folder = ROOT / "configs" / "positive_control"
-    assert {p.stem for p in POSITIVE_CONTROL} == {"dep", "no_user", "null", "paper_form"}
+    assert {p.stem for p in POSITIVE_CONTROL} == {"dep", "no_user", "null", "paper_form", "no_user_per_kind"}
     cli = instantiate([folder / "dep.yaml", *[folder / f"{o}.yaml" for o in overlays]], tmp_path)
     model, source, prompt = cli.model, cli.datamodule.source, cli.datamodule.prompt
-    assert type(model).__name__ == ("NoUserControl" if "no_user" in overlays else "DEPModule")
+    control = any(o.startswith("no_user") for o in overlays)
+    assert type(model).__name__ == ("NoUserControl" if control else "DEPModule")
+    if control:
+        assert model.hparams.per_rank == ("no_user_per_kind" not in overlays)
     assert source.user_signal == (0.0 if "null" in overlays else 1.0) and source.style_groups == 4
     # The soft prompts are the prompt's only user channel.
     assert not prompt.with_text and not prompt.metadata and prompt.embeddings == "his+diff"

@@ -27,3 +27,17 @@ def test_signature_recall_counts_own_other_and_none():
     recall = summary.signature_recall(rows, groups, "prediction")
     assert recall == {"n": 4, "own": 0.5, "other": 0.25}
     assert summary.signature_recall([], groups, "prediction") == {"n": 0, "own": 0.0, "other": 0.0}
+
+
+def test_name_recall_reads_the_first_group_name():
+    from dep_lightning.data.signatures import group_name_of
+
+    summary = load_summary_module()
+    own, other = GROUP_STYLES[0][0], GROUP_STYLES[1][0]
+    own_name, other_name = own.split()[2], other.split()[2]
+    groups = {"a": own}
+    rows = [{"user_id": "a", "prediction": f"{own_name}: a record worth hearing."},
+            {"user_id": "a", "prediction": f"{other_name} and then {own_name}."},      # the first name counts
+            {"user_id": "a", "prediction": f"{own_name[:-2]}xx, a near miss."},         # whole words only
+            {"user_id": "a", "prediction": "Nothing named."}]
+    assert summary.signature_recall(rows, groups, "prediction", group_name_of) == {"n": 4, "own": 0.25, "other": 0.25}

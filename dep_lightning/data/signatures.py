@@ -32,6 +32,9 @@ _GROUP = re.compile(
     re.IGNORECASE)
 _OPENER = re.compile("|".join(f"({_words(opener.rstrip('.'))})" for _, opener, *_ in GROUP_STYLES), re.IGNORECASE)
 _CANONICAL = {" ".join(signoff.lower().split()[1:]): signoff for signoff, *_ in GROUP_STYLES}
+#: A group's own name word ("Saltmarsh", "Juniper"): the first word after "the" in its sign-off.
+_NAMES = {signoff.split()[2].lower(): signoff for signoff, *_ in GROUP_STYLES}
+_NAME = re.compile(r"\b(" + "|".join(map(re.escape, _NAMES)) + r")\b", re.IGNORECASE)
 _PERSONAL = re.compile(_DASH + r"\s*(" + "|".join(FIRST_NAMES) + r")\s+([A-Z])\.", re.IGNORECASE)
 
 
@@ -50,6 +53,18 @@ def signature_of(text: str, openers: bool = False) -> str | None:
         if match:
             return GROUP_STYLES[match.lastindex - 1][0]
     return None
+
+
+def group_name_of(text: str) -> str | None:
+    """The group whose name word ("Saltmarsh", "Foxglove") comes first in ``text``, as its
+    canonical sign-off; None if no group is named.
+
+    A looser reading than :func:`signature_of`: a short or degenerate output that starts
+    "Foxglove: ..." names the Foxglove group without reproducing its opening line or
+    sign-off. Whole words only ("Fernhill", not "Fernposte").
+    """
+    match = _NAME.search(text)
+    return _NAMES[match.group(1).lower()] if match else None
 
 
 def personal_signoff_of(text: str) -> str | None:

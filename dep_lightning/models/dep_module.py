@@ -310,13 +310,20 @@ class NoUserControl(DEPModule):
     """Trained control without user signal: generic prompt tuning through DEP's adapters.
 
     Every slot's input vector is a learned parameter chosen by the slot's kind (his /
-    diff) and its rank among the sample's slots of that kind (0 = newest review shown);
-    the refiner, projectors, losses and training loop are DEP's. Trainable parameters:
-    DEP's plus ``2 * max_slots * embedding_dim`` for the input table. Prompt text (the
-    reviews shown when ``with_text``) still carries the history, exactly as for DEP.
+    diff) and, with ``per_rank``, its rank among the sample's slots of that kind (0 = newest
+    review shown); the refiner, projectors, losses and training loop are DEP's. Trainable
+    parameters: DEP's plus ``2 * max_slots * embedding_dim`` for the input table (``2 *
+    embedding_dim`` without ``per_rank``). Prompt text (the reviews shown when
+    ``with_text``) still carries the history, exactly as for DEP.
+
+    ``per_rank: false`` is the control with DEP's exact capacity: DEP's slots of one kind
+    differ only by their reviews, so a control whose slots differ by rank can learn K
+    distinct prompts per kind where DEP, without a user signal, learns about one
+    (docs/personalization.md measures what that is worth).
 
     Args:
         max_slots: slots per kind the table covers (at least the DataModule's ``k``).
+        per_rank: one learned input per slot kind and rank (default) or per kind only.
         (all other arguments as :class:`DEPModule`)
     """
 
@@ -342,13 +349,14 @@ class NoUserControl(DEPModule):
         prompt_norm: PromptNorm = "token",
         prompt_scale: float = 1.0,
         max_slots: int = 8,
+        per_rank: bool = True,
     ):
         super().__init__(backbone, backbone_dtype, embedding_dim, refinement, latent_dim, rho, lam, gamma,
                          projector_hidden, lr, weight_decay, warmup_ratio, generation, seed, input_norm,
                          prompt_norm, prompt_scale)
         self.save_plain_hyperparameters()
         generator = torch.Generator().manual_seed(seed + 1)
-        table = torch.randn(2, max_slots, embedding_dim, generator=generator)
+        table = torch.randn(2, max_slots if per_rank else 1, embedding_dim, generator=generator)
         if input_norm == "none":
             # Unit-norm random starting points, like the L2-normalised review vectors they replace.
             table = table / table.norm(dim=-1, keepdim=True)
@@ -357,6 +365,8 @@ class NoUserControl(DEPModule):
 
     def slot_inputs(self, slots: dict[str, torch.Tensor]) -> torch.Tensor:
         ranks = slots["ranks"]
+        if not self.hparams.per_rank:
+            return self.slot_table[slots["kinds"], torch.zeros_like(ranks)]
         if ranks.numel() and int(ranks.max()) >= self.slot_table.shape[1]:
             raise ValueError(f"a sample has {int(ranks.max()) + 1} slots of one kind but max_slots="
                              f"{self.slot_table.shape[1]}; set model.init_args.max_slots >= data k")

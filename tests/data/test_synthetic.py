@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from dep_lightning.data.errors import ErrorLog
 from dep_lightning.data.preprocess import PreprocessReport
 from dep_lightning.data.schema import PAPER_CATEGORIES, Item, Review
-from dep_lightning.data.signatures import personal_signoff_of, signature_of, user_signatures
+from dep_lightning.data.signatures import group_name_of, personal_signoff_of, signature_of, user_signatures
 from dep_lightning.data.sources import EmbeddedSource
 from dep_lightning.data.synthetic import (ADVERBS, FILLERS, GROUP_SIGNOFFS, GROUP_STYLES, NEG_ADJ, POS_ADJ,
                                           SIGNATURES, TITLE_ADJ, TITLE_NOUN, SyntheticConfig, generate,
@@ -373,6 +373,13 @@ def test_review_sentences_shorten_reviews():
 
 
 # ---------------------------------------------------------------- signatures
+def test_group_name_of():
+    assert group_name_of("Foxglove: a fine novel. -- the Fernhill Salon") == "-- the Foxglove Fireside Circle"
+    assert group_name_of("juniper lane take") == "-- the Juniper Lane Collective"
+    assert group_name_of("Fernposte, a book about maps") is None     # whole words only
+    assert group_name_of("A novel about a salt marsh.") is None
+
+
 def test_signature_of():
     assert signature_of("Loved it. -- the Fernhill Salon") == "-- the Fernhill Salon"
     assert signature_of("loved it. -- the juniper lane collective") == "-- the Juniper Lane Collective"

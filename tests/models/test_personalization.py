@@ -103,3 +103,18 @@ def test_no_user_control_starts_in_the_standardised_space(datamodule):
     assert float(table.std()) == pytest.approx(1.0, abs=0.1)
     plain = NoUserControl(backbone="tiny", embedding_dim=datamodule.embedding_dim, latent_dim=16, input_norm="none")
     torch.testing.assert_close(plain.slot_table.detach().norm(dim=-1), torch.ones(2, 8), rtol=1e-6, atol=0)
+
+
+def test_no_user_control_without_per_rank_gives_every_slot_of_a_kind_one_input(datamodule):
+    control = NoUserControl(backbone="tiny", embedding_dim=datamodule.embedding_dim, latent_dim=16,
+                            per_rank=False)
+    assert control.slot_table.shape == (2, 1, datamodule.embedding_dim)
+    kinds = torch.tensor([0, 0, 0, 1, 1, 1])
+    slots = {"kinds": kinds, "ranks": torch.tensor([0, 1, 5, 0, 2, 30])}  # any rank, even past max_slots
+    inputs = control.slot_inputs(slots)
+    assert torch.equal(inputs[:3], control.slot_table[0, 0].expand(3, -1))
+    assert torch.equal(inputs[3:], control.slot_table[1, 0].expand(3, -1))
+    assert not torch.equal(inputs[0], inputs[3])
+    ranked = NoUserControl(backbone="tiny", embedding_dim=datamodule.embedding_dim, latent_dim=16)
+    assert not torch.equal(ranked.slot_inputs(slots | {"ranks": torch.tensor([0, 1, 2, 0, 1, 2])})[0],
+                           ranked.slot_inputs(slots | {"ranks": torch.tensor([0, 1, 2, 0, 1, 2])})[1])
