@@ -132,7 +132,7 @@ def claim(storage, trial_id: int) -> bool:
     from datetime import datetime
 
     import sqlalchemy
-    from optuna.storages._rdb.models import TrialModel
+    from optuna.storages._rdb.models import TrialHeartbeatModel, TrialModel
     from optuna.trial import TrialState
 
     table = TrialModel.__table__
@@ -140,7 +140,15 @@ def claim(storage, trial_id: int) -> bool:
                  .where(table.c.trial_id == trial_id, table.c.state == TrialState.WAITING)
                  .values(state=TrialState.RUNNING, datetime_start=datetime.now()))
     with storage.engine.begin() as connection:
-        return connection.execute(statement).rowcount == 1
+        if connection.execute(statement).rowcount != 1:
+            return False
+        # The trial's first heartbeat, in the claim's own transaction: optuna never counts a
+        # RUNNING trial without any heartbeat as stale, so a worker that died between its
+        # claim and its heartbeat thread's first beat would leave the trial RUNNING forever.
+        beat = sqlalchemy.insert(TrialHeartbeatModel.__table__).values(trial_id=trial_id,
+                                                                       heartbeat=sqlalchemy.func.now())
+        connection.execute(beat)
+        return True
 
 
 def _claim_waiting(study, storage) -> int | None:
@@ -187,6 +195,7 @@ def _next_trial(spec: SweepSpec, study, storage, target: int):
         if len(study.get_trials(deepcopy=False, states=counted)) >= target:
             return None
         trial_id = storage.create_new_trial(storage.get_study_id_from_name(study.study_name))
+        storage.record_heartbeat(trial_id)  # at once: a RUNNING trial without a heartbeat never goes stale
     return optuna.Trial(study, trial_id), trial_id
 
 

@@ -49,6 +49,9 @@ def run(rank: int, pairs_path: str, out_dir: str, init_file: str) -> None:
         values["local_records"] = len(metrics["rouge1"].records)
         values["shard"] = shard
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(values))
+        # Neither rank tears the group down while the other may still be finishing the last
+        # collective (a peer closing its gloo pairs mid-receive aborts the process).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

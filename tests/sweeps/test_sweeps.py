@@ -192,6 +192,26 @@ def test_a_claimed_trial_cannot_be_claimed_again(storage):
     assert all(t.datetime_start is not None for t in study.get_trials())
 
 
+def test_a_trial_claimed_by_a_worker_that_dies_at_once_goes_stale(storage):
+    """The claim records the first heartbeat itself: optuna never fails a RUNNING trial that has
+    no heartbeat at all, so a worker killed right after claiming (before its heartbeat thread
+    beat once) used to leave its trial RUNNING for good (seen in CI under load)."""
+    import optuna
+
+    from dep_lightning.sweeps.optuna_sweep import _claim_waiting, make_storage
+
+    url, name = storage
+    _, study = _waiting_study(url, name, n=1)
+    trial_id = _claim_waiting(study, make_storage(url))  # and then nothing: the worker is gone
+    watcher = make_storage(url, heartbeat_interval=1)
+    study = optuna.load_study(study_name=name, storage=watcher)
+    # Stale once the storage's own clock has moved past the 2 s grace period; SQLite's
+    # CURRENT_TIMESTAMP has whole seconds, so wait 2 s + 1 s of truncation + margin.
+    time.sleep(4.0)
+    optuna.storages.fail_stale_trials(study)
+    assert watcher.get_trial(trial_id).state.name == "FAIL"
+
+
 CLAIMER = """
 import sys, time
 from pathlib import Path
