@@ -234,20 +234,29 @@ def prepare_counts(out: str) -> tuple[int, int]:
     return records, int(blanks.group(1)) if blanks else 0
 
 
-@CASES
-@given(data=st.data())
-def check_prepare(data):
-    valid = reviews(data.draw(st.integers(1, 30), label="reviews"))
+def check_json_lines(data, command: str, valid: bytes, stem: str, argv, counts) -> None:
+    """One damaged copy of ``valid`` through ``command``: the oracle's counts or one line naming the file.
+
+    ``argv(path)`` is the command line, ``counts(out, path)`` reads (records, blank lines) from its output."""
     found = damage(data, valid)
-    path = json_lines_name("prepare/reviews_Tools_5.json", found.gz)
+    path = json_lines_name(stem, found.gz)
     place(path, found.content)
-    code, out, err = run_cli(["prepare", "--source", "FiveCoreSource", "--source.reviews", str(path)])
-    record("prepare", found.kind, code)
+    code, out, err = run_cli(argv(path))
+    record(command, found.kind, code)
     expected = json_lines_verdict(found, valid)
     if expected is None:
         assert_one_line_error(code, err, path)
     else:
-        assert code == 0 and prepare_counts(out) == expected, (code, err, expected)
+        assert code == 0 and counts(out, path) == expected, (code, err, expected)
+
+
+@CASES
+@given(data=st.data())
+def check_prepare(data):
+    valid = reviews(data.draw(st.integers(1, 30), label="reviews"))
+    check_json_lines(data, "prepare", valid, "prepare/reviews_Tools_5.json",
+                     lambda path: ["prepare", "--source", "FiveCoreSource", "--source.reviews", str(path)],
+                     lambda out, path: prepare_counts(out))
 
 
 @pytest.mark.slow  # ~40 s: 1,000 prepare runs (each parses its arguments with jsonargparse)
@@ -268,16 +277,8 @@ def evaluate_counts(out: str, path: Path) -> tuple[int, int]:
 @given(data=st.data())
 def check_evaluate(data):
     valid = predictions(data.draw(st.integers(1, 30), label="rows"))
-    found = damage(data, valid)
-    path = json_lines_name("evaluate/test.jsonl", found.gz)
-    place(path, found.content)
-    code, out, err = run_cli(["evaluate", str(path)])
-    record("evaluate", found.kind, code)
-    expected = json_lines_verdict(found, valid)
-    if expected is None:
-        assert_one_line_error(code, err, path)
-    else:
-        assert code == 0 and evaluate_counts(out, path) == expected, (code, err, expected)
+    check_json_lines(data, "evaluate", valid, "evaluate/test.jsonl", lambda path: ["evaluate", str(path)],
+                     evaluate_counts)
 
 
 def test_evaluate_on_damaged_prediction_files():
