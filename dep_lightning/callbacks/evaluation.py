@@ -19,6 +19,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 
+from dep_lightning.atomic import atomic_write
 from dep_lightning.callbacks.predictions import PredictionWriter, run_dir
 from dep_lightning.metrics import TextMetrics, per_sample_scores, score_predictions
 from dep_lightning.metrics import hygiene
@@ -61,11 +62,9 @@ class GenerationEvaluator(L.Callback):
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically (temporary file + rename)."""
+    """Write JSON atomically (:mod:`dep_lightning.atomic`): an interrupted run leaves the old file or none."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(payload, indent=2) + "\n")
 
 
 def config_hash(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path | None = None) -> str:

@@ -30,6 +30,8 @@ from typing import Any, Iterable
 import lightning as L
 import torch
 
+from dep_lightning.atomic import atomic_open
+
 
 def run_dir(trainer: L.Trainer) -> Path:
     """The run directory: the logger's version folder, else ``default_root_dir``."""
@@ -63,12 +65,11 @@ def _sample_order(sample_id: str) -> tuple:
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows as JSON lines, atomically (:mod:`dep_lightning.atomic`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_open(path, "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

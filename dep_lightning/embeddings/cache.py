@@ -9,8 +9,8 @@ Layout under ``root/<embedder identity>/``::
 
 Every text is encoded once per embedder identity: ``ensure`` takes the lock, re-reads the
 manifest, encodes only what is still missing and appends one shard. Shards are written to
-a temporary name and renamed; the manifest is renamed into place last, so a reader never
-sees a shard that is not complete. Readers take no lock.
+a temporary name, fsynced and renamed (:mod:`dep_lightning.atomic`); the manifest is renamed
+into place last, so a reader never sees a shard that is not complete. Readers take no lock.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import shutil
 import uuid
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from dep_lightning.atomic import atomic_open, atomic_write
 from dep_lightning.embeddings.embedder import PredictRun, SentenceEmbedder
 
 log = logging.getLogger(__name__)
@@ -71,14 +71,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(2**20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class EmbeddingCache:
@@ -302,13 +294,9 @@ class EmbeddingCache:
 
     def _save(self, name: str, array: np.ndarray) -> str:
         """Write ``array`` to ``name`` atomically; returns its sha256."""
-        tmp = self.folder / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as fh:
+        with atomic_open(self.folder / name, "wb") as fh:
             hashing = _HashingFile(fh)
             np.save(hashing, array, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.folder / name)
         return hashing.sha.hexdigest()
 
     def _append(self, keys: list[bytes], vectors: np.ndarray) -> None:
@@ -331,12 +319,7 @@ class EmbeddingCache:
             "model": {"folder": str(self.embedder.folder), **self.embedder.settings()},
             "shards": shards,
         }
-        tmp = self.folder / f".{MANIFEST}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(manifest, indent=1))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.folder / MANIFEST)  # the commit point
-        _fsync_dir(self.folder)
+        atomic_write(self.folder / MANIFEST, json.dumps(manifest, indent=1))  # the commit point
         self._refresh()
 
     def rebuild(self, texts: Sequence[str] | None = None) -> int:

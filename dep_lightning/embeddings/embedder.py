@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from dep_lightning import assets
+from dep_lightning.atomic import atomic_open
 
 PoolingMode = Literal["model", "cls", "mean"]
 
@@ -225,10 +225,8 @@ class _EmbeddingWriter(BasePredictionWriter):
             idx, vectors = _concat(self.parts)
             base = Path(pl_module.scratch) / f"rank{trainer.global_rank:05d}"
             for suffix, array in ((".idx.npy", idx), (".vec.npy", vectors)):
-                tmp = base.with_suffix(suffix + ".tmp")
-                with open(tmp, "wb") as fh:
+                with atomic_open(base.with_suffix(suffix), "wb") as fh:
                     np.save(fh, array, allow_pickle=False)
-                os.replace(tmp, base.with_suffix(suffix))
             self.parts = []
 
 

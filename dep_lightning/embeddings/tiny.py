@@ -7,14 +7,13 @@ meaning; select it with ``SentenceEmbedder(model="tiny")``.
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
 from dep_lightning import assets
+from dep_lightning.atomic import atomic_folder
 
 TINY = "tiny"
 
@@ -28,24 +27,19 @@ def tiny_sentence_model(dim: int = 32, seed: int = 0, root: Path | None = None) 
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-tiny-"))
-    try:
+    # The BERT folder is only the input of the sentence-transformers save: kept apart from
+    # the published folder. Losing a race to a builder that finished is fine (its modules.json).
+    with (atomic_folder(folder, done="modules.json") as target,
+          tempfile.TemporaryDirectory(dir=folder.parent, prefix=".tmp-tiny-") as scratch):
         tokenizer = AutoTokenizer.from_pretrained(str(assets.minilm_path()), local_files_only=True)
         config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=dim, num_hidden_layers=2,
                             num_attention_heads=2, intermediate_size=2 * dim, max_position_embeddings=512)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             bert = BertModel(config)
-        bert.save_pretrained(scratch / "bert")
-        tokenizer.save_pretrained(scratch / "bert")
-        transformer = models.Transformer(str(scratch / "bert"), max_seq_length=256)
+        bert.save_pretrained(Path(scratch) / "bert")
+        tokenizer.save_pretrained(Path(scratch) / "bert")
+        transformer = models.Transformer(str(Path(scratch) / "bert"), max_seq_length=256)
         model = SentenceTransformer(modules=[transformer, models.Pooling(dim, pooling_mode="cls")], device="cpu")
-        model.save(str(scratch / "model"))
-        try:
-            os.replace(scratch / "model", folder)
-        except OSError:
-            if not (folder / "modules.json").is_file():  # lost a race only if the winner finished
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        model.save(str(target))
     return folder

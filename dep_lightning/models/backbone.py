@@ -17,14 +17,13 @@ import copy
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerBase
 
 from dep_lightning.assets import cache_root, smollm2_gguf_path
+from dep_lightning.atomic import atomic_folder
 
 __all__ = ["SMOLLM2", "CHATML_TEMPLATE", "end_of_turn_id", "load_backbone", "load_tokenizer", "tiny_backbone"]
 
@@ -147,21 +146,14 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
     model.generation_config = loaded.generation_config
     del loaded
 
-    # Save beside the target and rename: a crash or a concurrent loader never sees half a folder.
+    # Saved beside the target and renamed: a crash or a concurrent loader never sees half a
+    # folder; a concurrent converter that finished first (its marker is there) wins.
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_folder(folder, done=_MARKER) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         marker = {"source": str(gguf), "size": gguf.stat().st_size, "conversion_version": _CONVERSION_VERSION}
         (tmp / _MARKER).write_text(json.dumps(marker, indent=1))
-        try:
-            tmp.rename(folder)
-        except OSError:
-            if not (folder / _MARKER).is_file():  # not a concurrent winner: a real failure
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _resolve(name_or_path: str | os.PathLike, cache_dir) -> Path | str:

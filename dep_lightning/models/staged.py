@@ -25,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import uuid
 from collections import Counter
 from dataclasses import asdict
 from functools import cached_property
@@ -35,6 +33,7 @@ from typing import Any, Sequence
 
 import torch
 
+from dep_lightning.atomic import atomic_write
 from dep_lightning.data.context import SampleContext
 from dep_lightning.data.prompt import PromptBuilder, PromptConfig
 from dep_lightning.data.schema import Item, Review
@@ -78,12 +77,7 @@ class StageCache:
     def put(self, key: str, record: dict[str, Any]) -> None:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            tmp.write_text(json.dumps({**record, "key": key}, ensure_ascii=False, indent=1), encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(path, json.dumps({**record, "key": key}, ensure_ascii=False, indent=1))
 
 
 def clip(text: str, max_chars: int) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dep_lightning.atomic import atomic_open, atomic_path
 from dep_lightning.data.errors import ErrorLog, InputError
 from dep_lightning.data.readers.records import Fields, iter_json_lines, no_records
 from dep_lightning.data.schema import SPLITS, DPLRow, Item, PreparedData, Review, time_order_key
@@ -385,8 +386,8 @@ def main_records(rows: list[DPLRow]) -> list[dict[str, Any]]:
 def write_dpl(data: PreparedData, out: Path, fmt: str = "parquet") -> list[Path]:
     """Write ``data`` in the published layout: ``out/DPL-main/<cat>/<split>.<ext>``, ``out/DPL-meta/<cat>/full.<ext>``.
 
-    Files are written to a temporary name and renamed, so a crash never leaves a
-    half-written split that a later read would take as complete.
+    Files are written to a temporary name, fsynced and renamed (:mod:`dep_lightning.atomic`),
+    so a crash never leaves a half-written split that a later read would take as complete.
     """
     import json
 
@@ -396,14 +397,13 @@ def write_dpl(data: PreparedData, out: Path, fmt: str = "parquet") -> list[Path]
 
     def emit(records: list[dict[str, Any]], schema: pa.Schema, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
         if fmt == "parquet":
-            pq.write_table(pa.Table.from_pylist(records, schema=schema), tmp)
+            with atomic_path(target) as tmp:
+                pq.write_table(pa.Table.from_pylist(records, schema=schema), tmp)
         else:
-            with open(tmp, "w", encoding="utf-8") as handle:
+            with atomic_open(target, "w", encoding="utf-8") as handle:
                 for record in records:
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        tmp.replace(target)
         written.append(target)
 
     for category in data.categories:
