@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The planted-signal positive control (docs/personalization.md): DEP and the trained no-user
 # control on the signal (user_signal 1.0) and null (0.0) arms, plus DEP in the paper's scale
-# form and the control with DEP's capacity (inputs by slot kind only) on the signal arm; then
+# form, the control with DEP's capacity (inputs by slot kind only) and DEP with a learned
+# offset per slot kind and rank (the control's positional capacity) on the signal arm; then
 # exports the runs and writes the summary.
 #   bash scripts/positive_control.sh [RUNS_ROOT]     (resumable: finished runs are skipped)
 #   ARMS="dep_null dep_paper_form_signal" bash scripts/positive_control.sh   (only these arms, in this order;
@@ -10,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${1:-runs/positive_control}
 BIN=${BIN:-.venv/bin}
-ARMS=${ARMS:-dep_signal dep_paper_form_signal dep_null no_user_signal no_user_null no_user_per_kind_signal}
+ARMS=${ARMS:-dep_signal dep_paper_form_signal dep_null no_user_signal no_user_null no_user_per_kind_signal dep_slot_offset_signal}
 run() {  # name, extra configs...
   local name=$1; shift
   if [ -f "$ROOT/$name/scores/test.jsonl" ]; then echo "positive control: $name done, skipped"; return; fi
@@ -22,7 +23,7 @@ run() {  # name, extra configs...
 }
 declare -A EXTRA=([dep_signal]="" [dep_paper_form_signal]="paper_form" [dep_null]="null"
                   [no_user_signal]="no_user" [no_user_null]="no_user null"
-                  [no_user_per_kind_signal]="no_user_per_kind")
+                  [no_user_per_kind_signal]="no_user_per_kind" [dep_slot_offset_signal]="slot_offset")
 for arm in $ARMS; do
   [ -n "${EXTRA[$arm]+set}" ] || { echo "positive control: unknown arm $arm (one of ${!EXTRA[*]})" >&2; exit 2; }
   # shellcheck disable=SC2086  # the extra configs are words

@@ -178,17 +178,21 @@ def test_the_long_training_overlay_changes_only_the_training_budget():
 
 
 @pytest.mark.parametrize("overlays", [[], ["no_user"], ["null"], ["no_user", "null"], ["paper_form"],
-                                      ["no_user_per_kind"]],
+                                      ["no_user_per_kind"], ["slot_offset"]],
                          ids=lambda o: "+".join(["dep", *o]))
 def test_positive_control_configs_instantiate(overlays, tmp_path):
     folder = ROOT / "configs" / "positive_control"
-    assert {p.stem for p in POSITIVE_CONTROL} == {"dep", "no_user", "null", "paper_form", "no_user_per_kind"}
+    assert {p.stem for p in POSITIVE_CONTROL} == {"dep", "no_user", "null", "paper_form", "no_user_per_kind",
+                                                    "slot_offset"}
     cli = instantiate([folder / "dep.yaml", *[folder / f"{o}.yaml" for o in overlays]], tmp_path)
     model, source, prompt = cli.model, cli.datamodule.source, cli.datamodule.prompt
     control = any(o.startswith("no_user") for o in overlays)
     assert type(model).__name__ == ("NoUserControl" if control else "DEPModule")
     if control:
         assert model.hparams.per_rank == ("no_user_per_kind" not in overlays)
+    else:
+        assert model.hparams.slot_offset == ("slot_offset" in overlays)
+        assert (model.slot_offsets is not None) == ("slot_offset" in overlays)
     assert source.user_signal == (0.0 if "null" in overlays else 1.0) and source.style_groups == 4
     # The soft prompts are the prompt's only user channel.
     assert not prompt.with_text and not prompt.metadata and prompt.embeddings == "his+diff"

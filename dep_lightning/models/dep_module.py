@@ -32,6 +32,13 @@ what prevents it (``tests/models/test_collapse.py``, docs/personalization.md):
   Unconstrained (``none``), the projectors are free to grow one large, nearly constant
   vector that dominates attention and drowns any per-user variation.
 
+A third choice, off by default: ``slot_offset`` adds a learned vector per slot kind and
+rank to every soft prompt. DEP's slots of one kind differ only by their reviews, while the
+no-user control's per-rank inputs give it K distinct generic prompts per kind; on planted
+data that positional capacity, not the user signal, made the control fit better
+(docs/personalization.md). The offset gives DEP the same capacity without touching the
+refiner or its losses.
+
 :meth:`DEPModule.diagnostics` measures what would show a collapse: the latent's mean
 activation against ρ and its spread across slots, the soft prompts' norm relative to the
 token embeddings' and their spread across slots relative to their norm. Training logs
@@ -88,6 +95,11 @@ class DEPModule(GenerativeModule):
         prompt_norm: ``token`` (default; each soft prompt rescaled to ``prompt_scale`` times the
             mean token-embedding norm) or ``none`` (the paper: the projector's raw output).
         prompt_scale: target soft-prompt norm in units of the mean token-embedding norm.
+        slot_offset: add a learned vector per slot kind and rank to every soft prompt (before
+            ``prompt_norm``), zero at the start (default off: the paper's prompts depend on the
+            review only). It gives DEP's slots the positional capacity of the no-user control's
+            per-rank inputs; see the module docstring.
+        max_slots: slots per kind the offset table covers (at least the DataModule's ``k``).
     """
 
     def __init__(
@@ -109,6 +121,8 @@ class DEPModule(GenerativeModule):
         input_norm: InputNorm = "standardize",
         prompt_norm: PromptNorm = "token",
         prompt_scale: float = 1.0,
+        slot_offset: bool = False,
+        max_slots: int = 8,
     ):
         super().__init__(backbone, backbone_dtype, generation, seed)
         self.save_plain_hyperparameters()
@@ -130,8 +144,10 @@ class DEPModule(GenerativeModule):
             d_latent = self.refiner.d_latent
             self.proj_his = Projector(d_latent, hidden, projector_hidden)
             self.proj_diff = Projector(d_latent, hidden, projector_hidden)
+        # slot_offset: one hidden-size vector per (slot kind, rank), added to the projection.
+        self.slot_offsets = torch.nn.Parameter(torch.zeros(2, max_slots, hidden)) if slot_offset else None
         self.latents: list[dict[str, Any]] = []  # per test sample: mean his latent (analysis/latents.npz)
-        self._diag_slots: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # test: (kinds, z, prompts)
+        self._diag_slots: list[tuple[torch.Tensor, ...]] = []  # test: (kinds, ranks, z, prompts)
 
     method = "dep"
 
@@ -180,6 +196,14 @@ class DEPModule(GenerativeModule):
             # A resumed fit loads the checkpoint's statistics after this, so they stay the run's own.
             self.fit_input_statistics(datamodule.split_examples("train"))
 
+    def checked_ranks(self, slots: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Every slot's rank among its sample's slots of its kind, checked against ``max_slots``."""
+        ranks = slots["ranks"]
+        if ranks.numel() and int(ranks.max()) >= self.hparams.max_slots:
+            raise ValueError(f"a sample has {int(ranks.max()) + 1} slots of one kind but max_slots="
+                             f"{self.hparams.max_slots}; set model.init_args.max_slots >= data k")
+        return ranks
+
     def scale_prompts(self, prompts: torch.Tensor) -> torch.Tensor:
         if self.hparams.prompt_norm == "none":
             return prompts
@@ -200,8 +224,10 @@ class DEPModule(GenerativeModule):
         prompts = e.new_zeros((e.shape[0], self.backbone.config.hidden_size))  # the adapters' dtype
         prompts = prompts.index_put((his.nonzero(as_tuple=True)[0],), self.proj_his(z[his]).to(e.dtype))
         prompts = prompts.index_put((diff.nonzero(as_tuple=True)[0],), self.proj_diff(z[diff]).to(e.dtype))
+        if self.slot_offsets is not None:
+            prompts = prompts + self.slot_offsets[kinds, self.checked_ranks(slots)].to(prompts.dtype)
         prompts = self.scale_prompts(prompts)
-        self._last = (kinds.detach(), z.detach(), prompts.detach())
+        self._last = (kinds.detach(), slots["ranks"].detach(), z.detach(), prompts.detach())
         peers = has_peers[diff]
         recon = (self.refiner.reconstruction_loss(e[his], e_hat[his])
                  + self.refiner.reconstruction_loss(e[diff], e_hat[diff], mask=peers))
@@ -265,24 +291,35 @@ class DEPModule(GenerativeModule):
         * ``latent_spread``: per latent unit, the standard deviation across slots, averaged;
         * ``prompt_norm_ratio``: mean soft-prompt norm / mean token-embedding norm;
         * ``prompt_spread``: per slot kind, the root of the summed per-dimension variance
-          across slots over the mean norm (0: every slot gets one vector), averaged over kinds.
+          across slots over the mean norm (0: every slot gets one vector), averaged over kinds;
+        * ``prompt_user_spread``: the same per slot kind *and rank*, averaged over the groups:
+          what varies between samples at one slot position. Prompts that differ by position
+          only (the no-user control's per-rank inputs, DEP's ``slot_offset``) have a
+          ``prompt_spread`` above 0 but a ``prompt_user_spread`` of 0.
         """
         parts = self._diag_slots if parts is None else parts
         if not parts:
             return {}
-        kinds = torch.cat([k for k, _, _ in parts])
-        z = torch.cat([z.float() for _, z, _ in parts])
-        prompts = torch.cat([p.float() for _, _, p in parts])
+        kinds = torch.cat([k for k, _, _, _ in parts])
+        ranks = torch.cat([r for _, r, _, _ in parts])
+        z = torch.cat([z.float() for _, _, z, _ in parts])
+        prompts = torch.cat([p.float() for _, _, _, p in parts])
         out: dict[str, float] = {}
         if self.hparams.refinement != "none" and z.shape[0] > 1:
             out["latent_mean"] = float(z.mean())
             out["latent_spread"] = float(z.std(dim=0).mean())
         norms = prompts.norm(dim=-1)
         out["prompt_norm_ratio"] = float(norms.mean() / self.token_norm)
-        spreads = [float(prompts[kinds == k].var(dim=0).sum().sqrt() / norms[kinds == k].mean())
-                   for k in (HIS, DIFF) if int((kinds == k).sum()) > 1]
-        if spreads:
-            out["prompt_spread"] = sum(spreads) / len(spreads)
+
+        def spread(groups: torch.Tensor) -> float | None:
+            values = [float(prompts[groups == g].var(dim=0).sum().sqrt() / norms[groups == g].mean())
+                      for g in groups.unique().tolist() if int((groups == g).sum()) > 1]
+            return sum(values) / len(values) if values else None
+
+        for key, groups in (("prompt_spread", kinds), ("prompt_user_spread", kinds * (int(ranks.max()) + 1) + ranks)):
+            value = spread(groups)
+            if value is not None:
+                out[key] = value
         return out
 
     @torch.no_grad()
@@ -353,7 +390,7 @@ class NoUserControl(DEPModule):
     ):
         super().__init__(backbone, backbone_dtype, embedding_dim, refinement, latent_dim, rho, lam, gamma,
                          projector_hidden, lr, weight_decay, warmup_ratio, generation, seed, input_norm,
-                         prompt_norm, prompt_scale)
+                         prompt_norm, prompt_scale, slot_offset=False, max_slots=max_slots)
         self.save_plain_hyperparameters()
         generator = torch.Generator().manual_seed(seed + 1)
         table = torch.randn(2, max_slots if per_rank else 1, embedding_dim, generator=generator)
@@ -364,10 +401,6 @@ class NoUserControl(DEPModule):
         self.slot_table = torch.nn.Parameter(table)
 
     def slot_inputs(self, slots: dict[str, torch.Tensor]) -> torch.Tensor:
-        ranks = slots["ranks"]
         if not self.hparams.per_rank:
-            return self.slot_table[slots["kinds"], torch.zeros_like(ranks)]
-        if ranks.numel() and int(ranks.max()) >= self.slot_table.shape[1]:
-            raise ValueError(f"a sample has {int(ranks.max()) + 1} slots of one kind but max_slots="
-                             f"{self.slot_table.shape[1]}; set model.init_args.max_slots >= data k")
-        return self.slot_table[slots["kinds"], ranks]
+            return self.slot_table[slots["kinds"], torch.zeros_like(slots["ranks"])]
+        return self.slot_table[slots["kinds"], self.checked_ranks(slots)]

@@ -72,16 +72,61 @@ def test_the_defaults_are_standardised_inputs_and_token_norm_prompts(datamodule)
 def test_diagnostics_report_a_collapsed_prompt_as_zero_spread(datamodule):
     model = module(datamodule)
     kinds = torch.tensor([HIS, HIS, DIFF, DIFF])
+    ranks = torch.tensor([0, 0, 0, 0])
     z = torch.full((4, 16), 0.5)
     prompts = torch.ones(4, model.backbone.config.hidden_size) * 3.0
-    collapsed = model.diagnostics([(kinds, z, prompts)])
+    collapsed = model.diagnostics([(kinds, ranks, z, prompts)])
     assert collapsed["latent_mean"] == pytest.approx(0.5) and collapsed["latent_spread"] == 0.0
     assert collapsed["prompt_spread"] == 0.0
     norm = 3.0 * prompts.shape[1] ** 0.5
     assert collapsed["prompt_norm_ratio"] == pytest.approx(norm / model.token_norm, rel=1e-6)
     spread = prompts.clone()
     spread[1] = -spread[1]  # two his prompts pointing opposite ways: spread = norm * sqrt(2) / norm
-    assert model.diagnostics([(kinds, z, spread)])["prompt_spread"] == pytest.approx((2 ** 0.5 + 0) / 2, rel=1e-5)
+    assert model.diagnostics([(kinds, ranks, z, spread)])["prompt_spread"] == pytest.approx((2 ** 0.5 + 0) / 2,
+                                                                                            rel=1e-5)
+
+
+def test_prompts_that_differ_only_by_slot_rank_have_no_user_spread(datamodule):
+    model = module(datamodule)
+    hidden = model.backbone.config.hidden_size
+    kinds, ranks = torch.tensor([HIS, HIS, HIS, HIS]), torch.tensor([0, 1, 0, 1])
+    z = torch.rand(4, 16)
+    by_rank = torch.stack([torch.ones(hidden), -torch.ones(hidden)])[ranks]  # two samples, two positions
+    out = model.diagnostics([(kinds, ranks, z, by_rank)])
+    # Across all four slots the prompts point two ways; within a rank they are identical.
+    assert out["prompt_spread"] == pytest.approx(1.0 * (4 / 3) ** 0.5, rel=1e-5)
+    assert out["prompt_user_spread"] == 0.0
+    by_user = by_rank.clone()
+    by_user[2] = -by_user[2]  # sample 2's rank-0 prompt differs from sample 0's
+    assert model.diagnostics([(kinds, ranks, z, by_user)])["prompt_user_spread"] == pytest.approx(2 ** 0.5 / 2,
+                                                                                                   rel=1e-5)
+
+
+def test_slot_offset_starts_at_zero_and_learns_per_kind_and_rank(datamodule):
+    batch = next(iter(datamodule.train_dataloader()))
+    slots = batch["slots"]
+    plain = module(datamodule)
+    offset = module(datamodule, slot_offset=True, max_slots=8)
+    assert plain.slot_offsets is None and offset.slot_offsets.shape == (2, 8, plain.backbone.config.hidden_size)
+    offset.load_state_dict(plain.state_dict(), strict=False)  # same adapters; the offsets stay zero
+    # Zero offsets: the very same prompts as DEP without them (x + 0 is exact).
+    assert torch.equal(offset.soft_prompts(slots)[0], plain.soft_prompts(slots)[0])
+    loss = offset.losses(batch)["loss"]
+    loss.backward()
+    grad = offset.slot_offsets.grad
+    used = {(int(k), int(r)) for k, r in zip(slots["kinds"], slots["ranks"])}
+    for k in range(2):
+        for r in range(8):
+            # Each (kind, rank) present in the batch gets a gradient, the others none.
+            assert bool(grad[k, r].abs().sum() > 0) == ((k, r) in used), (k, r)
+    with torch.no_grad():
+        offset.slot_offsets[HIS, 0] += 1.0
+    moved = offset.soft_prompts(slots)[0]
+    changed = ~torch.isclose(moved, plain.soft_prompts(slots)[0]).all(dim=-1)
+    assert torch.equal(changed, (slots["kinds"] == HIS) & (slots["ranks"] == 0))
+    too_many = slots | {"ranks": torch.full_like(slots["ranks"], 8)}
+    with pytest.raises(ValueError, match="max_slots=8"):
+        offset.soft_prompts(too_many)
 
 
 def test_statistics_are_kept_in_the_checkpoint_state(datamodule):
