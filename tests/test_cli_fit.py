@@ -40,6 +40,11 @@ def test_quickstart_fit_and_test_with_tiny_models(tmp_path, capsys):
     assert manifest["ablation"] == {"refinement": "sae", "embeddings": "his+diff", "with_text": True,
                                     "guidance": True, "history": True, "k": 2, "retriever": "recency"}
     assert manifest["data"]["n"]["test"] == 4 and manifest["trainable_parameters"] > 0
+    assert manifest["options"] == {"input_norm": "standardize", "prompt_norm": "token", "prompt_scale": 1.0,
+                                   "slot_offset": False}
+    environment = manifest["environment"]
+    assert environment["backbone_dtype"] == "float32" and environment["device"] == "cpu"  # the tiny backbone
+    assert environment["cpu"] and isinstance(environment["cpu_native_bf16"], bool) and environment["torch"]
     import numpy as np
 
     latents = np.load(run / "analysis" / "latents.npz")

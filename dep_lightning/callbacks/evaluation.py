@@ -99,8 +99,28 @@ def code_version() -> str:
 ABLATION_KEYS = ("refinement", "embeddings", "with_text", "guidance", "k", "retriever")
 
 
+def environment(pl_module: L.LightningModule) -> dict[str, Any]:
+    """Where a run computed: the backbone's dtype as resolved (``auto`` differs by machine),
+    the device, the CPU model and whether it has native bf16, the torch version."""
+    import torch
+
+    from dep_lightning.models.backbone import cpu_has_native_bf16, cpu_model
+
+    backbone = getattr(pl_module, "backbone", None)
+    dtype = next(backbone.parameters()).dtype if backbone is not None else None
+    device = pl_module.device
+    return {
+        "backbone_dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+        "cpu": cpu_model(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "torch": torch.__version__,
+    }
+
+
 def build_manifest(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path | None = None) -> dict[str, Any]:
-    """``manifest.json`` (docs/runs.md): method, ablation keys, seed, backbone, data, code version."""
+    """``manifest.json`` (docs/runs.md): method, ablation keys, method options, seed, backbone,
+    data, code version and the computing environment."""
     info = pl_module.method_info() if hasattr(pl_module, "method_info") else {"method": type(pl_module).__name__}
     described = trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else {}
     ablation = {"refinement": info.get("refinement"), **described.get("ablation", {})}
@@ -110,6 +130,7 @@ def build_manifest(trainer: L.Trainer, pl_module: L.LightningModule, folder: Pat
         "schema": 1,
         "method": info["method"],
         "ablation": ablation,
+        "options": pl_module.method_options() if hasattr(pl_module, "method_options") else {},
         "seed": int(seed) if seed is not None else None,
         "backbone": pl_module.hparams.get("backbone"),
         "data": described.get("data", {}),
@@ -117,6 +138,7 @@ def build_manifest(trainer: L.Trainer, pl_module: L.LightningModule, folder: Pat
         "code_version": code_version(),
         "config_hash": config_hash(trainer, pl_module, folder),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment(pl_module),
     }
 
 

@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTr
 from dep_lightning.assets import cache_root, smollm2_gguf_path
 from dep_lightning.atomic import atomic_folder
 
-__all__ = ["SMOLLM2", "CHATML_TEMPLATE", "end_of_turn_id", "load_backbone", "load_tokenizer", "tiny_backbone"]
+__all__ = ["SMOLLM2", "CHATML_TEMPLATE", "cpu_has_native_bf16", "cpu_model", "end_of_turn_id", "load_backbone", "load_tokenizer", "tiny_backbone"]
 
 SMOLLM2 = "smollm2-135m-instruct"
 END_OF_TURN = "<|im_end|>"
@@ -55,6 +55,18 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     except OSError:
         pass
     return False
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name from ``cpuinfo`` (``"unknown"`` where it cannot be read)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 def resolve_dtype(dtype: str | torch.dtype = "auto") -> torch.dtype:

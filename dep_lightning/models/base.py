@@ -113,6 +113,11 @@ class MethodMixin:
         """``method`` and the model-side ablation keys (``refinement``)."""
         return {"method": self.method, "refinement": None}
 
+    def method_options(self) -> dict[str, Any]:
+        """Settings that change what a method computes beyond its ablation keys (``manifest.json``
+        ``options``): runs that differ in them are different configurations, never seeds of one."""
+        return {}
+
     def trainable_parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 

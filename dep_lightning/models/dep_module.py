@@ -154,6 +154,11 @@ class DEPModule(GenerativeModule):
     def method_info(self) -> dict[str, Any]:
         return {"method": self.method, "refinement": self.hparams.refinement}
 
+    def method_options(self) -> dict[str, Any]:
+        h = self.hparams
+        return {"input_norm": h.input_norm, "prompt_norm": h.prompt_norm, "prompt_scale": h.prompt_scale,
+                "slot_offset": h.slot_offset}
+
     # -- soft prompts ---------------------------------------------------------------------
     def slot_inputs(self, slots: dict[str, torch.Tensor]) -> torch.Tensor:
         """The vector each slot's soft prompt is computed from: the review's his / diff vector,
@@ -399,6 +404,11 @@ class NoUserControl(DEPModule):
             table = table / table.norm(dim=-1, keepdim=True)
         # (standardize: the table lives in the standardised space, where inputs have unit variance per dimension.)
         self.slot_table = torch.nn.Parameter(table)
+
+    def method_options(self) -> dict[str, Any]:
+        h = self.hparams
+        return {"input_norm": h.input_norm, "prompt_norm": h.prompt_norm, "prompt_scale": h.prompt_scale,
+                "per_rank": h.per_rank}
 
     def slot_inputs(self, slots: dict[str, torch.Tensor]) -> torch.Tensor:
         if not self.hparams.per_rank:

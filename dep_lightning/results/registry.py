@@ -8,8 +8,9 @@ for the personalization table. Every file is validated field by field; a bad val
 
 Runs that differ only in their seed form a :class:`RunGroup`: everything else in the
 manifest -- method, every ablation key, backbone and the data description -- must match.
-(``created``, ``code_version``, ``config_hash`` and ``trainable_parameters`` identify a
-run, not a configuration, and are ignored for grouping.)
+(``created``, ``code_version``, ``config_hash``, ``trainable_parameters`` and
+``environment`` identify a run, not a configuration, and are ignored for grouping; the
+method's ``options`` are part of the configuration.)
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ HYGIENE_FIELDS = {"copy_rate": "copied", "mean_longest_copy": "longest_copy", "l
                   "echo_rate": "echo"}
 PREDICTIONS = Path("predictions") / "test.jsonl"
 SCORES = Path("scores") / "test.jsonl"
-_RUN_IDENTITY = ("schema", "seed", "created", "code_version", "config_hash", "trainable_parameters")
+_RUN_IDENTITY = ("schema", "seed", "created", "code_version", "config_hash", "trainable_parameters", "environment")
 
 
 def _is_number(value: Any) -> bool:
@@ -87,8 +88,9 @@ def validate_manifest(manifest: Any, where: str) -> dict:
     backbone = manifest.get("backbone")
     if backbone is not None and not isinstance(backbone, str):
         raise InputError(where, None, "backbone", backbone, "wrong type", "expected a string or null")
-    if "data" in manifest and manifest["data"] is not None:
-        _object(manifest["data"], where, "data")
+    for key in ("data", "options", "environment"):  # optional: older manifests lack the last two
+        if key in manifest and manifest[key] is not None:
+            _object(manifest[key], where, key)
     return manifest
 
 

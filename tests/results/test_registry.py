@@ -32,6 +32,8 @@ def edit_json(path: Path, change) -> None:
         (lambda m: m.update(method=7), "method", "expected a non-empty string"),
         (lambda m: m.update(schema=2), "schema", "unsupported schema"),
         (lambda m: m.update(ablation=[1]), "ablation", "expected an object, got list"),
+        (lambda m: m.update(options="fast"), "options", "expected an object, got str"),
+        (lambda m: m.update(environment=[1]), "environment", "expected an object, got list"),
     ],
 )
 def test_bad_manifest_names_file_field_and_value(tmp_path, change, field, message):
@@ -114,10 +116,17 @@ def test_runs_differing_only_in_seed_form_one_group(tmp_path):
     write_run(tmp_path / "s1", {"Books": {"rouge1": 0.5, "meteor": 0.4, "bleu": 7.0}}, seed=1)
     write_run(tmp_path / "k8", SCORES, seed=0, k=8)
     edit_json(tmp_path / "s1" / "manifest.json", lambda m: m.update(created="2027-01-01", code_version="0.2.0",
-                                                                     config_hash="other", trainable_parameters=5))
+                                                                     config_hash="other", trainable_parameters=5,
+                                                                     environment={"cpu": "another CPU"}))
     registry = load_registry([tmp_path])
     sizes = sorted((len(g.runs), g.ablation["k"]) for g in registry.groups)
     assert sizes == [(1, 8), (2, 4)]
+    # A method option (not an ablation key) makes another configuration, not another seed.
+    write_run(tmp_path / "offset", SCORES, seed=2)
+    edit_json(tmp_path / "offset" / "manifest.json", lambda m: m.update(options={"slot_offset": True}))
+    assert sorted(len(g.runs) for g in load_registry([tmp_path]).groups) == [1, 1, 2]
+    (tmp_path / "offset" / "manifest.json").unlink()
+    (tmp_path / "offset" / "metrics.json").unlink()
     group = next(g for g in registry.groups if len(g.runs) == 2)
     assert group.seeds == [0, 1]
     mean, std, seeds = group.summary("Books", "meteor")
