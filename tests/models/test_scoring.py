@@ -124,7 +124,8 @@ def test_score_writes_rows_metrics_and_manifest(slots_only, tmp_path):
     assert block["n"] == 24 and set(block["gains"]) == {"swap", "none", "his_only", "diff_only"}
     true = np.array([r["nll"] / r["tokens"] for r in by["true"]])
     assert block["nll_true"] == pytest.approx(true.mean(), rel=1e-12)  # float64 mean of the same values
-    assert set(metrics["diagnostics"]) == {"latent_mean", "latent_spread", "prompt_norm_ratio", "prompt_spread"}
+    assert set(metrics["diagnostics"]) == {"latent_mean", "latent_spread", "prompt_norm_ratio", "prompt_spread",
+                                           "prompt_user_spread"}
     assert json.loads((folder / "manifest.json").read_text())["method"] == "dep"
     assert model.scoring_conditions is None and slots_only.scoring_conditions is None  # back to generation
 
