@@ -17,7 +17,8 @@ STUDIES = [([RESULTS / "runs"], ["--reference", "no_user"], RESULTS / "tables"),
            ([RESULTS / "runs"], ["--reference", "rag"], RESULTS / "tables" / "vs_rag"),
            ([RESULTS / "long" / "runs"], ["--reference", "no_user"], RESULTS / "long" / "tables"),
            ([RESULTS / "runs", RESULTS / "long" / "runs"], ["--reference", "rag", "--defaults", "with_text=false"],
-            RESULTS / "long" / "tables" / "vs_rag")]
+            RESULTS / "long" / "tables" / "vs_rag"),
+           ([RESULTS / "scored" / "runs"], ["--reference", "no_user"], RESULTS / "scored" / "tables")]
 
 
 @pytest.mark.parametrize("runs, options, folder", STUDIES,
