@@ -289,11 +289,13 @@ def test_no_likelihood_block_no_table_and_no_figure(tmp_path):
 
 
 def test_committed_study_has_no_likelihood_blocks():
-    """The committed runs were not scored, so `make study` adds no personalization files there."""
+    """The committed METEOR study's runs were not scored, so `make study` adds no personalization
+    files to its tables (the scored study, docs/results/scored, has its own)."""
     results = ROOT / "docs" / "results"
     registry = load_registry([results / "runs", results / "long" / "runs"], predictions=False)
     assert registry.runs and all(run.likelihood is None for run in registry.runs)
-    assert not [p for p in results.rglob("*personalization*")]
+    for tables in (results / "tables", results / "long" / "tables"):
+        assert tables.is_dir() and not [p for p in tables.rglob("*personalization*")]
 
 
 def test_scores_file_must_match_the_likelihood_block(tmp_path):
