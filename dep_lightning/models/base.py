@@ -27,7 +27,8 @@ import lightning as L
 import torch
 
 from dep_lightning.data.batching import IGNORE_INDEX
-from dep_lightning.models.backbone import end_of_turn_id, load_backbone, tiny_backbone
+from dep_lightning.models.backbone import (BackboneOptions, as_backbone_options, end_of_turn_id, load_backbone,
+                                          tiny_backbone)
 
 
 @functools.lru_cache(maxsize=None)
@@ -135,15 +136,22 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         generation: decoding settings for validation / test / predict.
         seed: seeds the tiny backbone, any adapters' initialisation and (with
             ``generation.seed``) sampling; the CLI sets it from ``seed_everything``.
+        backbone_options: attention kernel, gradient checkpointing, downloads
+            (:class:`~dep_lightning.models.backbone.BackboneOptions`).
     """
 
     def __init__(self, backbone: str = "smollm2-135m-instruct", backbone_dtype: str = "auto",
-                 generation: GenerationConfig = GenerationConfig(), seed: int = 0):
+                 generation: GenerationConfig = GenerationConfig(), seed: int = 0,
+                 backbone_options: BackboneOptions = BackboneOptions()):
         super().__init__()
+        self.backbone_options = as_backbone_options(backbone_options)
         if backbone == TINY:
-            self.backbone, self.tokenizer = tiny_backbone(seed=seed)
+            self.backbone, self.tokenizer = tiny_backbone(seed=seed, options=self.backbone_options)
         else:
-            self.backbone, self.tokenizer = load_backbone(backbone, dtype=backbone_dtype)
+            self.backbone, self.tokenizer = load_backbone(backbone, dtype=backbone_dtype, options=self.backbone_options)
+        if self.backbone_options.gradient_checkpointing:
+            # Checkpointed layers would run a cached prefix's layers twice; recompute it instead.
+            self.cache_shared_prefix = False
         self.end_of_turn = end_of_turn_id(self.tokenizer)
         self.generation = as_generation_config(generation)
         self.seed = seed
@@ -153,8 +161,9 @@ class GenerativeModule(MethodMixin, L.LightningModule):
     def save_plain_hyperparameters(self, ignore: tuple[str, ...] = ()) -> None:
         """save_hyperparameters of the calling ``__init__``, with the GenerationConfig as a
         dict, so checkpoints load with ``torch.load(weights_only=True)``."""
-        self.save_hyperparameters(ignore=["generation", *ignore], frame=inspect.currentframe().f_back)
+        self.save_hyperparameters(ignore=["generation", "backbone_options", *ignore], frame=inspect.currentframe().f_back)
         self.hparams["generation"] = asdict(self.generation)
+        self.hparams["backbone_options"] = asdict(self.backbone_options)
 
     # -- prompts --------------------------------------------------------------------------
     def input_embeddings(self, input_ids: torch.Tensor, slots: dict[str, torch.Tensor]):
@@ -380,8 +389,9 @@ class PromptingModule(GenerativeModule):
     """
 
     def __init__(self, method: str = "rag", backbone: str = "smollm2-135m-instruct", backbone_dtype: str = "auto",
-                 embedding_dim: int = 384, generation: GenerationConfig = GenerationConfig(), seed: int = 0):
-        super().__init__(backbone, backbone_dtype, generation, seed)
+                 embedding_dim: int = 384, generation: GenerationConfig = GenerationConfig(), seed: int = 0,
+                 backbone_options: BackboneOptions = BackboneOptions()):
+        super().__init__(backbone, backbone_dtype, generation, seed, backbone_options)
         self.method = method
         self.save_plain_hyperparameters()
 

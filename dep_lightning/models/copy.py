@@ -27,13 +27,14 @@ class CopyBaseline(MethodMixin, L.LightningModule):
             K retrieved reviews, ascending time, separated by a blank line).
         backbone: recorded in the manifest only (prompts are still tokenized with its
             tokenizer by the DataModule, which lets runs share the same samples).
-        backbone_dtype, embedding_dim, generation, seed: unused; every method accepts the
+        backbone_dtype, embedding_dim, generation, seed, backbone_options: unused; every method accepts the
             same common arguments, so one override file applies to any method.
     """
 
     def __init__(self, mode: Literal["recent", "concat"] = "recent", backbone: str = "smollm2-135m-instruct",
                  backbone_dtype: str = "auto", embedding_dim: int = 384,
-                 generation: GenerationConfig = GenerationConfig(), seed: int = 0):
+                 generation: GenerationConfig = GenerationConfig(), seed: int = 0,
+                 backbone_options: dict | None = None):
         super().__init__()
         if mode not in ("recent", "concat"):
             raise ValueError(f"mode must be 'recent' or 'concat', got {mode!r}")

@@ -52,6 +52,7 @@ from typing import Any, Literal
 import torch
 
 from dep_lightning.data.prompt import DIFF, HIS
+from dep_lightning.models.backbone import BackboneOptions
 from dep_lightning.models.base import TINY, GenerationConfig, GenerativeModule, adamw_with_warmup  # noqa: F401 (TINY, GenerationConfig re-exported)
 from dep_lightning.models.components import (Autoencoder, IdentityRefiner, Projector, SparseAutoencoder,
                                              splice_soft_prompts)
@@ -123,8 +124,9 @@ class DEPModule(GenerativeModule):
         prompt_scale: float = 1.0,
         slot_offset: bool = False,
         max_slots: int = 8,
+        backbone_options: BackboneOptions = BackboneOptions(),
     ):
-        super().__init__(backbone, backbone_dtype, generation, seed)
+        super().__init__(backbone, backbone_dtype, generation, seed, backbone_options)
         self.save_plain_hyperparameters()
         if input_norm not in ("none", "standardize") or prompt_norm not in ("none", "token"):
             raise ValueError(f"input_norm must be none|standardize and prompt_norm none|token, got "
@@ -392,10 +394,12 @@ class NoUserControl(DEPModule):
         prompt_scale: float = 1.0,
         max_slots: int = 8,
         per_rank: bool = True,
+        backbone_options: BackboneOptions = BackboneOptions(),
     ):
         super().__init__(backbone, backbone_dtype, embedding_dim, refinement, latent_dim, rho, lam, gamma,
                          projector_hidden, lr, weight_decay, warmup_ratio, generation, seed, input_norm,
-                         prompt_norm, prompt_scale, slot_offset=False, max_slots=max_slots)
+                         prompt_norm, prompt_scale, slot_offset=False, max_slots=max_slots,
+                         backbone_options=backbone_options)
         self.save_plain_hyperparameters()
         generator = torch.Generator().manual_seed(seed + 1)
         table = torch.randn(2, max_slots if per_rank else 1, embedding_dim, generator=generator)

@@ -24,6 +24,7 @@ from typing import Sequence
 from dep_lightning.data.context import SampleContext
 from dep_lightning.data.schema import Review
 from dep_lightning.embeddings.representatives import representatives as pick_representatives
+from dep_lightning.models.backbone import BackboneOptions
 from dep_lightning.models.base import GenerationConfig, stable_seed
 from dep_lightning.models.staged import Messages, StagedPromptingModule, clip, recent_reviews, review_block
 
@@ -75,9 +76,10 @@ class DPLModule(StagedPromptingModule):
                  embedding_dim: int = 384, generation: GenerationConfig = GenerationConfig(), seed: int = 0,
                  stage_generation: GenerationConfig = GenerationConfig(max_new_tokens=128, do_sample=False),
                  stage_batch_size: int = 8, stage_cache_dir: str | None = None, max_review_chars: int = 1000,
-                 representatives: int = 3):
+                 representatives: int = 3,
+                 backbone_options: BackboneOptions = BackboneOptions()):
         super().__init__("dpl", backbone, backbone_dtype, embedding_dim, generation, seed, stage_generation,
-                         stage_batch_size, stage_cache_dir, max_review_chars)
+                         stage_batch_size, stage_cache_dir, max_review_chars, backbone_options)
         if representatives < 1:
             raise ValueError(f"representatives must be >= 1, got {representatives}")
         self.representatives = representatives

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from dep_lightning.data.context import SampleContext
+from dep_lightning.models.backbone import BackboneOptions
 from dep_lightning.models.base import GenerationConfig
 from dep_lightning.models.staged import Messages, StagedPromptingModule, recent_reviews
 
@@ -37,9 +38,10 @@ class PAGModule(StagedPromptingModule):
     def __init__(self, backbone: str = "smollm2-135m-instruct", backbone_dtype: str = "auto",
                  embedding_dim: int = 384, generation: GenerationConfig = GenerationConfig(), seed: int = 0,
                  stage_generation: GenerationConfig = GenerationConfig(max_new_tokens=128, do_sample=False),
-                 stage_batch_size: int = 8, stage_cache_dir: str | None = None, max_review_chars: int = 1000):
+                 stage_batch_size: int = 8, stage_cache_dir: str | None = None, max_review_chars: int = 1000,
+                 backbone_options: BackboneOptions = BackboneOptions()):
         super().__init__("pag", backbone, backbone_dtype, embedding_dim, generation, seed, stage_generation,
-                         stage_batch_size, stage_cache_dir, max_review_chars)
+                         stage_batch_size, stage_cache_dir, max_review_chars, backbone_options)
         self.save_stage_hyperparameters()
 
     def profiles(self, contexts: Sequence[SampleContext]) -> list[str]:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from dep_lightning.data.prompt import INSTRUCTION, USER
+from dep_lightning.models.backbone import BackboneOptions
 from dep_lightning.models.base import GenerationConfig, GenerativeModule, adamw_with_warmup
 from dep_lightning.models.components import Projector, splice_soft_prompts
 
@@ -84,8 +85,9 @@ class PPlugModule(GenerativeModule):
     def __init__(self, backbone: str = "smollm2-135m-instruct", backbone_dtype: str = "auto",
                  embedding_dim: int = 384, projector_hidden: int | None = None, temperature: float = 1.0,
                  lr: float = 1e-5, weight_decay: float = 0.025, warmup_ratio: float = 0.01,
-                 generation: GenerationConfig = GenerationConfig(), seed: int = 0):
-        super().__init__(backbone, backbone_dtype, generation, seed)
+                 generation: GenerationConfig = GenerationConfig(), seed: int = 0,
+                 backbone_options: BackboneOptions = BackboneOptions()):
+        super().__init__(backbone, backbone_dtype, generation, seed, backbone_options)
         self.save_plain_hyperparameters()
         hidden = self.backbone.config.hidden_size
         tokens = self.backbone.get_input_embeddings().weight

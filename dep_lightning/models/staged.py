@@ -37,6 +37,7 @@ from dep_lightning.atomic import atomic_write
 from dep_lightning.data.context import SampleContext
 from dep_lightning.data.prompt import PromptBuilder, PromptConfig
 from dep_lightning.data.schema import Item, Review
+from dep_lightning.models.backbone import BackboneOptions
 from dep_lightning.models.base import GenerationConfig, PromptingModule, as_generation_config, prediction_rows
 
 log = logging.getLogger(__name__)
@@ -133,14 +134,16 @@ class StagedPromptingModule(PromptingModule):
         stage_cache_dir: folder of the stage cache (default ``<cache_root>/stages``).
         max_review_chars: review texts (and item descriptions) in stage prompts are cut to
             this many characters, so K reviews fit the backbone's context.
-        (backbone, backbone_dtype, embedding_dim, generation, seed as :class:`PromptingModule`)
+        (backbone, backbone_dtype, embedding_dim, generation, seed, backbone_options as
+        :class:`PromptingModule`)
     """
 
     def __init__(self, method: str, backbone: str = "smollm2-135m-instruct", backbone_dtype: str = "auto",
                  embedding_dim: int = 384, generation: GenerationConfig = GenerationConfig(), seed: int = 0,
                  stage_generation: GenerationConfig = GenerationConfig(max_new_tokens=128, do_sample=False),
-                 stage_batch_size: int = 8, stage_cache_dir: str | None = None, max_review_chars: int = 1000):
-        super().__init__(method, backbone, backbone_dtype, embedding_dim, generation, seed)
+                 stage_batch_size: int = 8, stage_cache_dir: str | None = None, max_review_chars: int = 1000,
+                 backbone_options: BackboneOptions = BackboneOptions()):
+        super().__init__(method, backbone, backbone_dtype, embedding_dim, generation, seed, backbone_options)
         if stage_batch_size < 1 or max_review_chars < 1:
             raise ValueError(f"stage_batch_size and max_review_chars must be >= 1, got {stage_batch_size} and "
                              f"{max_review_chars}")
@@ -158,8 +161,10 @@ class StagedPromptingModule(PromptingModule):
         """save_hyperparameters of the subclass ``__init__``, both GenerationConfigs as dicts."""
         import inspect
 
-        self.save_hyperparameters(ignore=["generation", "stage_generation"], frame=inspect.currentframe().f_back)
+        self.save_hyperparameters(ignore=["generation", "stage_generation", "backbone_options"],
+                                 frame=inspect.currentframe().f_back)
         self.hparams["generation"] = asdict(self.generation)
+        self.hparams["backbone_options"] = asdict(self.backbone_options)
         self.hparams["stage_generation"] = asdict(self.stage_generation)
 
     # -- stages ---------------------------------------------------------------------------
