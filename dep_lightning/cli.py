@@ -7,6 +7,7 @@ omegaconf ``${...}`` interpolation):
 
 Framework subcommands:
   prepare   any review source -> DPL-format dataset on disk + table-4 statistics
+  embed     fill the embedding cache of a run's data alone (``--config`` as fit; all visible devices)
   evaluate  score predictions JSON lines with ROUGE-1 / METEOR / BLEU / BERTScore
   sweep     Optuna study over a sweep file (sqlite or any RDB storage, parallel workers, resumable)
   grid      run a W&B grid sweep file locally, without a W&B server (resumable)
@@ -204,6 +205,13 @@ def main(argv: list[str] | None = None) -> None:
 
             quiet_framework()  # framework messages that never apply to a dep-lightning run (quiet.py)
             lightning_cli(argv)
+        elif argv and argv[0] == "embed":
+            from dep_lightning.quiet import quiet_framework
+
+            quiet_framework()
+            from dep_lightning.embed import embed
+
+            embed(argv[1:])
         elif argv and argv[0] == "evaluate":
             _evaluate(argv[1:])
         elif argv and argv[0] == "sweep":

@@ -16,13 +16,14 @@ BASELINES = [p for p in CONFIGS if p.parent.name == "baselines"]
 LOGGERS = [p for p in CONFIGS if p.parent.name == "logger"]
 STUDY = [p for p in CONFIGS if p.parent.name == "study"]
 POSITIVE_CONTROL = [p for p in CONFIGS if p.parent.name == "positive_control"]
+PAPER = [p for p in CONFIGS if p.parent.name == "paper"]
 # Study configs that name the data (the rest are overlays layered after one of them).
 STUDY_BASES = [p for p in STUDY if "source" in (p.read_text())]
 
 
 def test_every_config_has_a_parser():
     unclaimed = [p for p in CONFIGS if p not in PREPARE + FIT + EXPERIMENTS + BASELINES + LOGGERS + TRAINER + STUDY
-                 + POSITIVE_CONTROL]
+                 + POSITIVE_CONTROL + PAPER]
     assert not unclaimed, f"configs without a parsing test: {unclaimed}"
 
 
@@ -199,3 +200,201 @@ def test_positive_control_configs_instantiate(overlays, tmp_path):
     scale = ("none", "none") if "paper_form" in overlays else ("standardize", "token")
     assert (model.hparams.input_norm, model.hparams.prompt_norm) == scale
     assert cli.config.score_after_fit == [True, "swap", "none"]
+
+
+# -- the paper preset (configs/paper/, sweeps/paper/, docs/paper_preset.md) ----------------
+
+PAPER_DIR = ROOT / "configs" / "paper"
+
+
+def assert_paper_setting(config) -> None:
+    """The values that define the paper's setting, on a parsed ``fit`` config."""
+    model, data, trainer = config.model.init_args, config.data.init_args, config.trainer
+    assert model.backbone == "Qwen/Qwen2.5-7B-Instruct" and model.backbone_dtype == "bfloat16"
+    assert dict(model.backbone_options) == {"attn_implementation": "sdpa", "gradient_checkpointing": True,
+                                            "allow_download": False}
+    assert (model.latent_dim, model.rho, model.lam, model.gamma) == (512, 0.05, 100.0, 0.001)
+    assert (model.lr, model.weight_decay, model.warmup_ratio) == (1e-5, 0.025, 0.01)
+    assert dict(model.generation) == {"max_new_tokens": 2048, "do_sample": True, "temperature": 0.8, "top_p": 0.95,
+                                      "seed": 0}
+    assert data.embedder.model.endswith("bge-m3") and (data.embedder.pooling, data.embedder.normalize) == ("cls", True)
+    assert data.k == 8 and data.val_size == 512
+    # Prompt cap: a test prompt is sized for the longest target (max_target_tokens + end-of-turn).
+    assert data.prompt.max_length - (data.prompt.max_target_tokens + 1) == 3072
+    assert data.prompt.max_target_tokens == 2048
+    assert data.source.class_path.endswith("DPLSource")
+    assert data.source.init_args.categories == ["Books", "Movies_and_TV", "CDs_and_Vinyl"]
+    assert (trainer.accelerator, trainer.devices, trainer.num_nodes) == ("gpu", 8, 1)
+    assert trainer.strategy.class_path == "lightning.pytorch.strategies.DDPStrategy"
+    assert trainer.use_distributed_sampler is False
+    assert (trainer.precision, trainer.max_epochs) == ("bf16-mixed", 5)
+    # Effective batch: per-device batch x GPUs x machines x accumulation = the paper's 16.
+    assert data.batch_size * trainer.devices * trainer.num_nodes * trainer.accumulate_grad_batches == 16
+    assert (data.batch_size, trainer.accumulate_grad_batches) == (1, 2)
+
+
+def test_the_paper_preset_parses_to_the_paper_setting():
+    assert {p.stem for p in PAPER} == {"dep", "meteor_validation", "wandb"}
+    config = parse_only([PAPER_DIR / "dep.yaml"])
+    assert_paper_setting(config)
+    model, prompt = config.model, config.data.init_args.prompt
+    assert model.class_path == "dep_lightning.models.dep_module.DEPModule" and model.init_args.refinement == "sae"
+    assert config.data.init_args.retriever.class_path.endswith("RecencyRetriever")
+    assert (prompt.with_text, prompt.embeddings, prompt.guidance) == (True, "his+diff", True)
+    [checkpoint] = [c for c in config.trainer.callbacks if c.class_path.endswith("ModelCheckpoint")]
+    assert (checkpoint.init_args.monitor, checkpoint.init_args.mode) == ("val/nll", "min")
+    # No generation during validation (the paper's alternative is meteor_validation.yaml).
+    assert not [c for c in config.trainer.callbacks if c.class_path.endswith("GenerationEvaluator")]
+    assert config.test_after_fit is True
+
+
+@pytest.fixture(scope="module")
+def embedder_1024(tmp_path_factory):
+    """A tiny random sentence-transformers folder with bge-m3's output size (1,024)."""
+    from dep_lightning.embeddings.tiny import tiny_sentence_model
+
+    return tiny_sentence_model(dim=1024, root=tmp_path_factory.mktemp("embedders"))
+
+
+def paper_stand_ins(path, embedder, cache_dir):
+    """An overlay for configs/paper/dep.yaml: the tiny backbone for Qwen2.5-7B, a 1,024-d tiny
+    embedder for bge-m3, and the CPU for the GPUs (still 8 DDP processes, bf16-mixed)."""
+    path.write_text(f"""
+model: {{init_args: {{backbone: tiny}}}}
+data: {{init_args: {{embedder: {{model: {embedder}}}, cache_dir: {cache_dir}}}}}
+trainer: {{accelerator: cpu}}
+""")
+    return path
+
+
+def test_the_paper_preset_instantiates_with_tiny_stand_ins(tmp_path, embedder_1024):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.strategies import DDPStrategy
+
+    overlay = paper_stand_ins(tmp_path / "stand_ins.yaml", embedder_1024, tmp_path / "embeddings")
+    cli = instantiate([PAPER_DIR / "dep.yaml", overlay], tmp_path)
+    model, data, trainer = cli.model, cli.datamodule, cli.trainer
+    # bge-m3's 1,024-d vectors into the SAE's 512-d latent (embedding_dim is linked from the embedder).
+    assert model.hparams.embedding_dim == data.embedding_dim == 1024
+    assert model.refiner.d_latent == 512 and model.hparams.latent_dim == 512
+    assert model.hparams.lr == 1e-5 and model.generation.max_new_tokens == 2048
+    assert (model.generation.temperature, model.generation.top_p, model.generation.do_sample) == (0.8, 0.95, True)
+    assert model.backbone_options.gradient_checkpointing and model.backbone_options.attn_implementation == "sdpa"
+    assert not model.backbone_options.allow_download
+    assert data.tokenizer_name == model.hparams.backbone == "tiny"
+    assert data.k == 8 and data.prompt.max_length - data.prompt.max_target_tokens - 1 == 3072
+    assert isinstance(trainer.strategy, DDPStrategy) and trainer.world_size == 8 and trainer.num_nodes == 1
+    assert trainer.precision == "bf16-mixed" and trainer.max_epochs == 5
+    assert data.batch_size * trainer.world_size * trainer.accumulate_grad_batches == 16
+    [checkpoint] = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    assert (checkpoint.monitor, checkpoint.mode) == ("val/nll", "min")
+
+
+def test_the_paper_prompt_cap_is_3072_tokens_at_test(tokenizer):
+    """Test prompts never exceed 3,072 tokens (histories are dropped to fit); training prompts
+    are sized with their real target, so prompt + target <= 5,121."""
+    from dep_lightning.data.prompt import PromptBuilder, PromptConfig
+    from dep_lightning.data.schema import Item, Review, Sample
+
+    prompt = parse_only([PAPER_DIR / "dep.yaml"]).data.init_args.prompt
+    builder = PromptBuilder(tokenizer, PromptConfig(**dict(prompt)))
+    history = tuple(Review("U1", f"I{i}", 4.0, f"title {i}", f"review {i} says the pacing drags. " * 60, 1000 + i)
+                    for i in range(8))
+    sample = Sample("Books/test/0", "test", "Books", "U1", Review("U1", "T", 5.0, "Fine", "Short target.", 9999),
+                    Item("T", "Target Book", "A book."), history)
+
+    def items(item_id, category=""):
+        return Item(item_id, f"Item {item_id}", f"Description of {item_id}.", category)
+
+    test = builder.encode(sample, history, items, blind_budget=True)
+    train = builder.encode(sample, history, items)
+    assert 0 < len(test.kept) < len(history), "the eight long histories must not all fit"
+    assert 3072 - 700 < test.prompt_length <= 3072  # one history block is ~600 tokens
+    assert test.prompt_length < train.prompt_length and len(train.input_ids) <= 5121
+
+
+def test_the_paper_meteor_validation_overlay_selects_by_validation_meteor_on_all_samples():
+    base = parse_only([PAPER_DIR / "dep.yaml"])
+    config = parse_only([PAPER_DIR / "dep.yaml", PAPER_DIR / "meteor_validation.yaml"])
+    assert_paper_setting(config)
+    callbacks = config.trainer.callbacks
+    [evaluator] = [c for c in callbacks if c.class_path.endswith("GenerationEvaluator")]
+    assert evaluator.init_args.max_samples is None and evaluator.init_args.every_n_epochs == 1
+    [checkpoint] = [c for c in callbacks if c.class_path.endswith("ModelCheckpoint")]
+    assert (checkpoint.init_args.monitor, checkpoint.init_args.mode) == ("val/meteor", "max")
+    # Only the checkpoint criterion changes: the other callbacks, the model and the data stay.
+    others = [c for c in callbacks if not c.class_path.endswith(("GenerationEvaluator", "ModelCheckpoint"))]
+    assert others == [c for c in base.trainer.callbacks if not c.class_path.endswith("ModelCheckpoint")]
+    assert config.model == base.model and config.data == base.data
+
+
+def test_the_paper_wandb_overlay_keeps_the_csv_run_directory_first_and_offline(monkeypatch):
+    from dep_lightning.sweeps.runner import parse_point
+
+    monkeypatch.delenv("DEP_WANDB_OFFLINE", raising=False)
+    config = parse_point(["fit", "--config", str(PAPER_DIR / "dep.yaml"), "--config", str(PAPER_DIR / "wandb.yaml")])
+    loggers = config.trainer.logger
+    assert loggers[0].class_path.endswith("CSVLogger") and loggers[0].init_args.name == "paper"
+    wandb = [lg for lg in loggers if lg.class_path.endswith("WandbLogger")]
+    assert wandb and all(lg.init_args.offline is True for lg in wandb)
+    assert_paper_setting(config)
+
+
+@pytest.mark.parametrize("overlay, key, value", [
+    ("experiment/table3_ae.yaml", "model.init_args.refinement", "ae"),
+    ("experiment/table3_no_dr.yaml", "model.init_args.refinement", "none"),
+    ("experiment/table2_his_without_text.yaml", "data.init_args.prompt.with_text", False),
+    ("experiment/table9_no_guidance.yaml", "data.init_args.prompt.guidance", False),
+    ("experiment/retrieval_bm25.yaml", "data.init_args.retriever.class_path", "dep_lightning.data.retrieval.BM25Retriever"),
+    ("baselines/no_user.yaml", "model.class_path", "dep_lightning.models.NoUserControl"),
+], ids=lambda v: str(v))
+def test_ablation_overlays_layer_on_the_paper_preset(overlay, key, value):
+    config = parse_only([PAPER_DIR / "dep.yaml", ROOT / "configs" / overlay])
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    assert node == value
+    assert_paper_setting(config)  # the class change of no_user.yaml keeps the shared init_args
+
+
+@pytest.mark.parametrize("name, parameters", [
+    ("table3_refinement", {"model.init_args.refinement": ["sae", "ae", "none"]}),
+    ("table2_embeddings", {"data.init_args.prompt.embeddings": ["his", "diff", "his+diff"],
+                           "data.init_args.prompt.with_text": [True, False]}),
+])
+def test_paper_sweeps_run_their_grid_on_the_paper_preset(name, parameters, tmp_path, monkeypatch):
+    import yaml
+
+    from dep_lightning.sweeps.local_grid import expand
+    from dep_lightning.sweeps.runner import parse_point
+
+    monkeypatch.chdir(ROOT)  # the sweep files name configs relative to the repository root
+    path = ROOT / "sweeps" / "paper" / f"{name}.yaml"
+    raw = yaml.safe_load(path.read_text())
+    command = raw["command"]
+    assert command[command.index("--config") + 1] == "configs/paper/dep.yaml"
+    spec, points = expand(path, root=tmp_path)
+    assert {p.name: list(p.values) for p in spec.parameters} == {**parameters, "seed_everything": [0]}
+    assert len(points) == len(spec.grid())
+    for (run_dir, args), params in zip(points, spec.grid()):
+        config = parse_point(args)
+        assert config.run_dir == str(run_dir)
+        for key, value in params.items():
+            node = config
+            for part in key.split("."):
+                node = node[part]
+            assert node == value, key
+        assert_paper_setting(config)
+
+
+def test_the_paper_preset_takes_the_papers_deepspeed_zero1_strategy(tmp_path):
+    """docs/paper_preset.md: the paper's exact strategy is configs/trainer/deepspeed_zero1.yaml
+    after the preset (with devices 8; that file says -1, every visible GPU)."""
+    devices = tmp_path / "devices.yaml"
+    devices.write_text("trainer: {devices: 8}\n")
+    config = parse_only([PAPER_DIR / "dep.yaml", ROOT / "configs" / "trainer" / "deepspeed_zero1.yaml", devices])
+    trainer, data = config.trainer, config.data.init_args
+    assert trainer.strategy.class_path.endswith("DeepSpeedStrategy") and trainer.strategy.init_args.stage == 1
+    assert trainer.precision == "bf16-mixed" and trainer.use_distributed_sampler is False
+    assert data.batch_size * trainer.devices * trainer.num_nodes * trainer.accumulate_grad_batches == 16
+    assert config.model == parse_only([PAPER_DIR / "dep.yaml"]).model

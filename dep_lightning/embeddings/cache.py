@@ -214,6 +214,15 @@ class EmbeddingCache:
             out[mask] = self._vectors[shard][rows[mask] - self._starts[shard]]
         return out
 
+    def by_key(self) -> dict[bytes, np.ndarray]:
+        """Every cached vector by its text key (``text_key``), e.g. to compare two caches."""
+        self._refresh()
+        out = {}
+        for key, row in self._index.items():
+            shard = int(np.searchsorted(np.asarray(self._starts), row, side="right")) - 1
+            out[key] = np.asarray(self._vectors[shard][row - self._starts[shard]])
+        return out
+
     def verify(self) -> None:
         """Re-read every shard and compare it with the manifest's sha256 (slow: reads all)."""
         self._refresh()
