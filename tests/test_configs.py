@@ -211,8 +211,10 @@ def assert_paper_setting(config) -> None:
     """The values that define the paper's setting, on a parsed ``fit`` config."""
     model, data, trainer = config.model.init_args, config.data.init_args, config.trainer
     assert model.backbone == "Qwen/Qwen2.5-7B-Instruct" and model.backbone_dtype == "bfloat16"
-    assert dict(model.backbone_options) == {"attn_implementation": "sdpa", "gradient_checkpointing": True,
-                                            "allow_download": False}
+    options = dict(model.backbone_options)
+    assert {k: options[k] for k in ("attn_implementation", "gradient_checkpointing", "allow_download")} == {
+        "attn_implementation": "sdpa", "gradient_checkpointing": True, "allow_download": False}
+    assert options.get("generation_backend", "hf") == "hf"
     assert (model.latent_dim, model.rho, model.lam, model.gamma) == (512, 0.05, 100.0, 0.001)
     assert (model.lr, model.weight_decay, model.warmup_ratio) == (1e-5, 0.025, 0.01)
     assert dict(model.generation) == {"max_new_tokens": 2048, "do_sample": True, "temperature": 0.8, "top_p": 0.95,
@@ -345,7 +347,8 @@ def test_the_paper_wandb_overlay_keeps_the_csv_run_directory_first_and_offline(m
     ("experiment/table3_no_dr.yaml", "model.init_args.refinement", "none"),
     ("experiment/table2_his_without_text.yaml", "data.init_args.prompt.with_text", False),
     ("experiment/table9_no_guidance.yaml", "data.init_args.prompt.guidance", False),
-    ("experiment/retrieval_bm25.yaml", "data.init_args.retriever.class_path", "dep_lightning.data.retrieval.BM25Retriever"),
+    ("experiment/retrieval_bm25.yaml", "data.init_args.retriever.class_path",
+     "dep_lightning.data.retrieval.BM25Retriever"),
     ("baselines/no_user.yaml", "model.class_path", "dep_lightning.models.NoUserControl"),
 ], ids=lambda v: str(v))
 def test_ablation_overlays_layer_on_the_paper_preset(overlay, key, value):

@@ -125,7 +125,8 @@ def backbone_environment(pl_module: L.LightningModule) -> dict[str, Any]:
     if options is None:  # no backbone (copy baselines)
         return {}
     return {"attn_implementation": options.attn_implementation,
-            "gradient_checkpointing": options.gradient_checkpointing}
+            "gradient_checkpointing": options.gradient_checkpointing,
+            "generation_backend": options.generation_backend}
 
 
 def build_manifest(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path | None = None) -> dict[str, Any]:

@@ -31,7 +31,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTr
 from dep_lightning.assets import cache_root, smollm2_gguf_path
 from dep_lightning.atomic import atomic_folder
 
-__all__ = ["SMOLLM2", "ATTN_IMPLEMENTATIONS", "BackboneOptions", "as_backbone_options", "CHATML_TEMPLATE", "cpu_has_native_bf16", "cpu_model", "end_of_turn_id", "load_backbone", "load_tokenizer", "tiny_backbone"]
+__all__ = ["SMOLLM2", "ATTN_IMPLEMENTATIONS", "GENERATION_BACKENDS", "BackboneOptions", "as_backbone_options",
+           "CHATML_TEMPLATE", "cpu_has_native_bf16", "cpu_model", "end_of_turn_id", "load_backbone", "load_tokenizer",
+           "tiny_backbone"]
 
 SMOLLM2 = "smollm2-135m-instruct"
 END_OF_TURN = "<|im_end|>"
@@ -51,6 +53,8 @@ CHATML_TEMPLATE = (
 #: PyTorch's fused attention (default, every device); ``flash_attention_2`` needs the
 #: ``flash-attn`` package and a CUDA GPU with bf16/fp16 weights; ``eager`` is the reference.
 ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
+#: Decoders of test / predict generation (``BackboneOptions.generation_backend``).
+GENERATION_BACKENDS = ("hf", "vllm")
 
 
 @dataclass(frozen=True)
@@ -70,16 +74,28 @@ class BackboneOptions:
             backbones (the paper's 7B at 3,072 tokens); pointless for the 135M default.
         allow_download: let a hub id that is not in the local HF cache download. Off by
             default: runs never reach the network unless asked to (docs/security.md).
+        generation_backend: ``hf`` (default: the backbone's ``generate``) or ``vllm``
+            (``models/vllm_backend.py``: the same spliced prompt embeddings decoded by a vLLM
+            engine; extra ``vllm``, CUDA, one process).
+        vllm_gpu_memory: the vLLM engine's ``gpu_memory_utilization`` (it shares the GPU with
+            the HF backbone).
     """
 
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
     allow_download: bool = False
+    generation_backend: str = "hf"
+    vllm_gpu_memory: float = 0.4
 
     def __post_init__(self):
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(f"backbone_options.attn_implementation: {self.attn_implementation!r} is not one of "
                              f"{', '.join(ATTN_IMPLEMENTATIONS)}")
+        if self.generation_backend not in GENERATION_BACKENDS:
+            raise ValueError(f"backbone_options.generation_backend: {self.generation_backend!r} is not one of "
+                             f"{', '.join(GENERATION_BACKENDS)}")
+        if not 0.0 < self.vllm_gpu_memory <= 1.0:
+            raise ValueError(f"backbone_options.vllm_gpu_memory: {self.vllm_gpu_memory!r} is not in (0, 1]")
 
 
 def as_backbone_options(options: BackboneOptions | dict | None) -> BackboneOptions:
@@ -269,6 +285,7 @@ def load_backbone(name_or_path: str | os.PathLike = SMOLLM2, dtype: str | torch.
     tokenizer = _prepare_tokenizer(tokenizer)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.dep_source = str(source)  # the folder (or cached hub id) the weights came from, for vLLM
     return _apply_options(_freeze(model), options), tokenizer
 
 

@@ -132,7 +132,8 @@ class GenerativeModule(MethodMixin, L.LightningModule):
 
     Args:
         backbone: ``"smollm2-135m-instruct"``, a local HF folder, or ``"tiny"``.
-        backbone_dtype: ``auto`` (bf16 on capable GPUs and bf16-native CPUs, else fp32), ``bfloat16``, ``float32``, ``float16``.
+        backbone_dtype: ``auto`` (bf16 on capable GPUs and bf16-native CPUs, else fp32), ``bfloat16``,
+            ``float32``, ``float16``.
         generation: decoding settings for validation / test / predict.
         seed: seeds the tiny backbone, any adapters' initialisation and (with
             ``generation.seed``) sampling; the CLI sets it from ``seed_everything``.
@@ -161,7 +162,8 @@ class GenerativeModule(MethodMixin, L.LightningModule):
     def save_plain_hyperparameters(self, ignore: tuple[str, ...] = ()) -> None:
         """save_hyperparameters of the calling ``__init__``, with the GenerationConfig as a
         dict, so checkpoints load with ``torch.load(weights_only=True)``."""
-        self.save_hyperparameters(ignore=["generation", "backbone_options", *ignore], frame=inspect.currentframe().f_back)
+        self.save_hyperparameters(ignore=["generation", "backbone_options", *ignore],
+                                  frame=inspect.currentframe().f_back)
         self.hparams["generation"] = asdict(self.generation)
         self.hparams["backbone_options"] = asdict(self.backbone_options)
 
@@ -215,7 +217,8 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         ``(None, None)`` otherwise."""
         body, head = getattr(self.backbone, "model", None), getattr(self.backbone, "lm_head", None)
         config = self.backbone.config
-        plain = getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", 1) in (1, None)
+        plain = (getattr(config, "final_logit_softcapping", None) is None
+                 and getattr(config, "logit_scale", 1) in (1, None))
         return (body, head) if body is not None and head is not None and plain else (None, None)
 
     def lm_nll(self, embeds: torch.Tensor, attention_mask: torch.Tensor,
@@ -304,9 +307,43 @@ class GenerativeModule(MethodMixin, L.LightningModule):
             # Sampling depends on the decoding seed, the run's seed and the batch's first sample.
             torch.manual_seed(stable_seed(g.seed, key if self.seed == 0 else f"{self.seed}/{key}"))
             # With inputs_embeds only, generate returns just the new tokens.
-            out = self.backbone.generate(inputs_embeds=embeds.to(self.backbone.dtype),
-                                         attention_mask=prompt["attention_mask"], **kwargs)
+            if self.backbone_options.generation_backend == "vllm":
+                return self._vllm_outputs(embeds, prompt, g, key)
+            # Positions count from each row's first real token, as in training (right-padded)
+            # and as if the row were alone: transformers' generate numbers a left-padded
+            # inputs_embeds batch from 0 at the padding, so without this a row's output would
+            # depend on how much padding its batch gave it (RoPE is shift-invariant only up to
+            # rounding, which a sharp attention amplifies; tests/models/test_vllm_backend.py).
+            mask = prompt["attention_mask"]
+            positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+            out = self.backbone.generate(inputs_embeds=embeds.to(self.backbone.dtype), attention_mask=mask,
+                                         position_ids=positions, **kwargs)
         return [self._cut(row.tolist(), g.max_new_tokens) for row in out]
+
+    def _vllm_outputs(self, embeds: torch.Tensor, prompt: dict[str, Any], g: GenerationConfig,
+                      key: str) -> list[Generated]:
+        """The same prompt embeddings decoded by vLLM (``models/vllm_backend.py``); each row
+        seeded from the batch's seed and its position, so outputs do not depend on batching."""
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            raise ValueError("backbone_options.generation_backend: vllm runs in one process; test with "
+                             "trainer.devices 1 (vLLM batches the whole split itself)")
+        generator = self.__dict__.get("_vllm")
+        if generator is None:
+            from dep_lightning.models.vllm_backend import VLLMGenerator
+
+            source = getattr(self.backbone, "dep_source", None)
+            if source is None:
+                raise ValueError("backbone_options.generation_backend: vllm needs a backbone read from a model "
+                                 "folder (not the tiny test model)")
+            generator = self.__dict__["_vllm"] = VLLMGenerator(source, self.backbone.dtype,
+                                                               self.backbone_options.vllm_gpu_memory)
+        base = key if self.seed == 0 else f"{self.seed}/{key}"
+        seeds = [stable_seed(g.seed, f"{base}/{i}") % (2**31) for i in range(embeds.shape[0])]
+        rows = generator.generate(embeds, prompt["attention_mask"], seeds, max_new_tokens=g.max_new_tokens,
+                                  do_sample=g.do_sample, temperature=g.temperature, top_p=g.top_p,
+                                  stop_ids=self.stop_ids)
+        return [self._cut(row, g.max_new_tokens) for row in rows]
 
     def _cut(self, ids: list[int], limit: int) -> Generated:
         stops = set(self.stop_ids)
