@@ -38,7 +38,8 @@ def _evaluate(argv: list[str]) -> None:
     from dep_lightning.evaluate import evaluate
 
     parser = argparse.ArgumentParser(prog="dep-lightning evaluate", description=evaluate.__doc__.split("\n")[0])
-    parser.add_argument("predictions", nargs="+", help="JSON-lines files (prediction, reference[, sample_id, category])")
+    parser.add_argument("predictions", nargs="+",
+                        help="JSON-lines files (prediction, reference[, sample_id, category])")
     parser.add_argument("--bertscore", action="store_true", help="also compute BERTScore F1 (slow on CPU)")
     parser.add_argument("--out", help="write the scores as JSON to this file")
     parser.add_argument("--union", action="store_true",
@@ -55,7 +56,8 @@ def _sweep(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="dep-lightning sweep",
                                      description="Optuna study over a sweep file (sweeps/*.yaml, W&B format).")
     parser.add_argument("--spec", required=True, help="sweep file, e.g. sweeps/table3_refinement.yaml")
-    parser.add_argument("--storage", help="RDB URL (default: sqlite:///<root>/optuna.db; postgresql://… for many machines)")
+    parser.add_argument("--storage",
+                        help="RDB URL (default: sqlite:///<root>/optuna.db; postgresql://… for many machines)")
     parser.add_argument("--study-name", help="study name (default: the sweep's name)")
     parser.add_argument("--n-trials", type=int, help="trials in the study (grid: default every point)")
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
@@ -89,7 +91,8 @@ def _grid(argv: list[str]) -> None:
     parser.add_argument("--root", default="runs/sweeps", help="run directories go to <root>/<sweep>/<point>")
     parser.add_argument("--dry-run", action="store_true", help="print the command lines only")
     parser.add_argument("--extra", action="append", default=[], metavar="ARG",
-                        help="an extra dep-lightning argument for every point, e.g. --extra=--data.init_args.limit_test=8")
+                        help="an extra dep-lightning argument for every point, "
+                             "e.g. --extra=--data.init_args.limit_test=8")
     args = parser.parse_args(argv)
     failed = 0
     for spec in args.spec:
@@ -143,6 +146,20 @@ def _export(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     exported = export_runs(args.runs, args.out)
     print(f"export: {len(exported)} run(s) under {args.out}")
+
+
+def _embed(argv: list[str]) -> None:
+    from dep_lightning.embed import embed
+    from dep_lightning.quiet import quiet_framework
+
+    quiet_framework()
+    embed(argv)
+
+
+#: The framework subcommands besides LightningCLI's and jsonargparse's ``prepare``: name ->
+#: handler of the arguments after the name (each builds its own parser, so ``--help`` works).
+FRAMEWORK_COMMANDS = {"embed": _embed, "evaluate": _evaluate, "sweep": _sweep, "grid": _grid, "tables": _tables,
+                      "export": _export}
 
 
 def _run(argv: list[str]):
@@ -205,23 +222,8 @@ def main(argv: list[str] | None = None) -> None:
 
             quiet_framework()  # framework messages that never apply to a dep-lightning run (quiet.py)
             lightning_cli(argv)
-        elif argv and argv[0] == "embed":
-            from dep_lightning.quiet import quiet_framework
-
-            quiet_framework()
-            from dep_lightning.embed import embed
-
-            embed(argv[1:])
-        elif argv and argv[0] == "evaluate":
-            _evaluate(argv[1:])
-        elif argv and argv[0] == "sweep":
-            _sweep(argv[1:])
-        elif argv and argv[0] == "grid":
-            _grid(argv[1:])
-        elif argv and argv[0] == "tables":
-            _tables(argv[1:])
-        elif argv and argv[0] == "export":
-            _export(argv[1:])
+        elif argv and argv[0] in FRAMEWORK_COMMANDS:
+            FRAMEWORK_COMMANDS[argv[0]](argv[1:])
         elif argv and argv[0] in ("-h", "--help"):
             print(__doc__)
             _run(argv)
