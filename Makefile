@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 WORDNET := $(VENV)/nltk_data/corpora/wordnet/lexnames
 
-.PHONY: setup test test-fast test-cpu-kinds demo ablation study clean
+.PHONY: setup lint test test-fast test-cpu-kinds demo ablation study clean
 
 setup: $(STAMP) $(WORDNET)
 
@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml
 # NLTK looks in <venv>/nltk_data by itself, so no environment variable is needed.
 $(WORDNET): scripts/install_wordnet.sh
 	bash scripts/install_wordnet.sh $(VENV)/nltk_data
+
+# ruff (pyflakes + pycodestyle, settings in pyproject.toml); installed by setup with the dev extra.
+lint: setup
+	$(BIN)/ruff check dep_lightning tests scripts bench
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -221,8 +221,10 @@ def main() -> None:
     print(table(["loop (interleaved)", "steps", "real tokens", "wall s", "CPU s", "tokens/s (wall)",
                  "vs bare (wall)", "vs bare (CPU)"], rows))
     per_step = [b / a for (a, _), b in zip(interleaved.lightning[w:], bare.seconds[w:])]
+    ordered, mid = sorted(per_step), len(per_step) // 2
+    median = ordered[mid] if len(per_step) % 2 else sum(ordered[mid - 1:mid + 1]) / 2
     print(f"per step, bare seconds / Lightning seconds: {', '.join(f'{r:.2f}' for r in per_step)} "
-          f"(median {sorted(per_step)[len(per_step) // 2] if len(per_step) % 2 else sum(sorted(per_step)[len(per_step) // 2 - 1:len(per_step) // 2 + 1]) / 2:.3f})")
+          f"(median {median:.3f})")
 
     # 2. Variants of the step, interleaved batch by batch so that load changes hit all alike.
     variants = {"bare step": full_loss}

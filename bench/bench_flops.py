@@ -4,7 +4,8 @@
     python bench/bench_flops.py --lengths 1024 2048 --bf16-length 256
 
 Peak: the best of ``--matmul-repeats`` square products through ``torch.mm`` and ``F.linear``
-(oneDNN), fp32 and bf16, on all of torch's threads; the faster of the two is the peak. Backbone: SmolLM2-135M-Instruct, frozen, batch 1,
+(oneDNN), fp32 and bf16, on all of torch's threads; the faster of the two is the peak.
+Backbone: SmolLM2-135M-Instruct, frozen, batch 1,
 input embeddings that require a gradient (as soft prompts make them), forward + loss +
 backward through every layer to the input (no weight gradients: the LLM is frozen) —
 what a DEP training step asks of the LLM. FLOPs are counted, not estimated: torch's

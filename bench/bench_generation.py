@@ -42,7 +42,8 @@ def main() -> None:
     dm = musical_instruments(k=args.k, eval_batch_size=args.batch, data=args.data, limit_test=args.batch)
     dm.setup("test")
     batched = next(iter(dm.test_dataloader()))["prompt"]
-    singles = [next(iter(torch.utils.data.DataLoader(dm.examples["test"][i:i + 1], collate_fn=dm.test_dataloader().collate_fn)))["prompt"]
+    singles = [next(iter(torch.utils.data.DataLoader(dm.examples["test"][i:i + 1],
+                                                     collate_fn=dm.test_dataloader().collate_fn)))["prompt"]
                for i in range(args.batch)]
     model = load_smollm2(dm.embedding_dim).eval()
     lengths = [int(p["attention_mask"].sum()) for p in singles]

@@ -124,7 +124,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", help="backbone_dtype (auto: bf16 where native)")
     parser.add_argument("--device", default="cpu", help="torch device of the model and batches")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's, one per core); 1 avoids oversubscription on a busy machine")
+                        help="torch threads (default: torch's, one per core); "
+                             "1 avoids oversubscription on a busy machine")
     parser.add_argument("--repeats", type=int, default=2, help="alternating timed rounds; the best counts")
     args = parser.parse_args()
 

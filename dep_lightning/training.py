@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from dep_lightning.callbacks.summary import RunSummary
@@ -10,6 +12,9 @@ from dep_lightning.data.datamodule import DEPDataModule
 from dep_lightning.quiet import quiet_frozen_eval_modules
 from dep_lightning.scoring import DEPTrainer
 from dep_lightning.safety import redact, require_weights_only, secret_values
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class RedactingSaveConfigCallback(SaveConfigCallback):
@@ -101,11 +106,13 @@ class DEPLightningCLI(LightningCLI):
 
     def after_fit(self) -> None:
         if self.config.get(self.subcommand, {}).get("test_after_fit"):
-            ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
+            ckpt = ("best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path
+                    else None)
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, weights_only=True)
         conditions = self.config.get(self.subcommand, {}).get("score_after_fit")
         if conditions:
-            ckpt = "best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path else None
+            ckpt = ("best" if self.trainer.checkpoint_callback and self.trainer.checkpoint_callback.best_model_path
+                    else None)
             self.trainer.score(self.model, datamodule=self.datamodule, ckpt_path=ckpt, conditions=conditions,
                                weights_only=True)
 

@@ -22,8 +22,8 @@ OUT = Path(os.environ.get("DEP_TABLES_OUT", "tables"))
 RESAMPLES = int(os.environ.get("DEP_RESAMPLES", "1000"))
 FIRE = 0.5  # an SAE unit "fires" on a review when its sigmoid activation exceeds this
 print(f"runs: {RUNS.resolve()}  tables and figures: {OUT.resolve()}")"""),
-    new_markdown_cell("## Tables\nBest per column in bold, second underlined; † marks p < 0.05 against the reference row "
-                      "(paired bootstrap); empty cells are runs that do not exist."),
+    new_markdown_cell("## Tables\nBest per column in bold, second underlined; † marks p < 0.05 against the "
+                      "reference row (paired bootstrap); empty cells are runs that do not exist."),
     new_code_cell("""from IPython.display import Markdown, display
 
 from dep_lightning.results.command import make_tables
@@ -36,7 +36,8 @@ print(log[0])
 options = Options(resamples=RESAMPLES)
 for table in tables:
     display(Markdown(to_markdown(table, options)))"""),
-    new_markdown_cell("## Figures\nThe K sweep (paper figures 2/5) and the unique vs non-unique user halves (figure 3)."),
+    new_markdown_cell("## Figures\nThe K sweep (paper figures 2/5) and the unique vs non-unique user halves "
+                      "(figure 3)."),
     new_code_cell("""from IPython.display import Image
 
 figures = sorted(OUT.glob("*.png"))

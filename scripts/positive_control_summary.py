@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
-    header = f"{'run':28s} {'n':>4s} {'NLL true':>9s} {'NLL swap':>9s} {'gain':>8s} {'95% CI':>20s} {'p':>7s} {'own':>5s} {'other':>6s} {'name own':>9s} {'other':>6s}"
+    header = (f"{'run':28s} {'n':>4s} {'NLL true':>9s} {'NLL swap':>9s} {'gain':>8s} {'95% CI':>20s} {'p':>7s} "
+              f"{'own':>5s} {'other':>6s} {'name own':>9s} {'other':>6s}")
     print(header)
     for r in summary["runs"]:
         recall, names = r.get("signature_recall", {}), r.get("name_recall", {})

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dep_lightning.data.errors import ErrorLog
 from dep_lightning.data.preprocess import PreprocessReport
 from dep_lightning.data.schema import PreparedData
 from dep_lightning.data.sources import EmbeddedSource, ReviewSource
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 class InMemorySource(ReviewSource):

@@ -3,8 +3,10 @@
 Lightning reports these facts in its own words (a model-summary table, "Seed set to 0",
 "`Trainer.fit` stopped: …", "Restoring states from the checkpoint path at …"), which
 ``quiet.py`` drops from ``dep-lightning`` runs; :class:`RunSummary` prints them instead as
+(one line each; the first is wrapped here)
 
-    [fit] DEPModule, seed 0: 1.2 M trainable parameters (refiner 197 K, proj_his 480 K, proj_diff 480 K); 134 M frozen (backbone, float32)
+    [fit] DEPModule, seed 0: 1.2 M trainable parameters (refiner 197 K, proj_his 480 K, proj_diff 480 K);
+          134 M frozen (backbone, float32)
     [fit] stopped: max_epochs=1 reached after 6 steps; best val/loss 2.5440: runs/…/epoch=0-step=6.ckpt
     [test] checkpoint runs/…/epoch=0-step=6.ckpt          ([score] … when scoring)
     [fit] resuming from runs/…/last.ckpt

@@ -186,7 +186,8 @@ class PromptBuilder:
             # The learned instruction slot, then the user slot (PPlug prepends both to the input).
             slots = f"{_SENTINEL}{INSTRUCTION}0{_SENTINEL}{_SENTINEL}{USER}0{_SENTINEL}"
             parts.append(f"[User Embedding]: {USER_START}{slots}{USER_END}")
-        parts += [f"[Item Title]: {self.clean(sample.item.title)}", f"[Item Description]: {self.clean(sample.item.description)}"]
+        parts += [f"[Item Title]: {self.clean(sample.item.title)}",
+                  f"[Item Description]: {self.clean(sample.item.description)}"]
         if self.config.history:
             blocks = []
             for number, index in enumerate(reversed(kept), start=1):  # newest first

@@ -58,7 +58,8 @@ def summary_messages(context: SampleContext, analyses: Sequence[tuple[int, str]]
     newest_first = len(context.retrieved)
     blocks = [f"[Analysis of Review {newest_first - i}]:\n{text}" for i, text in sorted(analyses, reverse=True)]
     request = SUMMARY_REQUEST.format(reviews=recent_reviews(context, max_chars),
-                                     analyses="\n\n".join(blocks) if blocks else "(no other users reviewed these items)")
+                                     analyses=("\n\n".join(blocks) if blocks
+                                               else "(no other users reviewed these items)"))
     return [{"role": "system", "content": SUMMARY_SYSTEM}, {"role": "user", "content": request}]
 
 

@@ -260,9 +260,9 @@ class StagedPromptingModule(PromptingModule):
         return rows
 
     def score_batch(self, batch: dict[str, Any]):
-        raise NotImplementedError(f"likelihood scoring of {self.method!r} would have to score the final prompt with the "
-                                  f"written profile; it is not implemented yet (score non_perso, rag, pplug, dep, "
-                                  f"no_user)")
+        raise NotImplementedError(f"likelihood scoring of {self.method!r} would have to score the final prompt "
+                                  f"with the written profile; it is not implemented yet (score non_perso, rag, "
+                                  f"pplug, dep, no_user)")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Nothing to validate (Lightning's sanity check still calls this): the method is untrained."""

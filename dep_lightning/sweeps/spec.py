@@ -115,7 +115,8 @@ def _parameter(path: Path, name: str, body: Any) -> Parameter:
         return Parameter(name, values=(body["value"],))
     distribution = body.get("distribution", "uniform" if {"min", "max"} <= set(body) else None)
     if distribution not in DISTRIBUTIONS:
-        raise _fail(path, field + ".distribution", distribution, f"supported: values, value, {', '.join(DISTRIBUTIONS)}")
+        raise _fail(path, field + ".distribution", distribution,
+                    f"supported: values, value, {', '.join(DISTRIBUTIONS)}")
     try:
         low, high = float(body["min"]), float(body["max"])
     except (KeyError, TypeError, ValueError):

@@ -21,7 +21,8 @@ def good_5core(user="U1", asin="I1", ts=1393545600, text="Works as described, so
 def write_lines(path, lines):
     with gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb") as handle:
         for line in lines:
-            handle.write(line if isinstance(line, bytes) else (json.dumps(line) if isinstance(line, dict) else line).encode())
+            handle.write(line if isinstance(line, bytes)
+                         else (json.dumps(line) if isinstance(line, dict) else line).encode())
             handle.write(b"\n")
     return path
 
@@ -160,7 +161,8 @@ def test_dpl_bad_row(tmp_path, case):
 
 def test_dpl_item_missing_from_meta(tmp_path):
     meta = [{"asin": a, "title": a, "description": "d"} for a in ("B1", "B9")]
-    with pytest.raises(InputError, match=r"train.jsonl:2: item missing from meta, field 'profile\[0\].asin', value 'B5'"):
+    with pytest.raises(InputError,
+                       match=r"train.jsonl:2: item missing from meta, field 'profile\[0\].asin', value 'B5'"):
         load_dpl_lines(tmp_path, [dpl_row(), dpl_row("U2", profile_asins=("B5",))], meta=meta)
 
 

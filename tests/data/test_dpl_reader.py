@@ -53,7 +53,8 @@ def write_fixture(root, fmt):
     else:  # HF datasets folders (DatasetDict.save_to_disk)
         import datasets
 
-        datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS, features=datasets.Features.from_arrow_schema(MAIN))}).save_to_disk(str(main))
+        features = datasets.Features.from_arrow_schema(MAIN)
+        datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS, features=features)}).save_to_disk(str(main))
         datasets.DatasetDict({"full": datasets.Dataset.from_list(META_ROWS)}).save_to_disk(str(meta))
     return root / "main", root / "meta"
 
@@ -86,7 +87,8 @@ def test_writer_round_trip(tmp_path, fmt):
     main, meta = write_fixture(tmp_path / "src", "jsonl")
     data = load_dpl(main, meta, ["Movies_and_TV"], ["train"], ErrorLog())
     write_dpl(data, tmp_path / "out", fmt)
-    back = load_dpl(tmp_path / "out" / "DPL-main", tmp_path / "out" / "DPL-meta", ["Movies_and_TV"], ["train"], ErrorLog())
+    back = load_dpl(tmp_path / "out" / "DPL-main", tmp_path / "out" / "DPL-meta", ["Movies_and_TV"], ["train"],
+                    ErrorLog())
     assert back.rows == data.rows
     assert back.items == data.items
 

@@ -5,7 +5,8 @@ import pytest
 from dep_lightning.data.prompt import DIFF, HIS, PromptBuilder, PromptConfig
 from dep_lightning.data.schema import Item, Review, Sample
 
-HISTORY = tuple(Review("U1", f"I{i}", float(1 + i % 5), f"title {i}", f"text of review number {i}. " * (1 + i), 1000 + i)
+HISTORY = tuple(Review("U1", f"I{i}", float(1 + i % 5), f"title {i}", f"text of review number {i}. " * (1 + i),
+                       1000 + i)
                 for i in range(5))
 SAMPLE = Sample("Books/test/0", "test", "Books", "U1", Review("U1", "T", 5.0, "Loved it", "The target review.", 9999),
                 Item("T", "Target Book", "A book about boats."), HISTORY)
@@ -53,7 +54,8 @@ def test_labels_cover_only_the_target_and_end_of_turn(tokenizer):
     assert prompt_only.input_ids == encoded.input_ids[: encoded.prompt_length]
 
 
-@pytest.mark.parametrize("embeddings,kinds", [("his", {HIS}), ("diff", {DIFF}), ("his+diff", {HIS, DIFF}), ("none", set())])
+@pytest.mark.parametrize("embeddings,kinds",
+                         [("his", {HIS}), ("diff", {DIFF}), ("his+diff", {HIS, DIFF}), ("none", set())])
 def test_embedding_configurations(tokenizer, embeddings, kinds):
     encoded = encode(tokenizer, embeddings=embeddings)
     assert {kind for _, kind, _ in encoded.slots} == kinds

@@ -26,7 +26,8 @@ def prompts(tmp_path, data, split):
 
 def test_test_prompts_are_identical_whatever_the_reference(tmp_path):
     data = small_data()
-    short, long = prompts(tmp_path, with_references(data, 5), "test"), prompts(tmp_path, with_references(data, 150), "test")
+    short, long = (prompts(tmp_path, with_references(data, 5), "test"),
+                   prompts(tmp_path, with_references(data, 150), "test"))
     assert short.keys() == long.keys() and len(short) > 10
     assert all(short[k] == long[k] for k in short)
     # The budget binds here: some prompts show fewer than the k = 3 retrieved reviews.
@@ -40,5 +41,6 @@ def test_the_check_can_fail_training_prompts_use_the_real_target(tmp_path):
     for splits in rows.values():
         splits["train"] = [dataclasses.replace(row, target=dataclasses.replace(row.target, text="word " * 150))
                            for row in splits["train"]]
-    before, after = prompts(tmp_path, data, "train"), prompts(tmp_path, PreparedData(rows=rows, items=data.items), "train")
+    before, after = (prompts(tmp_path, data, "train"),
+                     prompts(tmp_path, PreparedData(rows=rows, items=data.items), "train"))
     assert any(before[k][1] > after[k][1] for k in before)

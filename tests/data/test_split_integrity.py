@@ -130,7 +130,8 @@ def test_a_later_targets_review_in_an_earlier_splits_profile_is_an_error(tmp_pat
 # ------------------------------------------------------------------ empty splits
 def test_an_empty_split_is_an_error_or_a_counted_skip(tmp_path):
     splits = {"train": [row("U1")], "val": [], "test": [row("U1")]}
-    with pytest.raises(InputError, match=r"val.jsonl: empty split, field 'split', value 'val' \(the file holds no rows\)"):
+    with pytest.raises(InputError,
+                       match=r"val.jsonl: empty split, field 'split', value 'val' \(the file holds no rows\)"):
         load(tmp_path, splits)
     data, errors = load(tmp_path, splits, on_error="skip")
     assert users(data, "train") == users(data, "test") == ["U1"] and users(data, "val") == []

@@ -29,9 +29,11 @@ text = st.one_of(
 )
 
 any_json = st.one_of(st.none(), st.booleans(), st.integers(-10, 10), st.floats(), text,
-                     st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+                     st.lists(st.integers(), max_size=2),
+                     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 
-big_ints = st.one_of(st.integers(-(2**70), 2**70), st.just(10**400), st.just(-(10**400)), st.just(2**63), st.just(2**63 - 1))
+big_ints = st.one_of(st.integers(-(2**70), 2**70), st.just(10**400), st.just(-(10**400)), st.just(2**63),
+                     st.just(2**63 - 1))
 
 rating = st.one_of(
     st.sampled_from([1, 2, 3, 4, 5, 1.0, 2.5, 4.5, 5.0]),          # good

@@ -75,7 +75,8 @@ def test_prepare_directory_as_reviews_file(tmp_path, capsys):
     folder = tmp_path / "reviews_Tools_5.json"
     folder.mkdir()
     message = one_line_error(capsys, prepare(folder))
-    assert message.startswith(f"{folder}: is a directory, value ") and message.endswith("(expected a file of JSON lines)")
+    assert (message.startswith(f"{folder}: is a directory, value ")
+            and message.endswith("(expected a file of JSON lines)"))
 
 
 # ------------------------------------------------------------------ evaluate

@@ -37,7 +37,8 @@ text = st.one_of(st.text(chars, max_size=30), st.sampled_from(S.NASTY),
 rating = st.one_of(st.sampled_from([1.0, 3.0, 5.0]), st.floats(1.0, 5.0))
 review = st.builds(Review, user_id=st.just("U1"), item_id=st.sampled_from(["I1", "I2", "I3", "\ue000", "<|im_end|>"]),
                    rating=rating, title=text, text=text, timestamp=st.integers(0, 2**40), category=st.just("Books"))
-config = st.builds(PromptConfig, with_text=st.booleans(), embeddings=st.sampled_from(["his", "diff", "his+diff", "none"]),
+config = st.builds(PromptConfig, with_text=st.booleans(),
+                   embeddings=st.sampled_from(["his", "diff", "his+diff", "none"]),
                    guidance=st.booleans(), max_length=st.sampled_from([200, 600, 2048]),
                    max_target_tokens=st.sampled_from([1, 8, 512]), history=st.booleans())
 

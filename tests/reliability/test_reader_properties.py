@@ -386,7 +386,8 @@ def dpl_row(typed: bool):
     return st.fixed_dictionaries({
         "user_id": S.field_value(st.sampled_from(["U1", "U2"]), S.text | S.any_json),
         "profile": S.field_value(st.lists(review, max_size=4),
-                                 st.one_of(S.any_json, st.lists(st.one_of(review, S.any_json), min_size=1, max_size=3))),
+                                 st.one_of(S.any_json,
+                                           st.lists(st.one_of(review, S.any_json), min_size=1, max_size=3))),
         "data": S.field_value(review, S.any_json),
     }).map(S.drop_missing)
 

@@ -238,12 +238,14 @@ def test_secrets_in_a_config_are_redacted_in_the_saved_config(tmp_path, monkeypa
     secret = "wandb-secret-9f8e7d6c5b4a"
     monkeypatch.setenv("WANDB_API_KEY", secret)
     config = tmp_path / "config.yaml"
-    config.write_text("""
-model: {class_path: dep_lightning.models.dep_module.DEPModule, init_args: {backbone: tiny}}
-data: {init_args: {embedder: {model: tiny}}}
-trainer:
-  logger: {class_path: lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: runs, name: "${oc.env:WANDB_API_KEY}"}}
-""")
+    config.write_text(
+        "\n"
+        "model: {class_path: dep_lightning.models.dep_module.DEPModule, init_args: {backbone: tiny}}\n"
+        "data: {init_args: {embedder: {model: tiny}}}\n"
+        "trainer:\n"
+        "  logger: {class_path: lightning.pytorch.loggers.CSVLogger,"
+        ' init_args: {save_dir: runs, name: "${oc.env:WANDB_API_KEY}"}}\n'
+    )
     cli = DEPLightningCLI(["--config", str(config)], run=False)
     assert cli.save_config_callback is RedactingSaveConfigCallback
     assert secret in cli.parser.dump(cli.config, skip_none=False)  # the secret did reach the config

@@ -42,7 +42,8 @@ def runs_dir(tmp_path_factory) -> Path:
                                                    "CDs_and_Vinyl": quality(0.30, 0.22, 6.0)}, guidance=False)
     write_run(root / "ablations" / "k1", {"Books": quality(0.35, 0.28, 11.0),
                                           "CDs_and_Vinyl": quality(0.29, 0.21, 5.0)}, k=1, uniqueness=UNIQUENESS)
-    write_run(root / "baselines" / "rag", {"Books": quality(0.34, 0.21, 6.8), "CDs_and_Vinyl": quality(0.30, 0.17, 3.1)},
+    write_run(root / "baselines" / "rag", {"Books": quality(0.34, 0.21, 6.8),
+                                           "CDs_and_Vinyl": quality(0.30, 0.17, 3.1)},
               method="rag", predictions="garbage", refinement=None, embeddings="none")
     write_run(root / "baselines" / "non_perso", {"Books": quality(0.30, 0.17, 2.6),
                                                  "CDs_and_Vinyl": quality(0.27, 0.16, 1.1)},
@@ -150,8 +151,8 @@ def test_csv_has_intervals_p_values_and_reasons(tables_dir):
 
 def test_latex_marks_best_second_and_p_values(tables_dir):
     tex = (tables_dir / "table3.tex").read_text()
-    assert r"w/ AE & \underline{0.2900} {\scriptsize ($p<0.001$)} & \underline{0.2200} {\scriptsize ($p<0.001$)} & 1 \\" \
-        in tex
+    assert (r"w/ AE & \underline{0.2900} {\scriptsize ($p<0.001$)} & "
+            r"\underline{0.2200} {\scriptsize ($p<0.001$)} & 1 \\" in tex)
     assert r"w/ SAE (ref.) & \textbf{0.3100 $\pm$ 0.0141} & \textbf{0.2350 $\pm$ 0.0071} & 2 \\" in tex
     assert r"w/o DR & -- & -- & -- \\" in tex
     assert r"\multicolumn{1}{c}{CDs \& Vinyl}" in tex

@@ -75,7 +75,8 @@ def test_every_wandb_sweep_expands_to_command_lines_the_cli_accepts(tmp_path):
         for run_dir, args in points:
             config = parse_point(args)  # raises ValueError if the CLI would reject the line
             assert config.run_dir == str(run_dir)
-            for name, value in zip([p.name for p in spec.parameters], spec.grid()[points.index((run_dir, args))].values()):
+            for name, value in zip([p.name for p in spec.parameters],
+                                   spec.grid()[points.index((run_dir, args))].values()):
                 if name == "config":
                     continue
                 node = config

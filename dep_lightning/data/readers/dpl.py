@@ -367,7 +367,8 @@ def drop_later_targets(located: dict[str, Located], errors: ErrorLog) -> None:
 
 
 def _check_items_known(row: DPLRow, items: dict[str, Item], path: Path, line: int) -> None:
-    checks = [("data.asin", row.target.item_id)] + [(f"profile[{i}].asin", r.item_id) for i, r in enumerate(row.profile)]
+    checks = [("data.asin", row.target.item_id)] + [(f"profile[{i}].asin", r.item_id)
+                                                     for i, r in enumerate(row.profile)]
     for field, item_id in checks:
         if item_id not in items:
             raise InputError(str(path), line, field, item_id, "item missing from meta")
