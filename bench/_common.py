@@ -71,3 +71,48 @@ def load_note() -> str:
 
     one, five, _ = os.getloadavg()
     return f"load average {one:.1f} / {five:.1f} (1 / 5 min) on {os.cpu_count()} CPUs"
+
+
+def matmul_peak(n: int, dtype, repeats: int) -> dict[str, float]:
+    """FLOP/s of an n x n x n product through ``torch.mm`` and through ``F.linear`` (oneDNN), best of repeats."""
+    import torch
+
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    rates = {}
+    for name, fn in (("torch.mm", lambda: torch.mm(a, b)), ("F.linear", lambda: torch.nn.functional.linear(a, b))):
+        fn()  # warm-up: packing buffers, kernel selection
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - start)
+        rates[name] = 2 * n**3 / best
+    return rates
+
+
+def machine_line(peak: bool = True) -> str:
+    """What every bench prints first: the CPU model, its bf16 units, the dtype ``backbone_dtype:
+    auto`` picks here, torch's threads, the load, and (``peak``) the measured matmul peak of
+    that dtype, the reference the bench's rates can be read against."""
+    import torch
+
+    from dep_lightning.models.backbone import cpu_has_native_bf16, cpu_model, resolve_dtype
+
+    flags = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            flags = next((set(line.split(":", 1)[1].split()) for line in handle if line.startswith("flags")), set())
+    except OSError:
+        pass
+    marks = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("avx512_bf16", "amx_bf16"))
+    dtype = resolve_dtype("auto")
+    name = str(dtype).removeprefix("torch.")
+    line = (f"CPU: {cpu_model()} ({marks}; native bf16 {'yes' if cpu_has_native_bf16() else 'no'}); "
+            f"backbone_dtype auto = {name}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+            f"{load_note()}")
+    if peak:
+        # bf16 without bf16 units is emulated (~28x slower): a smaller product keeps this short.
+        n = 1024 if dtype == torch.float32 or cpu_has_native_bf16() else 256
+        rate = max(matmul_peak(n, dtype, repeats=5).values())
+        line += f"\nmatmul peak ({name}, {n}^3, best of torch.mm / F.linear): {rate / 1e9:.1f} GFLOP/s"
+    return line

@@ -25,6 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _common import machine_line  # noqa: E402
 from dep_lightning.embeddings.cache import EmbeddingCache  # noqa: E402
 from dep_lightning.embeddings.embedder import SentenceEmbedder  # noqa: E402
 
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
+    print(machine_line())
 
     texts = read_reviews(args.data, args.n)
     embedder = SentenceEmbedder(pooling=args.pooling, batch_size=args.batch_size)

@@ -41,7 +41,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from _common import DATA, Timer, length_stats, load_note, load_smollm2, musical_instruments, table
+from _common import DATA, Timer, length_stats, load_note, load_smollm2, machine_line, musical_instruments, table
 
 IGNORE = -100
 
@@ -178,6 +178,7 @@ def main() -> None:
                         help="leave out these bare-loop variants")
     parser.add_argument("--data", default=str(DATA))
     args = parser.parse_args()
+    print(machine_line())
     if args.warmup < 0 or args.steps < 1:
         parser.error("need --warmup >= 0 and --steps >= 1")
     torch.manual_seed(0)

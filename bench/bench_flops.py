@@ -18,27 +18,11 @@ forward and twice that backward (causal: half of the ``T×T`` scores). bf16 runs
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _common import Timer, load_note, table
-
-
-def matmul_peak(n: int, dtype: torch.dtype, repeats: int) -> dict[str, float]:
-    """FLOP/s of an n x n x n product through ``torch.mm`` and through ``F.linear`` (oneDNN), best of repeats."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    rates = {}
-    for name, fn in (("torch.mm", lambda: torch.mm(a, b)), ("F.linear", lambda: torch.nn.functional.linear(a, b))):
-        fn()  # warm-up: packing buffers, kernel selection
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - start)
-        rates[name] = 2 * n**3 / best
-    return rates
+from _common import Timer, machine_line, matmul_peak, table
 
 
 def step(model, embeds: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype) -> None:
@@ -88,7 +72,7 @@ def main() -> None:
 
     from dep_lightning.models.backbone import load_backbone
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {load_note()}")
+    print(machine_line(peak=False))  # the peaks of both dtypes are measured below
     sizes = {"fp32": args.matmul_size, "bf16": args.bf16_matmul_size}
     measured = {"fp32": matmul_peak(sizes["fp32"], torch.float32, args.matmul_repeats),
                 "bf16": matmul_peak(sizes["bf16"], torch.bfloat16, max(1, args.matmul_repeats // 5))}

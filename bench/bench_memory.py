@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 
-from _common import load_note, table
+from _common import load_note, machine_line, table
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -116,6 +116,7 @@ def main() -> None:
     if args.child:
         child(int(args.child[0]), int(args.child[1]), args.child[2], args.child[3])
         return
+    print(machine_line())
 
     name = "SmolLM2-135M-Instruct" if args.backbone == "smollm2" else "tiny 2-layer Llama"
     print(f"{name}, batch {args.batch}, fp32; {load_note()}")

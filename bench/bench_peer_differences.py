@@ -24,6 +24,7 @@ import tracemalloc
 
 import numpy as np
 
+from _common import machine_line
 from dep_lightning.embeddings.peers import build_peer_stats, peer_differences
 
 MiB = 1024 * 1024
@@ -75,6 +76,7 @@ def main() -> None:
     ap.add_argument("--subsample", type=int, default=2000, help="reviews timed with the naive loop")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    print(machine_line())
 
     items, vectors = synthetic_corpus(args.reviews, args.dim, args.items, args.zipf, args.seed)
     counts = np.unique(np.asarray(items), return_counts=True)[1]

@@ -16,7 +16,7 @@ import argparse
 
 import numpy as np
 
-from _common import DATA, musical_instruments, table
+from _common import DATA, machine_line, musical_instruments, table
 
 
 def main() -> None:
@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--data", default=str(DATA))
     args = parser.parse_args()
+    print(machine_line())
 
     from dataclasses import replace
 

@@ -39,27 +39,10 @@ scored/s or new tokens/s, and scoring's samples/s over each generation variant's
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 
 import torch
 
-from _common import Timer, load_note, table
-
-
-def cpu_line() -> str:
-    """The CPU model, its bf16 flags, and torch's threads."""
-    name, flags = platform.processor() or "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            info = [line.split(":", 1) for line in handle if ":" in line]
-        name = next((v.strip() for k, v in info if k.strip() == "model name"), name)
-        flags = next((set(v.split()) for k, v in info if k.strip() == "flags"), flags)
-    except OSError:
-        pass
-    marks = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("avx512_bf16", "amx_bf16"))
-    return (f"CPU: {name}, {os.cpu_count()} CPUs ({marks}); torch {torch.__version__} on "
-            f"{torch.get_num_threads()} threads")
+from _common import Timer, load_note, machine_line, table
 
 
 def datamodule(samples: int, batch_size: int, k: int, with_text: bool):
@@ -133,7 +116,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(cpu_line())
+    print(machine_line())
     print(f"at start: {load_note()}")
     dm = datamodule(args.samples, args.batch_size, args.k, not args.no_text)
     dm.scoring_conditions = None

@@ -19,7 +19,7 @@ import argparse
 
 import torch
 
-from _common import DATA, Timer, load_note, load_smollm2, musical_instruments, table
+from _common import DATA, Timer, load_note, load_smollm2, machine_line, musical_instruments, table
 from bench_generation import generate
 
 
@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="alternating timed rounds; the best counts")
     parser.add_argument("--data", default=str(DATA))
     args = parser.parse_args()
+    print(machine_line())
 
     dm = musical_instruments(k=args.k, eval_batch_size=args.batch, data=args.data, limit_test=args.samples)
     dm.setup("test")
