@@ -41,3 +41,10 @@ def test_name_recall_reads_the_first_group_name():
             {"user_id": "a", "prediction": f"{own_name[:-2]}xx, a near miss."},         # whole words only
             {"user_id": "a", "prediction": "Nothing named."}]
     assert summary.signature_recall(rows, groups, "prediction", group_name_of) == {"n": 4, "own": 0.25, "other": 0.25}
+
+
+def test_opener_choice_columns_read_the_analysis_or_stay_blank():
+    summary = load_summary_module()
+    assert summary.opener_columns(None).strip() == ""
+    choice = {"true": {"own": 0.5, "constant_best": 0.3}, "swap": {"own": 0.25, "swap_follows": 0.4}}
+    assert summary.opener_columns(choice).split() == ["0.50", "0.30", "0.25", "0.40"]
