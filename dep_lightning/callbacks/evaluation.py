@@ -96,8 +96,6 @@ def code_version() -> str:
     return version
 
 
-ABLATION_KEYS = ("refinement", "embeddings", "with_text", "guidance", "k", "retriever")
-
 
 def environment(pl_module: L.LightningModule) -> dict[str, Any]:
     """Where a run computed: the backbone's dtype as resolved (``auto`` differs by machine),

@@ -24,11 +24,11 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from dep_lightning.axes import ABLATION_KEYS
 from dep_lightning.data.conditions import CONDITIONS
 from dep_lightning.data.errors import InputError, json_error
 from dep_lightning.results.stats import MetricSamples, bleu_statistics
 
-ABLATION_KEYS = ("refinement", "embeddings", "with_text", "guidance", "k", "retriever")
 QUALITY_METRICS = ("rouge1", "meteor", "bleu", "bertscore")
 PER_SAMPLE_SCORES = ("rouge1", "meteor", "bertscore")
 HYGIENE_METRICS = ("copy_rate", "mean_longest_copy", "limit_rate", "echo_rate")

@@ -34,6 +34,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from dep_lightning.axes import BY_KEY as AXES
+from dep_lightning.axes import PAPER_DEFAULTS
 from dep_lightning.data.conditions import CONDITIONS
 from dep_lightning.results.registry import HYGIENE_METRICS, Registry, RunGroup
 from dep_lightning.results.stats import bootstrap_ci, paired_bootstrap
@@ -48,9 +50,6 @@ METRIC_LABELS = {"rouge1": "R-1", "meteor": "MET.", "bleu": "BL.", "bertscore": 
 METRIC_LABELS.update({f"nll_{c}": f"NLL {c}" for c in CONDITIONS})
 METRIC_LABELS.update({f"gain_{c}": f"{c} - true [95% CI]" for c in CONDITIONS if c != "true"})
 PAPER_CATEGORIES = ("Books", "Movies_and_TV", "CDs_and_Vinyl")
-# Tie-breaks for the defaults: the paper's own setting.
-PAPER_DEFAULTS = {"refinement": "sae", "embeddings": "his+diff", "with_text": True, "guidance": True,
-                  "retriever": "recency"}
 THREE_METRICS = ("rouge1", "meteor", "bleu")
 SIGNIFICANCE = 0.05
 EMPTY = "—"
@@ -417,14 +416,13 @@ def _ablation_table(name, title, caption, groups, defaults, categories, metrics,
     return table
 
 
+# Ablation rows from the axes (dep_lightning/axes.py); table 2 crosses two of them.
 EMBEDDING_SPECS = [(f"{text_label}: {label}", {"embeddings": value, "with_text": with_text})
-                   for text_label, with_text in (("w/o text", False), ("w/ text", True))
-                   for label, value in (("his_emb", "his"), ("diff_emb", "diff"), ("his_emb + diff_emb", "his+diff"))]
-REFINEMENT_SPECS = [("w/o DR", {"refinement": "none"}), ("w/ AE", {"refinement": "ae"}),
-                    ("w/ SAE", {"refinement": "sae"})]
-RETRIEVER_SPECS = [("Random", {"retriever": "random"}), ("BM25", {"retriever": "bm25"}),
-                   ("Embedding", {"retriever": "embedding"}), ("Recency", {"retriever": "recency"})]
-GUIDANCE_SPECS = [("w/o Guidance", {"guidance": False}), ("w/ Guidance", {"guidance": True})]
+                   for with_text, text_label in AXES["with_text"].rows
+                   for value, label in AXES["embeddings"].rows]
+REFINEMENT_SPECS = AXES["refinement"].specs()
+RETRIEVER_SPECS = AXES["retriever"].specs()
+GUIDANCE_SPECS = AXES["guidance"].specs()
 
 
 def build_tables(registry: Registry, options: Options | None = None, defaults: dict[str, Any] | None = None
