@@ -271,11 +271,12 @@ def load_backbone(name_or_path: str | os.PathLike = SMOLLM2, dtype: str | torch.
         raise ValueError("backbone_options.allow_download: true needs HF_HUB_OFFLINE=0 in the environment "
                          "(dep_lightning sets it to 1 unless you set it)")
     source = _resolve(name_or_path, cache_dir)
-    local = not options.allow_download
+    if options.allow_download and not Path(source).exists():
+        source = _download(str(source))
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local, dtype=resolve_dtype(dtype),
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, dtype=resolve_dtype(dtype),
                                                      attn_implementation=options.attn_implementation)
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
     except OSError as err:
         where = "nor a hub id (download failed)" if options.allow_download else \
             "nor a local Hugging Face model folder or cached hub id (nothing is downloaded unless " \
@@ -287,6 +288,15 @@ def load_backbone(name_or_path: str | os.PathLike = SMOLLM2, dtype: str | torch.
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.dep_source = str(source)  # the folder (or cached hub id) the weights came from, for vLLM
     return _apply_options(_freeze(model), options), tokenizer
+
+
+def _download(hub_id: str) -> str:
+    """The one place the package fetches weights (``backbone_options.allow_download: true``
+    only; tests/reliability/test_security.py allows no other): the hub id's files into the
+    local HF cache, whose folder every load then reads with ``local_files_only=True``."""
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(repo_id=hub_id)
 
 
 def _apply_options(model: torch.nn.Module, options: BackboneOptions) -> torch.nn.Module:

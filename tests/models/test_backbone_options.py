@@ -112,12 +112,29 @@ def test_an_unknown_attention_kernel_is_a_one_line_error():
 
 
 def test_downloads_need_both_switches(tmp_path, monkeypatch):
+    from dep_lightning.models import backbone
+
+    fetched = []
+    model, tok = tiny_backbone(seed=0)
+    folder = tmp_path / "fetched"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    monkeypatch.setattr(backbone, "_download", lambda hub_id: fetched.append(hub_id) or str(folder))
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="allow_download: true needs HF_HUB_OFFLINE=0"):
         load_backbone("some-org/some-model", options={"allow_download": True})
     with pytest.raises(FileNotFoundError, match="cached hub id .nothing is downloaded unless "
                                                 "backbone_options.allow_download: true"):
         load_backbone("some-org/some-model-that-is-not-cached")
+    assert fetched == []  # without allow_download nothing is fetched
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    loaded, _ = load_backbone("some-org/some-model", dtype="float32", options={"allow_download": True})
+    assert fetched == ["some-org/some-model"]  # fetched once, then read locally
+    assert torch.equal(loaded.model.embed_tokens.weight, model.model.embed_tokens.weight)
+    load_backbone(str(folder), dtype="float32", options={"allow_download": True})
+    assert fetched == ["some-org/some-model"]  # a local folder is never fetched
 
 
 def test_options_are_saved_as_plain_hyperparameters(datamodule):
