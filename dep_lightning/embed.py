@@ -59,8 +59,7 @@ class EmbedCLI(DEPLightningCLI):
         cache.trainer_kwargs.update(accelerator=options.accelerator, devices=options.devices,
                                     strategy=options.strategy)
         before = len(cache)
-        dm.prepare_data()
-        cache._refresh()
+        dm.prepare_data()  # EmbeddingCache.ensure leaves the cache refreshed
         self.summary = {"folder": str(cache.folder), "embedder": cache.embedder.folder.name,
                         "dtype": cache.embedder.dtype, "dim": cache.dim, "vectors_before": before,
                         "vectors": len(cache), "encoded_here": cache.encoded_texts}

@@ -52,7 +52,7 @@ class VLLMGenerator:
             except ImportError as error:
                 raise ImportError("backbone_options.generation_backend: vllm needs the vllm package "
                                   "(pip install -e '.[vllm]', on a CUDA machine)") from error
-            self._engine = LLM(model=self.model_path, enable_prompt_embeds=True, skip_tokenizer_init=False,
+            self._engine = LLM(model=self.model_path, enable_prompt_embeds=True,
                                dtype=str(self.dtype).removeprefix("torch."), gpu_memory_utilization=self.gpu_memory,
                                max_model_len=self.max_model_len)
         return self._engine
