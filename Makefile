@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 $(WORDNET): scripts/install_wordnet.sh
 	bash scripts/install_wordnet.sh $(VENV)/nltk_data
 
-# ruff (pyflakes + pycodestyle, settings in pyproject.toml); installed by setup with the dev extra.
+# ruff (pyflakes, pycodestyle, import order; settings in pyproject.toml); installed by setup with the dev extra.
 lint: setup
 	$(BIN)/ruff check dep_lightning tests scripts bench
 

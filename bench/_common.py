@@ -39,7 +39,7 @@ def musical_instruments(k: int = 4, batch_size: int = 1, eval_batch_size: int = 
 
 
 def length_stats(examples) -> str:
-    lengths = np.array([len(e["input_ids"]) for e in examples])
+    lengths = np.array([len(e.input_ids) for e in examples])
     return (f"{len(lengths)} samples, tokens per sample mean {lengths.mean():.0f}, median {np.median(lengths):.0f}, "
             f"p90 {np.percentile(lengths, 90):.0f}, max {lengths.max()}")
 

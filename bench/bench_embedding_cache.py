@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _common import machine_line  # noqa: E402
+
 from dep_lightning.embeddings.cache import EmbeddingCache  # noqa: E402
 from dep_lightning.embeddings.embedder import SentenceEmbedder  # noqa: E402
 

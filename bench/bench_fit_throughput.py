@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import itertools
 import time
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-
 from _common import DATA, Timer, length_stats, load_note, load_smollm2, machine_line, musical_instruments, table
 
 IGNORE = -100
@@ -71,7 +71,7 @@ class Interleaved(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         end = clock()
         self.lightning.append((end[0] - self.resume[0], end[1] - self.resume[1]))
-        self.tokens.append(int(batch["attention_mask"].sum()))
+        self.tokens.append(int(batch.attention_mask.sum()))
         self.bare.step(self.bare_model, batch)
         self.resume = clock()
 
@@ -100,25 +100,23 @@ def adapters_loss(model, aux, gen):
 
 def all_logits_loss(model, batch):
     """The Hugging Face ``labels=`` loss: logits at every position, prompt ones masked out afterwards."""
-    embeds, aux = model.input_embeddings(batch["input_ids"], batch["slots"])
-    out = model.backbone(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"])
+    embeds, aux = model.input_embeddings(batch.input_ids, batch.slots)
+    out = model.backbone(inputs_embeds=embeds, attention_mask=batch.attention_mask, labels=batch.labels)
     return adapters_loss(model, aux, out.loss)
 
 
 def no_prefix_loss(model, batch):
     """DEPModule's loss with the shared prompt prefix run through the LLM like every other token."""
-    return model.losses({**batch, "prefix_length": 0})["loss"]
+    return model.losses(dataclasses.replace(batch, prefix_length=0))["loss"]
 
 
 def pad_to(batch, length: int, pad_id: int):
-    extra = length - batch["input_ids"].shape[1]
+    extra = length - batch.input_ids.shape[1]
     if extra < 0:
-        raise SystemExit(f"--fixed-length {length} is shorter than a batch ({batch['input_ids'].shape[1]} tokens)")
-    padded = dict(batch)
-    padded["input_ids"] = F.pad(batch["input_ids"], (0, extra), value=pad_id)
-    padded["attention_mask"] = F.pad(batch["attention_mask"], (0, extra), value=0)
-    padded["labels"] = F.pad(batch["labels"], (0, extra), value=IGNORE)
-    return padded
+        raise SystemExit(f"--fixed-length {length} is shorter than a batch ({batch.input_ids.shape[1]} tokens)")
+    return dataclasses.replace(batch, input_ids=F.pad(batch.input_ids, (0, extra), value=pad_id),
+                               attention_mask=F.pad(batch.attention_mask, (0, extra), value=0),
+                               labels=F.pad(batch.labels, (0, extra), value=IGNORE))
 
 
 class BareRun:
@@ -142,7 +140,7 @@ class BareRun:
         end = clock()
         self.seconds.append(end[0] - wall)
         self.cpu.append(end[1] - cpu)
-        self.tokens.append(int(batch["attention_mask"].sum()))
+        self.tokens.append(int(batch.attention_mask.sum()))
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.state}
 
 
@@ -187,7 +185,7 @@ def main() -> None:
         dm = musical_instruments(k=args.k, batch_size=args.batch_size, data=args.data)
     n = args.warmup + args.steps
     print(f"data: {length_stats(dm.examples['train'])} (set-up {setup.seconds:.0f} s)")
-    lengths = [len(e["input_ids"]) for e in dm.examples["train"]]
+    lengths = [len(e.input_ids) for e in dm.examples["train"]]
     shares = padding_shares(lengths, args.batch_size, args.fixed_length)
     print(f"padding share of computed positions over one epoch, batch {args.batch_size}: "
           + "; ".join(f"{name} {value:.1%}" for name, value in shares.items()))
@@ -195,7 +193,7 @@ def main() -> None:
     start = {k: v.clone() for k, v in model.state_dict().items() if k in model.trainable_state_keys()}
     pad_id = dm.tokenizer.pad_token_id
     first = next(iter(dm.train_dataloader()))
-    prefix = first["prefix_length"]
+    prefix = first.prefix_length
     print(f"shared prompt prefix: {prefix} tokens; batch size {args.batch_size}; {load_note()}")
 
     # The variants compute DEP's loss: check on the first batch before timing anything

@@ -20,9 +20,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from _common import Timer, machine_line, matmul_peak, table
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def step(model, embeds: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype) -> None:

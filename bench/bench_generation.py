@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from _common import DATA, Timer, load_note, load_smollm2, machine_line, musical_instruments, table
 
 
 def generate(model, prompt: dict, new_tokens: int) -> torch.Tensor:
-    embeds, _ = model.input_embeddings(prompt["input_ids"], prompt["slots"])
-    return model.backbone.generate(inputs_embeds=embeds, attention_mask=prompt["attention_mask"],
+    embeds, _ = model.input_embeddings(prompt.input_ids, prompt.slots)
+    return model.backbone.generate(inputs_embeds=embeds, attention_mask=prompt.attention_mask,
                                    max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                                    temperature=None, top_p=None, top_k=None,
                                    pad_token_id=model.tokenizer.pad_token_id)
@@ -42,12 +41,12 @@ def main() -> None:
 
     dm = musical_instruments(k=args.k, eval_batch_size=args.batch, data=args.data, limit_test=args.batch)
     dm.setup("test")
-    batched = next(iter(dm.test_dataloader()))["prompt"]
+    batched = next(iter(dm.test_dataloader())).prompt
     singles = [next(iter(torch.utils.data.DataLoader(dm.examples["test"][i:i + 1],
-                                                     collate_fn=dm.test_dataloader().collate_fn)))["prompt"]
+                                                     collate_fn=dm.test_dataloader().collate_fn))).prompt
                for i in range(args.batch)]
     model = load_smollm2(dm.embedding_dim).eval()
-    lengths = [int(p["attention_mask"].sum()) for p in singles]
+    lengths = [int(p.attention_mask.sum()) for p in singles]
     print(f"{args.batch} prompts of {min(lengths)}-{max(lengths)} tokens (batch padded to "
           f"{batched['input_ids'].shape[1]}), {args.new_tokens} new tokens each; {load_note()}")
 

@@ -23,8 +23,8 @@ import time
 import tracemalloc
 
 import numpy as np
-
 from _common import machine_line
+
 from dep_lightning.embeddings.peers import build_peer_stats, peer_differences
 
 MiB = 1024 * 1024

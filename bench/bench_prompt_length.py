@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
 from _common import DATA, machine_line, musical_instruments, table
 
 
@@ -34,10 +33,10 @@ def main() -> None:
         for k in args.k:
             dm.k, dm.prompt = k, replace(dm.prompt, with_text=with_text)
             examples = dm.build_examples("train")
-            lengths = np.array([len(e["input_ids"]) for e in examples])
-            slots = np.array([len(e["slot_pos"]) for e in examples])
-            shown = np.array([len(e["kept"]) for e in examples])
-            retrieved = np.array([len(e["retrieved"]) for e in examples])
+            lengths = np.array([len(e.input_ids) for e in examples])
+            slots = np.array([len(e.slot_pos) for e in examples])
+            shown = np.array([len(e.history) for e in examples])
+            retrieved = np.array([len(e.retrieved) for e in examples])
             base = base or lengths.mean()
             rows.append([k, "yes" if with_text else "no", f"{lengths.mean():.0f}", f"{np.percentile(lengths, 90):.0f}",
                          f"{retrieved.mean():.2f}", f"{shown.mean():.2f}", f"{1 - shown.sum() / retrieved.sum():.1%}",

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from _common import Timer, load_note, machine_line, table
 
 
@@ -75,7 +74,7 @@ def generate_stopping(model, batches: list[dict], new_tokens: int) -> tuple[int,
     config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False)
     n = tokens = full = 0
     for batch in batches:
-        outs = model.generate_outputs(batch["prompt"], key=batch["sample_id"][0], generation=config)
+        outs = model.generate_outputs(batch.prompt, key=batch.sample_id[0], generation=config)
         n, tokens, full = n + len(outs), tokens + sum(o.tokens for o in outs), full + sum(o.hit_limit for o in outs)
     return n, tokens, full
 
@@ -85,14 +84,14 @@ def generate_forced(model, batches: list[dict], new_tokens: int) -> tuple[int, i
     ``generate_outputs``' call with ``min_new_tokens`` equal to ``max_new_tokens``."""
     n = tokens = full = 0
     for batch in batches:
-        prompt = batch["prompt"]
-        embeds, _ = model.input_embeddings(prompt["input_ids"], prompt["slots"])
+        prompt = batch.prompt
+        embeds, _ = model.input_embeddings(prompt.input_ids, prompt.slots)
         out = model.backbone.generate(inputs_embeds=embeds.to(model.backbone.dtype),
-                                      attention_mask=prompt["attention_mask"], max_new_tokens=new_tokens,
+                                      attention_mask=prompt.attention_mask, max_new_tokens=new_tokens,
                                       min_new_tokens=new_tokens, do_sample=False, temperature=None, top_p=None,
                                       top_k=None, pad_token_id=model.tokenizer.pad_token_id,
                                       eos_token_id=model.stop_ids)
-        assert out.shape == (prompt["input_ids"].shape[0], new_tokens), out.shape
+        assert out.shape == (prompt.input_ids.shape[0], new_tokens), out.shape
         n, tokens, full = n + out.shape[0], tokens + out.numel(), full + out.shape[0]
     return n, tokens, full
 
@@ -122,8 +121,8 @@ def main() -> None:
     dm.scoring_conditions = None
     gen_batches = list(dm.test_dataloader())
     score_batches = list(dm.score_loader("true"))
-    gen_ids = sorted(i for b in gen_batches for i in b["sample_id"])
-    score_ids = sorted(i for b in score_batches for i in b["sample_id"])
+    gen_ids = sorted(i for b in gen_batches for i in b.sample_id)
+    score_ids = sorted(i for b in score_batches for i in b.sample_id)
     assert gen_ids == score_ids, "scoring and generation must see the same samples"
     model = DEPModule(backbone="smollm2-135m-instruct", backbone_dtype=args.dtype,
                       embedding_dim=dm.embedding_dim, seed=0).eval().to(args.device)
@@ -132,17 +131,17 @@ def main() -> None:
 
         gen_batches, score_batches = move_data_to_device((gen_batches, score_batches), torch.device(args.device))
     n = len(gen_ids)
-    prompts = [e["prompt_length"] for e in dm.examples["test"]]
-    full = [len(e["input_ids"]) for e in dm.split_examples("score")]
-    refs = [f - p for f, p in zip(full, [e["prompt_length"] for e in dm.split_examples("score")])]
+    prompts = [e.prompt_length for e in dm.examples["test"]]
+    full = [len(e.input_ids) for e in dm.split_examples("score")]
+    refs = [f - p for f, p in zip(full, [e.prompt_length for e in dm.split_examples("score")])]
     print(f"backbone dtype {model.backbone.dtype} (backbone_dtype={args.dtype!r}); {n} test samples of the embedded "
           f"dataset, K = {args.k} {'without' if args.no_text else 'with'} text, batches of {args.batch_size}; "
           f"prompts {min(prompts)}-{max(prompts)} tokens (mean {sum(prompts) / n:.0f}), references "
           f"{min(refs)}-{max(refs)} tokens (mean {sum(refs) / n:.0f}); greedy, {args.new_tokens} new tokens")
-    real = sum(int(b["attention_mask"].sum()) for b in score_batches)
-    padded = sum(b["attention_mask"].numel() for b in score_batches)
-    prompt_real = sum(int(b["prompt"]["attention_mask"].sum()) for b in gen_batches)
-    prompt_padded = sum(b["prompt"]["attention_mask"].numel() for b in gen_batches)
+    real = sum(int(b.attention_mask.sum()) for b in score_batches)
+    padded = sum(b.attention_mask.numel() for b in score_batches)
+    prompt_real = sum(int(b.prompt.attention_mask.sum()) for b in gen_batches)
+    prompt_padded = sum(b.prompt.attention_mask.numel() for b in gen_batches)
     print(f"positions run forward: scoring {real} real of {padded} (right-padded); generation's prefill "
           f"{prompt_real} real of {prompt_padded} (left-padded)")
 

@@ -18,19 +18,18 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from _common import DATA, Timer, load_note, load_smollm2, machine_line, musical_instruments, table
 from bench_generation import generate
 
 
 def batches(dm, order: str) -> list[dict]:
     dm.test_order = order
-    return [batch["prompt"] for batch in dm.test_dataloader()]
+    return [batch.prompt for batch in dm.test_dataloader()]
 
 
 def padding(prompts: list[dict]) -> tuple[int, int]:
-    positions = sum(p["attention_mask"].numel() for p in prompts)
-    real = sum(int(p["attention_mask"].sum()) for p in prompts)
+    positions = sum(p.attention_mask.numel() for p in prompts)
+    real = sum(int(p.attention_mask.sum()) for p in prompts)
     return positions, positions - real
 
 
@@ -49,7 +48,7 @@ def main() -> None:
     dm.setup("test")
     variants = {order: batches(dm, order) for order in ("file", "length")}
     model = load_smollm2(dm.embedding_dim).eval()
-    lengths = [e["prompt_length"] for e in dm.examples["test"]]
+    lengths = [e.prompt_length for e in dm.examples["test"]]
     print(f"{len(lengths)} prompts of {min(lengths)}-{max(lengths)} tokens in batches of {args.batch}, "
           f"{args.new_tokens} new tokens each; {load_note()}")
 

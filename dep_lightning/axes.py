@@ -25,6 +25,9 @@ class Axis:
     #: Manifests always carry it (False: written only by newer versions).
     required: bool = True
     doc: str = field(default="", compare=False)
+    #: Title of an ablation table of its own, one row per value (``dep-lightning tables`` writes
+    #: ``axis_<key>.*``); empty for the paper's axes, whose tables (2, 3, 6-9) are built by name.
+    table: str = ""
 
     @property
     def values(self) -> tuple[Any, ...]:

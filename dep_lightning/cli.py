@@ -5,7 +5,8 @@ omegaconf ``${...}`` interpolation):
   fit | validate | test | predict   train / evaluate DEP (``--config configs/....yaml``)
   score     likelihood of every test reference under counterfactual conditions (true, swap, none, …)
 
-Framework subcommands:
+Framework subcommands (``prepare`` and ``embed`` parse configs with jsonargparse; the others
+take the options of the function they call, from its typed signature and ``Args:`` docstring):
   prepare   any review source -> DPL-format dataset on disk + table-4 statistics
   embed     fill the embedding cache of a run's data alone (``--config`` as fit; all visible devices)
   evaluate  score predictions JSON lines with ROUGE-1 / METEOR / BLEU / BERTScore
@@ -17,9 +18,19 @@ Framework subcommands:
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import importlib
+import inspect
 import sys
+import types
+import typing
 import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from pickle import UnpicklingError
+from typing import Any, Callable, Literal
 
 from dep_lightning.data.errors import ConfigError, InputError
 
@@ -32,134 +43,221 @@ def _commands() -> dict:
     return {"prepare": prepare}
 
 
-def _evaluate(argv: list[str]) -> None:
-    import argparse
+@dataclass(frozen=True)
+class Command:
+    """One framework subcommand: the function it calls, as ``"module:function"``.
 
-    from dep_lightning.evaluate import evaluate
+    The module is imported only when the command runs, so ``dep-lightning --help`` and
+    every other command stay free of its imports. The function's typed signature and the
+    ``Args:`` section of its docstring are the command's options and their help
+    (:func:`command_parser`): an option is declared once, where it is used. ``own_parser``
+    commands instead receive the raw arguments (``embed`` reads fit's configs through
+    LightningCLI).
+    """
 
-    parser = argparse.ArgumentParser(prog="dep-lightning evaluate", description=evaluate.__doc__.split("\n")[0])
-    parser.add_argument("predictions", nargs="+",
-                        help="JSON-lines files (prediction, reference[, sample_id, category])")
-    parser.add_argument("--bertscore", action="store_true", help="also compute BERTScore F1 (slow on CPU)")
-    parser.add_argument("--out", help="write the scores as JSON to this file")
-    parser.add_argument("--union", action="store_true",
-                        help="score all files as one set (default: each file on its own, with its own n)")
-    args = parser.parse_args(argv)
-    evaluate(args.predictions, bertscore=args.bertscore, out=args.out, union=args.union)
+    target: str
+    own_parser: bool = False
 
-
-def _sweep(argv: list[str]) -> None:
-    import argparse
-
-    from dep_lightning.sweeps.optuna_sweep import sweep
-
-    parser = argparse.ArgumentParser(prog="dep-lightning sweep",
-                                     description="Optuna study over a sweep file (sweeps/*.yaml, W&B format).")
-    parser.add_argument("--spec", required=True, help="sweep file, e.g. sweeps/table3_refinement.yaml")
-    parser.add_argument("--storage",
-                        help="RDB URL (default: sqlite:///<root>/optuna.db; postgresql://… for many machines)")
-    parser.add_argument("--study-name", help="study name (default: the sweep's name)")
-    parser.add_argument("--n-trials", type=int, help="trials in the study (grid: default every point)")
-    parser.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
-    parser.add_argument("--devices-per-trial", type=int, metavar="N",
-                        help="GPUs per worker: worker i's trials see visible GPUs i*N..i*N+N-1 "
-                             "(CUDA_VISIBLE_DEVICES); unset or no GPU: nothing is restricted")
-    parser.add_argument("--root", default="runs/sweeps", help="run directories go to <root>/<study>/trial_<n>")
-    parser.add_argument("--pruner", choices=("none", "median"), default="none")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random / TPE sampler")
-    parser.add_argument("--heartbeat", type=int, default=30, help="seconds between trial heartbeats")
-    parser.add_argument("--worker-only", action="store_true",
-                        help="only claim and run trials of an existing study (extra machines)")
-    parser.add_argument("--extra", action="append", default=[], metavar="ARG",
-                        help="an extra dep-lightning argument for every trial, e.g. --extra=--trainer.max_epochs=2")
-    args = parser.parse_args(argv)
-    counts = sweep(args.spec, storage=args.storage, study_name=args.study_name, n_trials=args.n_trials,
-                   workers=args.workers, root=args.root, pruner=args.pruner, seed=args.seed,
-                   heartbeat=args.heartbeat, worker_only=args.worker_only, extra_args=args.extra,
-                   devices_per_trial=args.devices_per_trial)
-    print(f"trials: {counts}")
+    def function(self) -> Callable[..., Any]:
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(module), name)
 
 
-def _grid(argv: list[str]) -> None:
-    import argparse
-
-    from dep_lightning.sweeps.local_grid import run_grid
-
-    parser = argparse.ArgumentParser(prog="dep-lightning grid",
-                                     description="Run a W&B grid sweep file here, one point after another.")
-    parser.add_argument("spec", nargs="+", help="sweep file(s), e.g. sweeps/table3_refinement.yaml")
-    parser.add_argument("--root", default="runs/sweeps", help="run directories go to <root>/<sweep>/<point>")
-    parser.add_argument("--dry-run", action="store_true", help="print the command lines only")
-    parser.add_argument("--extra", action="append", default=[], metavar="ARG",
-                        help="an extra dep-lightning argument for every point, "
-                             "e.g. --extra=--data.init_args.limit_test=8")
-    args = parser.parse_args(argv)
-    failed = 0
-    for spec in args.spec:
-        failed += run_grid(spec, root=args.root, dry_run=args.dry_run, extra_args=args.extra)["failed"]
-    if failed:
-        raise SystemExit(1)
+#: The framework subcommands besides LightningCLI's and jsonargparse's ``prepare``.
+FRAMEWORK_COMMANDS = {
+    "embed": Command("dep_lightning.embed:embed", own_parser=True),
+    "evaluate": Command("dep_lightning.evaluate:evaluate"),
+    "sweep": Command("dep_lightning.sweeps.optuna_sweep:sweep"),
+    "grid": Command("dep_lightning.sweeps.local_grid:grid"),
+    "tables": Command("dep_lightning.results.command:tables"),
+    "export": Command("dep_lightning.results.command:export"),
+}
 
 
-def _tables(argv: list[str]) -> None:
-    import argparse
+# -- options from a signature -----------------------------------------------------------------
 
-    from dep_lightning.results.command import make_tables, parse_formats
-    from dep_lightning.results.tables import parse_assignments
+@dataclass(frozen=True)
+class Option:
+    """One parameter of a command's function, as the command line spells it.
 
-    parser = argparse.ArgumentParser(prog="dep-lightning tables",
-                                     description="Regenerate the paper's tables and figures from run directories.")
-    parser.add_argument("--runs", nargs="+", default=[], metavar="DIR",
-                        help="folders searched recursively for run directories (manifest.json + metrics.json)")
-    parser.add_argument("--out", default="tables", help="output folder (default: tables)")
-    parser.add_argument("--format", default="md,latex,csv", help="comma-separated: md, latex, csv")
-    parser.add_argument("--reference", help="row the others are tested against: a method (table 1) or a row key "
-                                            "such as refinement=ae (ablation tables)")
-    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read runs from this W&B project (online)")
-    parser.add_argument("--defaults", metavar="KEY=VALUE,...", help="ablation defaults, e.g. k=4,retriever=recency "
-                                                                    "(default: the most common value among DEP runs)")
-    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default: 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    parser.add_argument("--no-figures", action="store_true", help="write tables only")
-    args = parser.parse_args(argv)
-    if not args.runs and not args.wandb:
-        parser.error("give --runs DIR... and/or --wandb ENTITY/PROJECT")
-    try:
-        formats, defaults = parse_formats(args.format), parse_assignments(args.defaults)
-    except ValueError as error:
-        parser.error(str(error))
-    make_tables(args.runs, out=args.out, formats=formats, reference=args.reference, wandb=args.wandb,
-                defaults=defaults, resamples=args.resamples, seed=args.seed, figures=not args.no_figures)
+    A parameter without a default that may be passed by position is a positional argument;
+    every other parameter is ``--name`` (dashed; ``--name_with_underscores`` is accepted too,
+    as LightningCLI spells its options). A parameter typed as a dataclass contributes its
+    fields (``group`` names the parameter), so options shared by several entry points are
+    declared once, in that dataclass.
+    """
 
+    name: str
+    annotation: Any
+    default: Any
+    positional: bool
+    help: str
+    group: str | None = None
 
-def _export(argv: list[str]) -> None:
-    import argparse
+    @property
+    def flag(self) -> str:
+        if self.annotation is bool and self.default is True:
+            return "--no-" + self.name.replace("_", "-")
+        return "--" + self.name.replace("_", "-")
 
-    from dep_lightning.results.export import export_runs
-
-    parser = argparse.ArgumentParser(prog="dep-lightning export",
-                                     description="Copy run directories without checkpoints, for sharing; "
-                                                 "`dep-lightning tables --runs OUT` reads the copy.")
-    parser.add_argument("--runs", nargs="+", required=True, metavar="DIR",
-                        help="folders searched recursively for run directories (manifest.json + metrics.json)")
-    parser.add_argument("--out", required=True, help="where the copies go (layout relative to each --runs folder)")
-    args = parser.parse_args(argv)
-    exported = export_runs(args.runs, args.out)
-    print(f"export: {len(exported)} run(s) under {args.out}")
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
 
 
-def _embed(argv: list[str]) -> None:
-    from dep_lightning.embed import embed
-    from dep_lightning.quiet import quiet_framework
+def _documented(function: Callable[..., Any]) -> tuple[str, dict[str, str]]:
+    """The description of a function (or dataclass) and the help of each parameter, from its docstring."""
+    import docstring_parser
 
-    quiet_framework()
-    embed(argv)
+    doc = docstring_parser.parse(inspect.getdoc(function) or "")
+    description = "\n\n".join(part for part in (doc.short_description, doc.long_description) if part)
+    return description, {param.arg_name: " ".join((param.description or "").split()) for param in doc.params}
 
 
-#: The framework subcommands besides LightningCLI's and jsonargparse's ``prepare``: name ->
-#: handler of the arguments after the name (each builds its own parser, so ``--help`` works).
-FRAMEWORK_COMMANDS = {"embed": _embed, "evaluate": _evaluate, "sweep": _sweep, "grid": _grid, "tables": _tables,
-                      "export": _export}
+def options(function: Callable[..., Any]) -> list[Option]:
+    """The command-line options of ``function``, from its signature and ``Args:`` docstring.
+
+    Every option needs a line in ``Args:``: an undocumented parameter is a ``TypeError``
+    when the parser is built, so ``--help`` never shows an option without its meaning.
+    """
+    found = []
+    hints = typing.get_type_hints(function)
+    _, helps = _documented(function)
+    for parameter in inspect.signature(function).parameters.values():
+        annotation = hints.get(parameter.name)
+        if dataclasses.is_dataclass(annotation):
+            found += [dataclasses.replace(field, group=parameter.name) for field in options(annotation)]
+            continue
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise TypeError(f"{getattr(function, '__qualname__', function)}: *{parameter.name} cannot be "
+                            "an option; name each parameter")
+        if parameter.name not in helps:
+            raise TypeError(f"{getattr(function, '__qualname__', function)}: parameter {parameter.name!r} "
+                            "has no line in the docstring's Args section (it is the option's help)")
+        positional = (parameter.default is inspect.Parameter.empty
+                      and parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD))
+        found.append(Option(parameter.name, annotation, parameter.default, positional, helps[parameter.name]))
+    return found
+
+
+def _shape(annotation: Any) -> tuple[Any, bool]:
+    """``(item type, is a list)`` of an option's annotation, ``None`` (an unset default) taken off."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members = [member for member in typing.get_args(annotation) if member is not type(None)]
+        if len(members) == 1:
+            return _shape(members[0])
+    elif origin in (list, tuple, Sequence):
+        item, *_ = typing.get_args(annotation) or (Any,)
+        if item in (str, int, float, Path):
+            return item, True
+    elif origin is Literal or annotation in (str, int, float, bool, Path):
+        return annotation, False
+    raise TypeError(f"no command-line spelling for the type {annotation}")
+
+
+def _add(parser: argparse.ArgumentParser, option: Option) -> None:
+    kind, many = _shape(option.annotation)
+    kwargs: dict[str, Any] = {"help": option.help.replace("%", "%%")}
+    if typing.get_origin(kind) is Literal:
+        kwargs["choices"] = typing.get_args(kind)
+        kind = type(kwargs["choices"][0])
+    if option.positional:
+        parser.add_argument(option.name, nargs="+" if many else None, type=kind, **kwargs)
+        return
+    # Absent options stay out of the namespace, so the function's own defaults apply.
+    kwargs.update(dest=option.name, default=argparse.SUPPRESS)
+    if kind is bool:
+        kwargs["action"] = "store_false" if option.default is True else "store_true"
+    else:
+        kwargs.update(type=kind, required=option.required)
+        # Items follow the option (``--runs A B``) or repeat it (``--extra=--x --extra=--y``):
+        # items that are themselves options can only be given the second way.
+        if many:
+            kwargs.update(nargs="+", action="extend")
+        if not option.required and option.default not in (None, (), []):
+            kwargs["help"] = kwargs["help"].rstrip(".") + f" (default: {option.default})"
+    parser.add_argument(option.flag, **kwargs)
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of ``dep-lightning <name>``, built from its function's signature."""
+    function = FRAMEWORK_COMMANDS[name].function()
+    parser = argparse.ArgumentParser(prog=f"dep-lightning {name}", description=_documented(function)[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for option in options(function):
+        _add(parser, option)
+    return parser
+
+
+def _dashed(argv: list[str], flags: set[str]) -> list[str]:
+    """``argv`` with ``--study_name`` spelled ``--study-name`` (one of ``flags``): LightningCLI's
+    options are underscored (``--run_dir``) and the framework's dashed; either spelling works here."""
+    out = []
+    for index, token in enumerate(argv):
+        if token == "--":  # what follows is values only
+            return out + argv[index:]
+        name, equals, value = token.partition("=")
+        dashed = name.replace("_", "-")
+        out.append(dashed + equals + value if name.startswith("--") and dashed in flags else token)
+    return out
+
+
+def parse_command(name: str, argv: list[str]) -> dict[str, Any]:
+    """The keyword arguments that ``dep-lightning <name> <argv>`` calls its function with.
+
+    Only what ``argv`` gives is there (the function's defaults apply to the rest); a
+    dataclass parameter is built from its fields. Bad arguments exit like argparse (usage,
+    one ``error:`` line, status 2).
+    """
+    function = FRAMEWORK_COMMANDS[name].function()
+    found = options(function)
+    given = vars(command_parser(name).parse_args(_dashed(argv, {option.flag for option in found})))
+    arguments: dict[str, Any] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    for option in found:
+        into = groups.setdefault(option.group, {}) if option.group else arguments
+        if option.name in given:
+            value = given[option.name]
+            into[option.name] = tuple(value) if typing.get_origin(option.annotation) is tuple else value
+    hints = typing.get_type_hints(function)
+    arguments.update({group: hints[group](**fields) for group, fields in groups.items()})
+    return arguments
+
+
+def run_command(name: str, argv: list[str]) -> Any:
+    """Run ``dep-lightning <name>`` with ``argv`` (the arguments after the name)."""
+    command = FRAMEWORK_COMMANDS[name]
+    if command.own_parser:
+        return command.function()(argv)
+    return command.function()(**parse_command(name, argv))
+
+
+def command_line(name: str, **arguments: Any) -> list[str]:
+    """The arguments of ``dep-lightning <name>`` that call its function with ``arguments``.
+
+    The inverse of :func:`parse_command`, for a process that starts the same command again
+    (``sweep`` workers): values equal to the default are left out; a dataclass parameter is
+    given as its instance.
+    """
+    argv = [name]
+    for option in options(FRAMEWORK_COMMANDS[name].function()):
+        if option.group:
+            value = getattr(arguments[option.group], option.name)
+        else:
+            value = arguments.get(option.name, option.default)
+        kind, many = _shape(option.annotation)
+        if not option.required and (list(value) == list(option.default) if many else value == option.default):
+            continue
+        if option.positional:
+            argv += [str(item) for item in value] if many else [str(value)]
+        elif kind is bool:
+            argv.append(option.flag)
+        elif value is None:
+            raise ValueError(f"{name} {option.flag}: None cannot be spelled (its default is {option.default!r})")
+        else:
+            argv += [f"{option.flag}={item}" for item in value] if many else [f"{option.flag}={value}"]
+    return argv
 
 
 def _run(argv: list[str]):
@@ -223,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
             quiet_framework()  # framework messages that never apply to a dep-lightning run (quiet.py)
             lightning_cli(argv)
         elif argv and argv[0] in FRAMEWORK_COMMANDS:
-            FRAMEWORK_COMMANDS[argv[0]](argv[1:])
+            run_command(argv[0], argv[1:])
         elif argv and argv[0] in ("-h", "--help"):
             print(__doc__)
             _run(argv)

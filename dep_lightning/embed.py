@@ -20,11 +20,27 @@ with a warm cache a fit spends no time encoding.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 
 from dep_lightning.training import DEPLightningCLI
+
+
+@dataclass
+class EncoderDevices:
+    """Where the encoder runs (``--embed.*``); fit's own trainer settings do not apply to it.
+
+    Args:
+        accelerator: accelerator of the encoder.
+        devices: devices of the encoder (auto: every visible GPU, one process each; one process on CPU).
+        strategy: strategy of the encoder.
+    """
+
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
 
 
 class EmbedCLI(DEPLightningCLI):
@@ -36,10 +52,7 @@ class EmbedCLI(DEPLightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         super().add_arguments_to_parser(parser)
-        parser.add_argument("--embed.accelerator", type=str, default="auto", help="accelerator of the encoder")
-        parser.add_argument("--embed.devices", type=int | str, default="auto",
-                            help="devices of the encoder (auto: every visible GPU; 1 process on CPU)")
-        parser.add_argument("--embed.strategy", type=str, default="auto", help="strategy of the encoder")
+        parser.add_class_arguments(EncoderDevices, "embed")
 
     def instantiate_classes(self) -> None:
         from jsonargparse import ArgumentParser
@@ -71,6 +84,9 @@ def embed(argv: list[str]) -> dict[str, Any] | None:
     summary line on the primary process and returns the summary (None on other ranks)."""
     import os
 
+    from dep_lightning.quiet import quiet_framework
+
+    quiet_framework()  # framework messages that never apply to a dep-lightning run (quiet.py)
     cli = EmbedCLI(args=argv)
     summary = cli.embed()
     if int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")) != 0:

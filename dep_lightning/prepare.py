@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Literal
 
 from dep_lightning.data.errors import ErrorLog
-from dep_lightning.data.samples import check_val_size
 from dep_lightning.data.preprocess import PreprocessReport
 from dep_lightning.data.readers.dpl import write_dpl
+from dep_lightning.data.samples import check_val_size
 from dep_lightning.data.schema import PreparedData
 from dep_lightning.data.sources import ReviewSource
 from dep_lightning.data.stats import dep_stats, dep_table, dpl_stats, dpl_table

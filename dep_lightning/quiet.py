@@ -61,9 +61,8 @@ def quiet_framework() -> None:
     # a note on an internal step of sizing the LR schedule; and the lines whose facts RunSummary
     # prints in the run's own words (why fit stopped, which checkpoint was restored, the seed).
     # Every other info line still shows.
-    from lightning_utilities.core import rank_zero
-
     import lightning.pytorch  # noqa: F401  (sets the logger rank_zero_info writes to)
+    from lightning_utilities.core import rank_zero
 
     rank_zero.log.addFilter(_INFO_FILTER)
     logging.getLogger("lightning.fabric.utilities.seed").addFilter(_SEED_FILTER)

@@ -10,8 +10,8 @@ from dep_lightning.callbacks.summary import RunSummary
 from dep_lightning.checkpoints import is_deepspeed_folder, read_folders_outside_deepspeed
 from dep_lightning.data.datamodule import DEPDataModule
 from dep_lightning.quiet import quiet_frozen_eval_modules
-from dep_lightning.scoring import DEPTrainer
 from dep_lightning.safety import redact, require_weights_only, secret_values
+from dep_lightning.scoring import DEPTrainer
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -73,7 +73,7 @@ def nll_by_opener(model, dm, samples, openers: dict[str, str]) -> dict[str, dict
         dm.examples = {k: v for k, v in dm.examples.items() if not k.startswith("score")}
         for batch in dm.score_loader("true"):
             sums, _ = model.score_batch(batch)
-            for sample_id, value in zip(batch["sample_id"], sums.tolist()):
+            for sample_id, value in zip(batch.sample_id, sums.tolist()):
                 nll.setdefault(sample_id, {})[group] = value
     return nll
 

@@ -23,13 +23,13 @@ class SampleLog(L.Callback):
         (self.folder / f"{stage}-rank{trainer.global_rank}.json").write_text(json.dumps(data))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.train.append([trainer.current_epoch, batch_idx, list(batch["sample_id"])])
+        self.train.append([trainer.current_epoch, batch_idx, list(batch.sample_id)])
 
     def on_train_end(self, trainer, pl_module):
         self._dump(trainer, "train", self.train)
 
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        self.test.extend(batch["sample_id"])
+        self.test.extend(batch.sample_id)
 
     def on_test_end(self, trainer, pl_module):
         self._dump(trainer, "test", self.test)

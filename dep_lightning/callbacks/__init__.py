@@ -1,6 +1,8 @@
-from dep_lightning.callbacks.evaluation import GenerationEvaluator, TestMetricsWriter
-from dep_lightning.callbacks.predictions import PredictionWriter
+from dep_lightning.callbacks.evaluation import GenerationEvaluator
+from dep_lightning.callbacks.predictions import PredictionsRecorder, PredictionWriter, WrittenPredictions
 from dep_lightning.callbacks.progress import LogProgress
+from dep_lightning.callbacks.recorder import ResultsRecorder, TestMetricsWriter
 from dep_lightning.callbacks.summary import RunSummary
 
-__all__ = ["GenerationEvaluator", "LogProgress", "PredictionWriter", "RunSummary", "TestMetricsWriter"]
+__all__ = ["GenerationEvaluator", "LogProgress", "PredictionWriter", "PredictionsRecorder", "ResultsRecorder",
+           "RunSummary", "TestMetricsWriter", "WrittenPredictions"]

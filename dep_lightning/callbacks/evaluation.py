@@ -1,9 +1,12 @@
-"""Generation-based validation metrics and the test run's ``metrics.json``.
+"""Generation-based validation metrics, and what identifies a run (``manifest.json``).
 
 :class:`GenerationEvaluator` generates for (a capped number of) validation samples every
 N epochs and logs ``val/rouge1``, ``val/meteor``, ``val/bleu`` (and ``val/bertscore``), so
 ``ModelCheckpoint(monitor="val/meteor", mode="max")`` keeps the best checkpoint by METEOR
 as the paper did. Metric states are synced across processes and deduplicated by sample id.
+
+:func:`build_manifest`, :func:`config_hash` and :func:`metrics_table` are shared by the
+test run's recorder (``callbacks/recorder.py``), likelihood scoring and ``evaluate``.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 
 from dep_lightning.atomic import atomic_write
-from dep_lightning.callbacks.predictions import PredictionWriter, run_dir
-from dep_lightning.metrics import TextMetrics, per_sample_scores, score_predictions
-from dep_lightning.metrics import hygiene
+from dep_lightning.axes import BY_KEY
+from dep_lightning.callbacks.predictions import run_dir
+from dep_lightning.manifest import RunManifest
+from dep_lightning.metrics import TextMetrics
 
 
 class GenerationEvaluator(L.Callback):
@@ -49,8 +52,8 @@ class GenerationEvaluator(L.Callback):
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if self.metrics is None or (self.max_samples is not None and self.seen >= self.max_samples):
             return
-        texts = pl_module.generate(batch["prompt"], key=batch["sample_id"][0])
-        self.metrics.update(texts, batch["reference"], ids=batch["sample_id"])
+        texts = pl_module.generate(batch.prompt, key=batch.sample_id[0])
+        self.metrics.update(texts, batch.reference, ids=batch.sample_id)
         self.seen += len(texts)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
@@ -96,7 +99,6 @@ def code_version() -> str:
     return version
 
 
-
 def environment(pl_module: L.LightningModule) -> dict[str, Any]:
     """Where a run computed: the backbone's dtype as resolved (``auto`` differs by machine),
     the attention kernel and gradient checkpointing (``backbone_options``), the device, the
@@ -132,23 +134,25 @@ def build_manifest(trainer: L.Trainer, pl_module: L.LightningModule, folder: Pat
     data, code version and the computing environment."""
     info = pl_module.method_info() if hasattr(pl_module, "method_info") else {"method": type(pl_module).__name__}
     described = trainer.datamodule.describe() if hasattr(trainer.datamodule, "describe") else {}
-    ablation = {"refinement": info.get("refinement"), **described.get("ablation", {})}
+    # Model-side axes from the method (the optional ones only when it reports them), data-side from the data.
+    ablation = {axis.key: info.get(axis.key) for axis in BY_KEY.values() if axis.side == "model"
+                and (axis.required or axis.key in info)}
+    ablation.update(described.get("ablation", {}))
     seed = os.environ.get("PL_GLOBAL_SEED")
     count = getattr(pl_module, "trainable_parameter_count", None)
-    return {
-        "schema": 1,
-        "method": info["method"],
-        "ablation": ablation,
-        "options": pl_module.method_options() if hasattr(pl_module, "method_options") else {},
-        "seed": int(seed) if seed is not None else None,
-        "backbone": pl_module.hparams.get("backbone"),
-        "data": described.get("data", {}),
-        "trainable_parameters": count() if count else None,
-        "code_version": code_version(),
-        "config_hash": config_hash(trainer, pl_module, folder),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment(pl_module),
-    }
+    return RunManifest(
+        method=info["method"],
+        ablation=ablation,
+        options=pl_module.method_options() if hasattr(pl_module, "method_options") else {},
+        seed=int(seed) if seed is not None else None,
+        backbone=pl_module.hparams.get("backbone"),
+        data=described.get("data", {}),
+        trainable_parameters=count() if count else None,
+        code_version=code_version(),
+        config_hash=config_hash(trainer, pl_module, folder),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        environment=environment(pl_module),
+    ).to_dict()
 
 
 def metrics_table(scores: dict[str, Any]) -> str:
@@ -158,97 +162,3 @@ def metrics_table(scores: dict[str, Any]) -> str:
     for name, values in rows:
         lines.append(f"| {name} | {values['n']} | " + " | ".join(f"{values[k]:.4f}" for k in keys) + " |")
     return "\n".join(lines)
-
-
-class TestMetricsWriter(PredictionWriter):
-    """Writes predictions (see :class:`PredictionWriter`), scores them, and writes the run's
-    registry files (docs/runs.md).
-
-    * prediction rows gain per-sample ``scores`` and the hygiene fields (``metrics/hygiene.py``);
-    * ``metrics.json``: all metrics per category and overall, sample counts, the hygiene
-      summary, metrics by user-uniqueness half, backbone and config hash;
-    * ``manifest.json``: method, ablation keys, seed, backbone, data, code version;
-    * ``analysis/latents.npz``: per test sample, the mean refiner latent of its his slots
-      (methods that record ``latents``).
-
-    Args:
-        bertscore: also compute BERTScore (slow on CPU).
-        copy_n: word-run length that counts as copied from the history.
-    """
-
-    def __init__(self, bertscore: bool = False, copy_n: int = hygiene.COPY_N):
-        super().__init__()
-        self.bertscore, self.copy_n = bertscore, copy_n
-        self.scores: dict[str, Any] | None = None
-
-    def _annotate(self) -> None:
-        for row, values in zip(self.rows, per_sample_scores(self.rows, bertscore=self.bertscore)):
-            row["scores"] = values
-            hygiene.annotate(row, self.copy_n)
-
-    def _write(self, trainer: L.Trainer, stage: str) -> None:
-        # Rows are annotated before they are written, so the files carry per-sample values;
-        # they include the rows of an interrupted session (predictions.py), so the metrics
-        # below are those of the whole file.
-        self._merge(trainer)
-        if trainer.is_global_zero and self.rows:
-            self._annotate()
-        self._write_rows(trainer, stage)
-
-    @staticmethod
-    def _log_to_loggers(trainer: L.Trainer, folder: Path, manifest: dict[str, Any], report: dict[str, Any]) -> None:
-        """Manifest as hyperparameters and overall scores as ``test/*`` metrics in every logger;
-        a W&B run also gets the registry files, so tables can be rebuilt from W&B alone."""
-        overall = {f"test/{k}": float(v) for k, v in report["overall"].items() if k != "n"}
-        overall.update({f"test/hygiene/{k}": float(v) for k, v in report["hygiene"].items()})
-        for logger in trainer.loggers:
-            logger.log_hyperparams({"manifest": manifest})
-            logger.log_metrics(overall, step=trainer.global_step)
-            if type(logger).__name__ == "WandbLogger":
-                for name in ("manifest.json", "metrics.json", "predictions/test.jsonl"):
-                    logger.experiment.save(str(folder / name), base_path=str(folder), policy="now")
-
-    def _by_uniqueness(self, trainer) -> dict[str, Any] | None:
-        """Overall metrics for the unique and the non-unique half of users (paper RQ4, figure 3)."""
-        uniqueness_of = getattr(trainer.datamodule, "uniqueness", None)
-        halves = uniqueness_of() if uniqueness_of is not None else None
-        if halves is None:
-            return None
-        out = {}
-        for name, keep in (("unique", lambda u: u in halves.unique), ("non_unique", lambda u: u not in halves.unique)):
-            rows = [r for r in self.rows if keep(r["user_id"])]
-            out[name] = score_predictions(rows, bertscore=self.bertscore)["overall"] if rows else {"n": 0}
-        return out
-
-    def on_test_epoch_end(self, trainer, pl_module) -> None:
-        if self.scoring(pl_module):
-            return
-        super().on_test_epoch_end(trainer, pl_module)
-        if not trainer.is_global_zero or not self.rows:
-            return
-        self.scores = score_predictions(self.rows, bertscore=self.bertscore)
-        report = {**self.scores, "hygiene": hygiene.summarize(self.rows, self.copy_n),
-                  "uniqueness": self._by_uniqueness(trainer),
-                  "backbone": pl_module.hparams.get("backbone"),
-                  "config_hash": config_hash(trainer, pl_module, self.folder),
-                  "predictions": str(self.paths[0]) if self.paths else None}
-        diagnostics = pl_module.diagnostics() if callable(getattr(pl_module, "diagnostics", None)) else {}
-        if diagnostics:  # DEP: latent and soft-prompt scale (dep_module.py)
-            report["diagnostics"] = diagnostics
-        folder = Path(self.folder)
-        write_json(folder / "metrics.json", report)
-        manifest = build_manifest(trainer, pl_module, folder)
-        write_json(folder / "manifest.json", manifest)
-        self._log_to_loggers(trainer, folder, manifest, report)
-        latents = getattr(pl_module, "latents", None)
-        if latents:
-            (folder / "analysis").mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(folder / "analysis" / "latents.npz",
-                                sample_id=np.array([r["sample_id"] for r in latents]),
-                                user_id=np.array([r["user_id"] for r in latents]),
-                                z=np.stack([r["z"] for r in latents]).astype(np.float32))
-        h = report["hygiene"]
-        print("\n" + metrics_table(self.scores)
-              + f"\nhygiene: {h['copy_rate']:.1%} copied >= {h['copy_n']} words, mean longest copy "
-                f"{h['mean_longest_copy']:.1f}, {h['limit_rate']:.1%} hit the token limit, "
-                f"{h['echo_rate']:.1%} echo the prompt\nmetrics: {folder / 'metrics.json'}")

@@ -16,6 +16,11 @@ directory with the same key reads the rows already written (the final file once 
 epoch had ended, else the part files) and hands their sample ids to the DataModule,
 which drops every batch all of whose samples are done. Skipping whole batches keeps
 every remaining batch, and so its sampling seed (its first sample id), as it was.
+
+What a run does with its rows beyond writing them (scores, ``metrics.json``, the
+manifest: ``callbacks/recorder.py``) is a :class:`PredictionsRecorder` handed to the
+writer. It sees the merged rows on rank 0 twice: before they are written, to add
+per-sample fields the files should carry, and once they are written.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ import functools
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol
 
 import lightning as L
 import torch
@@ -131,16 +137,45 @@ def weights_fingerprint(pl_module: L.LightningModule) -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class WrittenPredictions:
+    """The rows of one ``test`` / ``predict`` epoch as the writer wrote them."""
+
+    stage: str  # "test" or "predict"
+    folder: Path  # the run directory
+    rows: list[dict[str, Any]]  # one per sample id, in sample order, the interrupted sessions' included
+    paths: list[Path]  # predictions/<stage>.jsonl, then predictions/<stage>-<category>.jsonl per category
+
+
+class PredictionsRecorder(Protocol):
+    """What a :class:`PredictionWriter` hands each epoch's merged rows to, on rank 0 only.
+
+    The rows are the whole file's (rows carried over from an interrupted session included),
+    so what a recorder derives from them describes every sample, not just this session's.
+    """
+
+    def annotate(self, stage: str, rows: list[dict[str, Any]]) -> None:
+        """Add fields to the rows, in place, before they are written (the files carry them)."""
+
+    def record(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: WrittenPredictions) -> None:
+        """Act on the rows once they are written."""
+
+
 class PredictionWriter(L.Callback):
     """Writes the rows returned by ``test_step`` / ``predict_step`` as each batch ends, and
     resumes an interrupted ``test`` / ``predict`` (module docstring).
 
     Files: ``<run_dir>/predictions/<stage>.jsonl`` (all rows) and
     ``<run_dir>/predictions/<stage>-<category>.jsonl`` (one per category).
-    The last written rows stay in ``self.rows`` for callbacks that score them.
+    The last written rows stay in ``self.rows``.
+
+    Args:
+        recorder: given each epoch's merged rows before and after they are written
+            (:class:`PredictionsRecorder`); ``None`` writes the rows as the steps returned them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, recorder: PredictionsRecorder | None = None) -> None:
+        self.recorder = recorder
         self._buffer: list[dict[str, Any]] = []
         self._carried: list[dict[str, Any]] = []  # rank 0: rows of an interrupted session
         self._started = False
@@ -238,15 +273,20 @@ class PredictionWriter(L.Callback):
         self.rows = unique_rows(self._carried + all_rows(trainer, self._buffer))
         self._buffer, self._carried, self._started = [], [], False
 
-    def _write(self, trainer: L.Trainer, stage: str) -> None:
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._merge(trainer)
-        self._write_rows(trainer, stage)
-
-    def _write_rows(self, trainer: L.Trainer, stage: str) -> None:
         # trainer.log_dir is a collective under DDP: every process asks, only rank 0 writes.
         self.folder = run_dir(trainer)
         if not trainer.is_global_zero:
             return
+        if self.recorder is not None:
+            self.recorder.annotate(stage, self.rows)
+        self._write_rows(stage)
+        if self.recorder is not None:
+            self.recorder.record(trainer, pl_module, WrittenPredictions(stage, Path(self.folder), self.rows,
+                                                                        list(self.paths)))
+
+    def _write_rows(self, stage: str) -> None:
         folder = self._folder()
         self.paths = [folder / f"{stage}.jsonl"]
         write_jsonl(self.paths[0], self.rows)
@@ -271,7 +311,7 @@ class PredictionWriter(L.Callback):
 
     def on_test_epoch_end(self, trainer, pl_module):
         if not self.scoring(pl_module):
-            self._write(trainer, "test")
+            self._write(trainer, pl_module, "test")
 
     def on_predict_epoch_end(self, trainer, pl_module):
-        self._write(trainer, "predict")
+        self._write(trainer, pl_module, "predict")

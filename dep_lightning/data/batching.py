@@ -1,17 +1,20 @@
 """Batches with dynamic padding, and a length-bucketed batch sampler.
 
-Each example is a dict built once by the DataModule (token ids, labels, slots and the
-slot vectors); collation only pads. Training batches are right-padded full sequences;
-evaluation batches add the prompt alone, left-padded, for batched generation.
+Each :class:`~dep_lightning.data.types.Example` is built once by the DataModule (token
+ids, labels, slots and the slot vectors); collation only pads. Training batches are
+right-padded full sequences; evaluation batches add the prompt alone, left-padded, for
+batched generation (``data/types.py`` describes every field).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DistributedSampler, Sampler
+
+from dep_lightning.data.types import Batch, Example, PromptBatch, Slots
 
 IGNORE_INDEX = -100
 
@@ -39,36 +42,36 @@ def _ranks(kinds: Sequence[int]) -> list[int]:
     return ranks
 
 
-def _user_inputs(examples: Sequence[dict[str, Any]], dim: int) -> dict[str, torch.Tensor]:
+def _user_inputs(examples: Sequence[Example], dim: int) -> dict[str, torch.Tensor]:
     """Whole-history vectors (B, N, d) with their mask (B, N), and target item vectors (B, d)."""
-    width = max(1, max(len(ex["user_vectors"]) for ex in examples))
+    width = max(1, max(len(ex.user_vectors) for ex in examples))
     history = torch.zeros((len(examples), width, dim))
     mask = torch.zeros((len(examples), width), dtype=torch.bool)
     for b, ex in enumerate(examples):
-        n = len(ex["user_vectors"])
-        history[b, :n] = torch.from_numpy(ex["user_vectors"])
+        n = len(ex.user_vectors)
+        history[b, :n] = torch.from_numpy(ex.user_vectors)
         mask[b, :n] = True
-    items = torch.from_numpy(np.stack([ex["item_vector"] for ex in examples]))
+    items = torch.from_numpy(np.stack([ex.item_vector for ex in examples]))
     return {"user_history": history, "user_history_mask": mask, "target_item": items}
 
 
-def _slots(examples: Sequence[dict[str, Any]], offsets: Sequence[int], dim: int) -> dict[str, torch.Tensor]:
-    positions = [(b, offsets[b] + p) for b, ex in enumerate(examples) for p in ex["slot_pos"]]
-    vectors = [ex["slot_vec"] for ex in examples if len(ex["slot_pos"])]
+def _slots(examples: Sequence[Example], offsets: Sequence[int], dim: int) -> Slots:
+    positions = [(b, offsets[b] + p) for b, ex in enumerate(examples) for p in ex.slot_pos]
+    vectors = [ex.slot_vec for ex in examples if len(ex.slot_pos)]
     # Examples of a user-slot prompt (embeddings: user) carry the vectors the user slot is made from.
-    user = _user_inputs(examples, dim) if examples and "user_vectors" in examples[0] else {}
-    return {
+    user = _user_inputs(examples, dim) if examples and examples[0].user_vectors is not None else {}
+    return Slots(
         **user,
-        "positions": torch.as_tensor(positions, dtype=torch.long).reshape(-1, 2),
-        "kinds": torch.as_tensor([k for ex in examples for k in ex["slot_kind"]], dtype=torch.long),
-        "ranks": torch.as_tensor([r for ex in examples for r in _ranks(ex["slot_kind"])], dtype=torch.long),
-        "vectors": torch.from_numpy(np.concatenate(vectors)) if vectors else torch.zeros((0, dim)),
-        "has_peers": torch.as_tensor(np.concatenate([ex["slot_peers"] for ex in examples]) if examples else [],
-                                     dtype=torch.bool),
-    }
+        positions=torch.as_tensor(positions, dtype=torch.long).reshape(-1, 2),
+        kinds=torch.as_tensor([k for ex in examples for k in ex.slot_kind], dtype=torch.long),
+        ranks=torch.as_tensor([r for ex in examples for r in _ranks(ex.slot_kind)], dtype=torch.long),
+        vectors=torch.from_numpy(np.concatenate(vectors)) if vectors else torch.zeros((0, dim)),
+        has_peers=torch.as_tensor(np.concatenate([ex.slot_peers for ex in examples]) if examples else [],
+                                  dtype=torch.bool),
+    )
 
 
-def shared_prefix_length(examples: Sequence[dict[str, Any]]) -> int:
+def shared_prefix_length(examples: Sequence[Example]) -> int:
     """Leading tokens every example has in common, before any soft-prompt slot.
 
     These positions (the system prompt and the fixed start of the instruction) are the
@@ -78,50 +81,50 @@ def shared_prefix_length(examples: Sequence[dict[str, Any]]) -> int:
     """
     if not examples:
         return 0
-    first = examples[0]["input_ids"]
-    limit = min(min([len(ex["input_ids"]) - 1, ex["prompt_length"], *ex["slot_pos"]]) for ex in examples)
+    first = examples[0].input_ids
+    limit = min(min([len(ex.input_ids) - 1, ex.prompt_length, *ex.slot_pos]) for ex in examples)
     n = 0
-    while n < limit and all(ex["input_ids"][n] == first[n] for ex in examples):
+    while n < limit and all(ex.input_ids[n] == first[n] for ex in examples):
         n += 1
     return n
 
 
 class Collator:
-    """Pads examples into a batch. ``generation=True`` also emits left-padded prompts.
+    """Pads examples into a :class:`~dep_lightning.data.types.Batch`. ``generation=True``
+    also emits the left-padded prompts (``Batch.prompt``).
 
     ``prefix_length``: leading tokens shared by every example of the split
-    (:func:`shared_prefix_length`), passed on as ``batch["prefix_length"]``.
+    (:func:`shared_prefix_length`), passed on as ``Batch.prefix_length``.
     """
 
     def __init__(self, pad_id: int, embedding_dim: int, generation: bool = False, prefix_length: int = 0):
         self.pad_id, self.dim, self.generation = pad_id, embedding_dim, generation
         self.prefix_length = prefix_length
 
-    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        ids, mask, offsets = _pad([ex["input_ids"] for ex in examples], self.pad_id, left=False)
-        labels, _, _ = _pad([ex["labels"] for ex in examples], IGNORE_INDEX, left=False)
-        batch: dict[str, Any] = {
-            "input_ids": ids, "attention_mask": mask, "labels": labels, "prefix_length": self.prefix_length,
-            "slots": _slots(examples, offsets, self.dim),
-            "sample_id": [ex["sample_id"] for ex in examples],
-            "category": [ex["category"] for ex in examples],
-            "user_id": [ex["user_id"] for ex in examples],
-            "item_id": [ex["item_id"] for ex in examples],
-            "reference": [ex["reference"] for ex in examples],
-            # Texts for methods that read the history directly (copy baselines, multi-stage
-            # prompting) and for the copy measurement: shown in the prompt, retrieved, newest.
-            "history": [ex["history"] for ex in examples],
-            "retrieved": [ex["retrieved"] for ex in examples],
-            "latest": [ex["latest"] for ex in examples],
-        }
-        if examples and "context" in examples[0]:  # SampleContext objects (data.init_args.context: true)
-            batch["context"] = [ex["context"] for ex in examples]
+    def __call__(self, examples: Sequence[Example]) -> Batch:
+        ids, mask, offsets = _pad([ex.input_ids for ex in examples], self.pad_id, left=False)
+        labels, _, _ = _pad([ex.labels for ex in examples], IGNORE_INDEX, left=False)
+        prompt = None
         if self.generation:
-            prompts = [ex["input_ids"][: ex["prompt_length"]] for ex in examples]
+            prompts = [ex.input_ids[: ex.prompt_length] for ex in examples]
             p_ids, p_mask, p_offsets = _pad(prompts, self.pad_id, left=True)
-            batch["prompt"] = {"input_ids": p_ids, "attention_mask": p_mask,
-                               "slots": _slots(examples, p_offsets, self.dim)}
-        return batch
+            prompt = PromptBatch(input_ids=p_ids, attention_mask=p_mask, slots=_slots(examples, p_offsets, self.dim))
+        # SampleContext objects when the examples have them (data.init_args.context: true).
+        context = [ex.context for ex in examples] if examples and examples[0].context is not None else None
+        return Batch(
+            input_ids=ids, attention_mask=mask, labels=labels, prefix_length=self.prefix_length,
+            slots=_slots(examples, offsets, self.dim),
+            sample_id=[ex.sample_id for ex in examples],
+            category=[ex.category for ex in examples],
+            user_id=[ex.user_id for ex in examples],
+            item_id=[ex.item_id for ex in examples],
+            reference=[ex.reference for ex in examples],
+            history=[ex.history for ex in examples],
+            retrieved=[ex.retrieved for ex in examples],
+            latest=[ex.latest for ex in examples],
+            context=context,
+            prompt=prompt,
+        )
 
 
 class LengthBucketSampler(Sampler[list[int]]):

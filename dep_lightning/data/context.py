@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -99,9 +99,8 @@ def user_texts(samples: Sequence[Sample]) -> list[str]:
     return sorted(texts)
 
 
-def user_inputs(sample: Sample, lookup: Lookup, dim: int) -> dict[str, Any]:
-    """``user_vectors`` (n, d): the user's whole history, ascending time; ``item_vector`` (d,)."""
+def user_inputs(sample: Sample, lookup: Lookup, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors of the user's whole history (n, d), ascending time, and of the target item (d,)."""
     history = [r.text for r in sample.history]
     vectors = np.asarray(lookup(history), np.float32) if history else np.zeros((0, dim), np.float32)
-    return {"user_vectors": vectors.reshape(len(history), dim),
-            "item_vector": np.asarray(lookup([item_text(sample.item)])[0], np.float32)}
+    return vectors.reshape(len(history), dim), np.asarray(lookup([item_text(sample.item)])[0], np.float32)

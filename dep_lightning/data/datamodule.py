@@ -6,6 +6,7 @@ his/diff vectors of exactly the reviews shown), so data loading only pads.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -13,8 +14,13 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, DistributedSampler
 
-from dep_lightning.data.batching import (Collator, EvalShardSampler, LengthBucketSampler, longest_first,
-                                         shared_prefix_length)
+from dep_lightning.data.batching import (
+    Collator,
+    EvalShardSampler,
+    LengthBucketSampler,
+    longest_first,
+    shared_prefix_length,
+)
 from dep_lightning.data.conditions import CONDITIONS, apply_condition, check_conditions, mask_slot_vectors
 from dep_lightning.data.context import ContextBuilder, user_inputs, user_texts
 from dep_lightning.data.errors import ConfigError, ErrorLog
@@ -26,6 +32,7 @@ from dep_lightning.data.retrieval import EmbeddingRetriever, RecencyRetriever, R
 from dep_lightning.data.samples import build_samples, check_val_size
 from dep_lightning.data.schema import PreparedData, Sample
 from dep_lightning.data.sources import EmbeddedSource, ReviewSource
+from dep_lightning.data.types import OPTIONAL_INPUTS, Example
 from dep_lightning.embeddings.cache import EmbeddingCache, SentenceEmbedder
 
 Split = Literal["train", "val", "test"]
@@ -60,7 +67,7 @@ class DEPDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         on_error: ``raise`` or ``skip`` bad input records (see ``data/errors.py``).
         context: attach each sample's :class:`~dep_lightning.data.context.SampleContext`
-            (retrieved reviews, their items and peers) as ``batch["context"]``, for the
+            (retrieved reviews, their items and peers) as ``Batch.context``, for the
             multi-stage prompting baselines (PAG, DPL).
         condition: whose history test / predict prompts show (``data/conditions.py``):
             ``true`` (the user's own), ``swap`` (another user's, a seeded derangement
@@ -70,7 +77,11 @@ class DEPDataModule(L.LightningDataModule):
 
     With ``prompt.embeddings: user`` (PPlug) every example also carries the vectors of the
     user's whole history and of the target item (``data/context.py``), which batches
-    hold in ``slots`` as ``user_history``, ``user_history_mask`` and ``target_item``.
+    hold in ``Batch.slots`` as ``user_history``, ``user_history_mask`` and ``target_item``.
+
+    Examples and batches are typed (``data/types.py``). Inputs only some methods read
+    (``context``, the user inputs) are built only when configured; :meth:`setup` first
+    checks that the attached model's ``inputs`` are among them (:meth:`check_inputs`).
     """
 
     def __init__(
@@ -127,7 +138,7 @@ class DEPDataModule(L.LightningDataModule):
         #: teacher-forced loader per condition, over the scored samples.
         self.scoring_conditions: tuple[str, ...] | None = None
         self.data: PreparedData | None = None
-        self.examples: dict[str, list[dict[str, Any]]] = {}
+        self.examples: dict[str, list[Example]] = {}
         self.samples: dict[str, list[Sample]] = {}
         self._tokenizer = None
         self._cache: EmbeddingCache | None = None
@@ -223,13 +234,46 @@ class DEPDataModule(L.LightningDataModule):
         extra = user_texts([s for split in splits for s in self._samples(split)]) if self.prompt.user_slot else []
         self.cache.ensure(FeatureBuilder.texts_needed(self.peer_corpus(), histories) + extra)
 
+    def optional_inputs(self) -> frozenset[str]:
+        """The optional batch inputs (``data/types.py``) this configuration builds."""
+        return frozenset(name for name, (option, value) in OPTIONAL_INPUTS.items() if self._yaml(option) == value)
+
+    def _option(self, option: str) -> Any:
+        """The value of ``option``, a dotted path below ``data.init_args`` (``prompt.embeddings``)."""
+        return functools.reduce(getattr, option.split("."), self)
+
+    def _yaml(self, option: str) -> str:
+        """:meth:`_option` as a YAML file spells it (``true``, ``user``)."""
+        value = self._option(option)
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    def check_inputs(self, model: object) -> None:
+        """Refuse ``model`` when it reads an optional input (its ``inputs``) this configuration does not build.
+
+        Runs at the start of :meth:`setup`, before any example is built, so a method run
+        with data it cannot use fails at once, with a one-line error that names the input
+        and the setting that builds it."""
+        wanted = frozenset(getattr(model, "inputs", frozenset()))
+        unknown = sorted(wanted - OPTIONAL_INPUTS.keys())
+        if unknown:
+            raise ValueError(f"{type(model).__name__}.inputs names {unknown}, which are not optional batch "
+                             f"inputs (data/types.py OPTIONAL_INPUTS: {sorted(OPTIONAL_INPUTS)})")
+        for name in sorted(wanted - self.optional_inputs()):
+            option, value = OPTIONAL_INPUTS[name]
+            method = getattr(model, "method", type(model).__name__)
+            raise ConfigError(option, self._option(option), f"{method} reads the batch input {name!r}, built "
+                              f"only with data.init_args.{option}: {value}")
+
     def setup(self, stage: str | None = None) -> None:
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        if model is not None:
+            self.check_inputs(model)
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         for split in splits.get(stage, ("train", "val", "test")):
             if split not in self.examples:
                 self.examples[split] = self.build_examples(split)
 
-    def build_examples(self, split: Split | Literal["score"], condition: str = "true") -> list[dict[str, Any]]:
+    def build_examples(self, split: Split | Literal["score"], condition: str = "true") -> list[Example]:
         """Examples of ``split`` (``score``: the scored test samples) under ``condition``."""
         base = self.scored_samples() if split == "score" else self._samples(split)
         samples = apply_condition(base, condition, self.k, seed=self.seed)
@@ -256,22 +300,20 @@ class DEPDataModule(L.LightningDataModule):
             slot_vec = np.asarray(slot_vec, np.float32).reshape(len(slot_vec), self.embedding_dim)
             slot_vec, slot_peers = mask_slot_vectors(condition, np.asarray([k for _, k, _ in encoded.slots], int),
                                                      slot_vec, np.asarray(slot_peers, bool))
-            examples.append({
-                "sample_id": sample.sample_id, "category": sample.category, "user_id": sample.user_id,
-                "item_id": sample.item.item_id, "reference": sample.target.text,
-                "input_ids": encoded.input_ids, "labels": encoded.labels, "prompt_length": encoded.prompt_length,
-                "slot_pos": [p for _, _, p in encoded.slots], "slot_kind": [k for _, k, _ in encoded.slots],
-                "slot_index": [i for i, _, _ in encoded.slots],
-                "slot_vec": slot_vec, "slot_peers": slot_peers,
-                "kept": [history[i] for i in encoded.kept],
-                "history": [history[i].text for i in encoded.kept],  # shown in the prompt, ascending time
-                "retrieved": [r.text for r in history],  # the K retrieved, ascending time
-                "latest": sample.history[-1].text if sample.history else "",  # the user's most recent review
-            })
-            if self._contexts is not None:
-                examples[-1]["context"] = self._contexts.build(sample, history)
-            if self.prompt.user_slot:
-                examples[-1].update(user_inputs(sample, self.cache.lookup, self.embedding_dim))
+            user_vectors, item_vector = (user_inputs(sample, self.cache.lookup, self.embedding_dim)
+                                         if self.prompt.user_slot else (None, None))
+            examples.append(Example(
+                sample_id=sample.sample_id, category=sample.category, user_id=sample.user_id,
+                item_id=sample.item.item_id, reference=sample.target.text,
+                input_ids=encoded.input_ids, labels=encoded.labels, prompt_length=encoded.prompt_length,
+                slot_pos=[p for _, _, p in encoded.slots], slot_kind=[k for _, k, _ in encoded.slots],
+                slot_vec=slot_vec, slot_peers=slot_peers,
+                history=[history[i].text for i in encoded.kept],  # shown in the prompt, ascending time
+                retrieved=[r.text for r in history],  # the K retrieved, ascending time
+                latest=sample.history[-1].text if sample.history else "",  # the user's most recent review
+                context=self._contexts.build(sample, history) if self._contexts is not None else None,
+                user_vectors=user_vectors, item_vector=item_vector,
+            ))
         return examples
 
     def _replicas(self) -> tuple[int, int]:
@@ -281,7 +323,7 @@ class DEPDataModule(L.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
-    def split_examples(self, split: str, condition: str = "true") -> list[dict[str, Any]]:
+    def split_examples(self, split: str, condition: str = "true") -> list[Example]:
         key = split if condition == "true" else f"{split}:{condition}"
         if key not in self.examples:
             self.examples[key] = self.build_examples(split, condition)
@@ -296,7 +338,7 @@ class DEPDataModule(L.LightningDataModule):
         world, rank = self._replicas()
         if split == "train":
             if self.bucket_by_length:
-                sampler = LengthBucketSampler([len(e["input_ids"]) for e in examples], self.batch_size,
+                sampler = LengthBucketSampler([len(e.input_ids) for e in examples], self.batch_size,
                                               shuffle=True, seed=self.seed, num_replicas=world, rank=rank)
                 # Resumable: a run killed mid-epoch continues at the next batch (data/resumable.py).
                 loader = ResumableDataLoader(examples, batch_sampler=sampler, collate_fn=collate,
@@ -314,7 +356,7 @@ class DEPDataModule(L.LightningDataModule):
                               num_workers=self.num_workers)
         order = None
         if split == "test" and self.test_order == "length":
-            order = longest_first([e["prompt_length"] for e in examples])
+            order = longest_first([e.prompt_length for e in examples])
         pad = split == "val"  # its steps log a synchronised loss: every process runs as many steps
         if split == "test":
             examples, order = self._unfinished(examples, order)
@@ -340,8 +382,7 @@ class DEPDataModule(L.LightningDataModule):
     #: collective), it returns the sample ids this run directory already holds predictions for.
     test_resume: Callable[[], set[str]] | None = None
 
-    def _unfinished(self, examples: list[dict[str, Any]],
-                    order: list[int] | None) -> tuple[list[dict[str, Any]], list[int] | None]:
+    def _unfinished(self, examples: list[Example], order: list[int] | None) -> tuple[list[Example], list[int] | None]:
         """The test examples (and their order) left after dropping every batch whose samples
         all have predictions already.
 
@@ -358,7 +399,7 @@ class DEPDataModule(L.LightningDataModule):
         sequence = list(order) if order is not None else list(range(len(examples)))
         size = self.eval_batch_size
         batches = [sequence[start:start + size] for start in range(0, len(sequence), size)]
-        left = [b for b in batches if not all(examples[i]["sample_id"] in done for i in b)] or batches[-1:]
+        left = [b for b in batches if not all(examples[i].sample_id in done for i in b)] or batches[-1:]
         return [examples[i] for b in left for i in b], None
 
     # -- resuming mid-epoch (data/resumable.py) ------------------------------------------------
@@ -396,7 +437,7 @@ class DEPDataModule(L.LightningDataModule):
         examples = self.split_examples("score", condition)
         collate = Collator(self.tokenizer.pad_token_id, self.embedding_dim, generation=False)
         world, rank = self._replicas()
-        order = longest_first([len(e["input_ids"]) for e in examples])
+        order = longest_first([len(e.input_ids) for e in examples])
         pad = self._needs_padding(len(examples), world)  # the ScoreWriter collapses the copies
         shard = EvalShardSampler(len(examples), self.eval_batch_size, world, rank, pad=pad, order=order)
         return DataLoader(examples, batch_size=self.eval_batch_size, sampler=shard, collate_fn=collate,

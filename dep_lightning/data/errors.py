@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 OnError = Literal["raise", "skip"]
 
@@ -61,6 +61,20 @@ class ConfigError(ValueError):
     def __init__(self, field: str, value: object, detail: str):
         self.field, self.value, self.detail = field, value, detail
         super().__init__(f"configuration: field {field!r}, value {show_value(value)} ({detail})")
+
+
+def required_field(doc: Mapping, key: str, where: str, prefix: str = "") -> Any:
+    """``doc[key]``, or an :class:`InputError` naming ``where`` and the field (``prefix + key``)."""
+    if key not in doc:
+        raise InputError(where, None, prefix + key, None, "missing field")
+    return doc[key]
+
+
+def json_object(value: Any, where: str, name: str) -> dict:
+    """``value`` if it is a JSON object, else an :class:`InputError` naming the field and its type."""
+    if not isinstance(value, dict):
+        raise InputError(where, None, name, value, "wrong type", f"expected an object, got {type(value).__name__}")
+    return value
 
 
 def json_error(path: str, text: str, exc: json.JSONDecodeError) -> InputError:

@@ -23,19 +23,54 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Literal, Sequence
 
 from dep_lightning.data.schema import Review, Sample
 
-Embeddings = Literal["his", "diff", "his+diff", "none", "user"]
-HIS, DIFF = 0, 1  # slot kinds of a history review
-USER, INSTRUCTION = 2, 3  # slot kinds of the whole user (embeddings: user)
+
+class SlotKind(IntEnum):
+    """What a soft-prompt slot holds. Integers, because kinds travel in index tensors
+    (``Slots.kinds``) and models index tables by them."""
+
+    HIS = 0  # a history review's own embedding
+    DIFF = 1  # its difference from other users' reviews of the same item
+    USER = 2  # the whole user (PPlug)
+    INSTRUCTION = 3  # a learned instruction embedding (PPlug)
+
+
+HIS, DIFF, USER, INSTRUCTION = SlotKind.HIS, SlotKind.DIFF, SlotKind.USER, SlotKind.INSTRUCTION
+
+
+@dataclass(frozen=True)
+class PromptFamily:
+    """A layout of soft-prompt slots, chosen by name (``data.init_args.prompt.embeddings``).
+
+    ``kinds``: the slots each history block carries, in order; ``user_slot``: one instruction
+    and one user slot at the top of the user message instead (PPlug's input)."""
+
+    name: str
+    kinds: tuple[SlotKind, ...] = ()
+    user_slot: bool = False
+
+
+#: Every prompt family by name. The first three are DEP's ``embeddings`` ablation (paper
+#: table 2); ``none`` carries no slot (text-only methods, the history shown as text or not
+#: at all); ``user`` is PPlug's. A new family is one entry here and in ``Embeddings``.
+PROMPT_FAMILIES: dict[str, PromptFamily] = {f.name: f for f in (
+    PromptFamily("his+diff", (HIS, DIFF)),
+    PromptFamily("his", (HIS,)),
+    PromptFamily("diff", (DIFF,)),
+    PromptFamily("none"),
+    PromptFamily("user", user_slot=True),
+)}
+Embeddings = Literal["his", "diff", "his+diff", "none", "user"]  # the names of PROMPT_FAMILIES, for the config parser
 
 HIS_START, HIS_END = "<his_token_start>", "<his_token_end>"
 DIFF_START, DIFF_END = "<diff_token_start>", "<diff_token_end>"
 USER_START, USER_END = "<user_token_start>", "<user_token_end>"
 _SENTINEL = "\ue000"  # private-use character; stripped from every inserted text
-_SLOT = re.compile(_SENTINEL + r"([0-3])(\d+)" + _SENTINEL)
+_SLOT = re.compile(_SENTINEL + "([" + "".join(str(int(k)) for k in SlotKind) + r"])(\d+)" + _SENTINEL)
 _ZERO_WIDTH_SPACE = "\u200b"
 
 TASK = ("Given the title and description of an item, along with the user's past reviews (including {fields}), "
@@ -80,18 +115,22 @@ class PromptConfig:
     metadata: bool = True
 
     def __post_init__(self) -> None:
-        if self.embeddings not in ("his", "diff", "his+diff", "none", "user"):
-            raise ValueError(f"embeddings must be his, diff, his+diff, none or user, got {self.embeddings!r}")
+        if self.embeddings not in PROMPT_FAMILIES:
+            raise ValueError(f"embeddings must be one of {', '.join(PROMPT_FAMILIES)}, got {self.embeddings!r}")
 
     @property
-    def kinds(self) -> tuple[int, ...]:
+    def family(self) -> PromptFamily:
+        return PROMPT_FAMILIES[self.embeddings]
+
+    @property
+    def kinds(self) -> tuple[SlotKind, ...]:
         """Slot kinds of each history block."""
-        return {"his": (HIS,), "diff": (DIFF,), "his+diff": (HIS, DIFF), "none": (), "user": ()}[self.embeddings]
+        return self.family.kinds
 
     @property
     def user_slot(self) -> bool:
         """One instruction slot and one user slot per prompt (``embeddings: user``)."""
-        return self.embeddings == "user"
+        return self.family.user_slot
 
 
 @dataclass
@@ -208,7 +247,7 @@ class PromptBuilder:
         cursor = 0
         for match in _SLOT.finditer(text_with_sentinels):
             ids += self.tokenizer(text_with_sentinels[cursor:match.start()], add_special_tokens=False).input_ids
-            slots.append((int(match.group(2)), int(match.group(1)), len(ids)))
+            slots.append((int(match.group(2)), SlotKind(int(match.group(1))), len(ids)))
             ids.append(self.slot_token_id)
             cursor = match.end()
         ids += self.tokenizer(text_with_sentinels[cursor:], add_special_tokens=False).input_ids

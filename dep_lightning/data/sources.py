@@ -15,7 +15,8 @@ from typing import Literal
 from dep_lightning.data.errors import ConfigError, ErrorLog
 from dep_lightning.data.preprocess import FIVE_CORE_THRESHOLDS, PreprocessReport, Thresholds, preprocess
 from dep_lightning.data.readers.amazon import read_items, read_reviews
-from dep_lightning.data.readers.dpl import FORMATS as DPL_FORMATS, load_dpl
+from dep_lightning.data.readers.dpl import FORMATS as DPL_FORMATS
+from dep_lightning.data.readers.dpl import load_dpl
 from dep_lightning.data.schema import PAPER_CATEGORIES, SPLITS, PreparedData
 
 

@@ -1,4 +1,7 @@
-"""Methods: DEP and its trained control, the paper's baselines, no-model copy baselines."""
+"""Methods: DEP and its trained control, the paper's baselines, no-model copy baselines.
+
+Importing this package declares every built-in method in the registry of methods
+(``dep_lightning/methods.py``), which is how the tables learn them."""
 
 from dep_lightning.models.base import GenerationConfig, GenerativeModule, PromptingModule
 from dep_lightning.models.copy import CopyBaseline

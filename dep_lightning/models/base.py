@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
 import inspect
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -27,8 +26,16 @@ import lightning as L
 import torch
 
 from dep_lightning.data.batching import IGNORE_INDEX
-from dep_lightning.models.backbone import (BackboneOptions, as_backbone_options, end_of_turn_id, load_backbone,
-                                          tiny_backbone)
+from dep_lightning.data.types import Batch, PromptBatch, Slots
+from dep_lightning.methods import MethodSpec, register
+from dep_lightning.models.backbone import (
+    BackboneOptions,
+    as_backbone_options,
+    end_of_turn_id,
+    load_backbone,
+    tiny_backbone,
+)
+from dep_lightning.models.optim import Optimization, component_spec
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,6 +47,8 @@ def _cache_argument_of(body_class: type) -> str:
 
 
 TINY = "tiny"  # backbone name of the randomly initialised 2-layer test model
+#: Constructor arguments holding config-injected callables (kept in hparams as plain specs).
+INJECTED = ("optimizer", "lr_scheduler", "refiner")
 ROW_FIELDS = ("sample_id", "user_id", "item_id", "category", "reference", "history")
 
 
@@ -80,35 +89,23 @@ def as_generation_config(generation: GenerationConfig | dict) -> GenerationConfi
     return GenerationConfig(**generation) if isinstance(generation, dict) else generation
 
 
-def prediction_rows(batch: dict[str, Any], outputs: list[Generated]) -> list[dict[str, Any]]:
+def prediction_rows(batch: Batch, outputs: list[Generated]) -> list[dict[str, Any]]:
     """The ``predictions/test.jsonl`` rows of one batch (see docs/runs.md)."""
     rows = []
     for i, out in enumerate(outputs):
-        row = {f: batch[f][i] for f in ROW_FIELDS}
+        row = {f: getattr(batch, f)[i] for f in ROW_FIELDS}
         row.update(prediction=out.text, generated_tokens=out.tokens, hit_limit=out.hit_limit)
         rows.append(row)
     return rows
-
-
-def adamw_with_warmup(module, parameters, lr: float, weight_decay: float, warmup_ratio: float):
-    """AdamW with linear warm-up over ``warmup_ratio`` of the steps, then linear decay to 0."""
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    total = max(1, int(module.trainer.estimated_stepping_batches))
-    warmup = int(math.ceil(warmup_ratio * total))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class MethodMixin:
     """Identity of a method for the results registry."""
 
     method: str = "unknown"
+    #: The optional batch inputs the method reads (``data/types.py`` OPTIONAL_INPUTS); the
+    #: DataModule refuses, at setup, a configuration that does not build them.
+    inputs: frozenset[str] = frozenset()
 
     def method_info(self) -> dict[str, Any]:
         """``method`` and the model-side ablation keys (``refinement``)."""
@@ -161,14 +158,29 @@ class GenerativeModule(MethodMixin, L.LightningModule):
 
     def save_plain_hyperparameters(self, ignore: tuple[str, ...] = ()) -> None:
         """save_hyperparameters of the calling ``__init__``, with the GenerationConfig as a
-        dict, so checkpoints load with ``torch.load(weights_only=True)``."""
-        self.save_hyperparameters(ignore=["generation", "backbone_options", *ignore],
-                                  frame=inspect.currentframe().f_back)
+        dict and injected components (optimizer, schedule, refiner) as their ``class_path``
+        and ``init_args``, so checkpoints load with ``torch.load(weights_only=True)``."""
+        frame = inspect.currentframe().f_back
+        injected = {k: v for k, v in frame.f_locals.items() if k in INJECTED}
+        self.save_hyperparameters(ignore=["generation", "backbone_options", *INJECTED, *ignore], frame=frame)
         self.hparams["generation"] = asdict(self.generation)
         self.hparams["backbone_options"] = asdict(self.backbone_options)
+        self.hparams.update({k: component_spec(v) for k, v in injected.items()})
+
+    # -- optimisation ---------------------------------------------------------------------
+    #: Set by trainable methods (:class:`~dep_lightning.models.optim.Optimization`).
+    optimization: Optimization | None = None
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        if self.optimization is None:
+            raise RuntimeError(f"{self.method} has nothing to train: run `dep-lightning test`")
+        return self.optimization.configure(self.trainable_parameters(), self.trainer.estimated_stepping_batches)
 
     # -- prompts --------------------------------------------------------------------------
-    def input_embeddings(self, input_ids: torch.Tensor, slots: dict[str, torch.Tensor]):
+    def input_embeddings(self, input_ids: torch.Tensor, slots: Slots):
         """Token embeddings with any soft prompts spliced in; returns (embeds, aux losses)."""
         embeds = self.backbone.get_input_embeddings()(input_ids)
         zero = embeds.new_zeros((), dtype=torch.float32)
@@ -184,7 +196,7 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         * the LM head runs only where a label is: the prompt's logits (most of a sequence,
           each a vocabulary-sized row) are never computed;
         * with ``prefix_length`` > 0 (the leading tokens every sample of the split shares,
-          ``batch["prefix_length"]``) and gradients on, those tokens' keys and values come
+          ``Batch.prefix_length``) and gradients on, those tokens' keys and values come
           from a cache computed once by the frozen LLM, so they are neither run forward
           nor backward again. They hold no soft prompt, so no trainable parameter reaches them.
 
@@ -291,11 +303,11 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         return sorted({self.end_of_turn, self.tokenizer.eos_token_id} - {None})
 
     @torch.no_grad()
-    def generate_outputs(self, prompt: dict[str, Any], key: str = "",
+    def generate_outputs(self, prompt: PromptBatch, key: str = "",
                          generation: GenerationConfig | None = None) -> list[Generated]:
         """Generate for a left-padded prompt batch; the new text per row, cut at the first stop token."""
         g = generation or self.generation
-        embeds, _ = self.input_embeddings(prompt["input_ids"], prompt["slots"])
+        embeds, _ = self.input_embeddings(prompt.input_ids, prompt.slots)
         stop = self.stop_ids
         kwargs = dict(max_new_tokens=g.max_new_tokens, do_sample=g.do_sample,
                       pad_token_id=self.tokenizer.pad_token_id, eos_token_id=stop)
@@ -314,13 +326,13 @@ class GenerativeModule(MethodMixin, L.LightningModule):
             # inputs_embeds batch from 0 at the padding, so without this a row's output would
             # depend on how much padding its batch gave it (RoPE is shift-invariant only up to
             # rounding, which a sharp attention amplifies; tests/models/test_vllm_backend.py).
-            mask = prompt["attention_mask"]
+            mask = prompt.attention_mask
             positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
             out = self.backbone.generate(inputs_embeds=embeds.to(self.backbone.dtype), attention_mask=mask,
                                          position_ids=positions, **kwargs)
         return [self._cut(row.tolist(), g.max_new_tokens) for row in out]
 
-    def _vllm_outputs(self, embeds: torch.Tensor, prompt: dict[str, Any], g: GenerationConfig,
+    def _vllm_outputs(self, embeds: torch.Tensor, prompt: PromptBatch, g: GenerationConfig,
                       key: str) -> list[Generated]:
         """The same prompt embeddings decoded by vLLM (``models/vllm_backend.py``); each row
         seeded from the batch's seed and its position, so outputs do not depend on batching."""
@@ -340,7 +352,7 @@ class GenerativeModule(MethodMixin, L.LightningModule):
                                                                self.backbone_options.vllm_gpu_memory)
         base = key if self.seed == 0 else f"{self.seed}/{key}"
         seeds = [stable_seed(g.seed, f"{base}/{i}") % (2**31) for i in range(embeds.shape[0])]
-        rows = generator.generate(embeds, prompt["attention_mask"], seeds, max_new_tokens=g.max_new_tokens,
+        rows = generator.generate(embeds, prompt.attention_mask, seeds, max_new_tokens=g.max_new_tokens,
                                   do_sample=g.do_sample, temperature=g.temperature, top_p=g.top_p,
                                   stop_ids=self.stop_ids)
         return [self._cut(row, g.max_new_tokens) for row in rows]
@@ -352,18 +364,18 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
         return Generated(text, len(kept), hit_limit=end is None and len(ids) >= limit)
 
-    def generate(self, prompt: dict[str, Any], key: str = "", generation: GenerationConfig | None = None) -> list[str]:
+    def generate(self, prompt: PromptBatch, key: str = "", generation: GenerationConfig | None = None) -> list[str]:
         """Generated texts only (see :meth:`generate_outputs`)."""
         return [g.text for g in self.generate_outputs(prompt, key, generation)]
 
-    def log_val_nll(self, loss_gen: torch.Tensor, batch: dict[str, Any]) -> None:
+    def log_val_nll(self, loss_gen: torch.Tensor, batch: Batch) -> None:
         """``val/nll``: NLL per target token over the whole validation split.
 
         ``loss_gen`` is the batch's mean over its target tokens; logged with the token count
         as batch size, Lightning's epoch mean weights batches by their tokens, which gives
         the split's per-token mean. A cheap checkpoint criterion (``monitor: val/nll``,
         ``mode: min``) next to generation-based ``val/meteor``."""
-        tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        tokens = int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
         if tokens:
             self.log("val/nll", loss_gen, batch_size=tokens, sync_dist=True)
 
@@ -372,26 +384,26 @@ class GenerativeModule(MethodMixin, L.LightningModule):
     scoring_conditions: tuple[str, ...] | None = None
 
     @torch.no_grad()
-    def score_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def score_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed NLL (nats) and target-token count of each sample's reference, (B,) each."""
-        embeds, _ = self.input_embeddings(batch["input_ids"], batch["slots"])
-        return self.lm_nll(embeds, batch["attention_mask"], batch["labels"])
+        embeds, _ = self.input_embeddings(batch.input_ids, batch.slots)
+        return self.lm_nll(embeds, batch.attention_mask, batch.labels)
 
-    def score_rows(self, batch: dict[str, Any], condition: str) -> list[dict[str, Any]]:
+    def score_rows(self, batch: Batch, condition: str) -> list[dict[str, Any]]:
         """``scores/test.jsonl`` rows of one teacher-forced batch (docs/runs.md)."""
         nll, tokens = self.score_batch(batch)
-        return [{"sample_id": batch["sample_id"][i], "user_id": batch["user_id"][i],
-                 "category": batch["category"][i], "condition": condition,
-                 "nll": float(nll[i]), "tokens": int(tokens[i])} for i in range(len(batch["sample_id"]))]
+        return [{"sample_id": batch.sample_id[i], "user_id": batch.user_id[i],
+                 "category": batch.category[i], "condition": condition,
+                 "nll": float(nll[i]), "tokens": int(tokens[i])} for i in range(len(batch.sample_id))]
 
     # -- steps ----------------------------------------------------------------------------
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         if self.scoring_conditions is not None:
             return self.score_rows(batch, self.scoring_conditions[dataloader_idx])
         return self.predict_step(batch, batch_idx)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        return prediction_rows(batch, self.generate_outputs(batch["prompt"], key=batch["sample_id"][0]))
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        return prediction_rows(batch, self.generate_outputs(batch.prompt, key=batch.sample_id[0]))
 
     # -- checkpoints: trainable weights only ----------------------------------------------
     def trainable_state_keys(self) -> set[str]:
@@ -413,6 +425,7 @@ class GenerativeModule(MethodMixin, L.LightningModule):
                            f"was it saved with another method, refinement or size?")
 
 
+@register(MethodSpec("non_perso", "Non-Perso", order=10), MethodSpec("rag", "RAG", order=20))
 class PromptingModule(GenerativeModule):
     """An untrained method: the frozen LLM prompted by the DataModule's text prompt.
 
@@ -432,15 +445,14 @@ class PromptingModule(GenerativeModule):
         self.method = method
         self.save_plain_hyperparameters()
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
         raise RuntimeError(f"method {self.method!r} has nothing to train: run `dep-lightning test`, or fit with "
                            f"trainer.max_epochs: 0")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        embeds = self.backbone.get_input_embeddings()(batch["input_ids"])
-        loss = self.lm_loss(embeds, batch["attention_mask"], batch["labels"], batch["input_ids"],
-                            batch.get("prefix_length", 0))
-        self.log("val/loss", loss, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        embeds = self.backbone.get_input_embeddings()(batch.input_ids)
+        loss = self.lm_loss(embeds, batch.attention_mask, batch.labels, batch.input_ids, batch.prefix_length)
+        self.log("val/loss", loss, batch_size=batch.input_ids.shape[0], sync_dist=True)
         self.log_val_nll(loss, batch)
 
     def configure_optimizers(self):

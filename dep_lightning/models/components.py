@@ -11,22 +11,62 @@ Three refiners express the paper's ablation (table 5):
 - :class:`SparseAutoencoder` -- DEP proper: reconstruction + Bernoulli-KL sparsity.
 - :class:`Autoencoder` -- "w/ AE": the same network, no sparsity term.
 - :class:`IdentityRefiner` -- "w/o DR": the raw embedding goes straight to the projector.
+
+Anything that satisfies :class:`Refiner` can take their place (``model.init_args.refiner``
+with a ``class_path``; see :class:`~dep_lightning.models.dep_module.DEPModule`). Its
+``name`` is the value of the ``refinement`` ablation axis its runs report, so it must be one
+of that axis' values in ``dep_lightning/axes.py`` (add a value there for a new refiner).
 """
 
 from __future__ import annotations
+
+from typing import Callable, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 __all__ = [
+    "REFINERS",
     "Autoencoder",
     "IdentityRefiner",
     "Projector",
+    "Refiner",
+    "RefinerFactory",
     "SparseAutoencoder",
     "init_weights",
     "splice_soft_prompts",
 ]
+
+
+@runtime_checkable
+class Refiner(Protocol):
+    """What DEP needs of a refiner: ``e`` (..., d_in) -> latent ``z`` (..., d_latent) and the
+    reconstruction ``e_hat``, plus its two loss terms (0 where a refiner has none).
+
+    ``mask`` (...) keeps the rows that count towards a loss: padded history slots and diff
+    rows of reviews without peers are left out.
+    """
+
+    name: ClassVar[str]  # the ``refinement`` axis value of runs that use it (dep_lightning/axes.py)
+    d_in: int
+    d_latent: int
+
+    def __call__(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def encode(self, e: torch.Tensor) -> torch.Tensor: ...
+
+    def reconstruction_loss(self, e: torch.Tensor, e_hat: torch.Tensor,
+                            mask: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def sparsity_loss(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+#: Builds a refiner for review vectors of the given size (``d_in``): a refiner class, or a
+#: ``class_path`` with ``init_args`` in a config (everything but ``d_in``). Typed as returning
+#: an ``nn.Module`` because the config parser resolves classes by subclass, not by protocol;
+#: the module checks the :class:`Refiner` interface when it builds one.
+RefinerFactory = Callable[[int], nn.Module]
 
 # Keeps log(rho_hat) and log(1 - rho_hat) finite. A sigmoid mean only reaches 0 or 1 by
 # float rounding, so this clamp is a numerical guard, not part of the model: inside
@@ -69,7 +109,9 @@ class Autoencoder(nn.Module):
     the loss, not in the network.
     """
 
-    def __init__(self, d_in: int, d_latent: int):
+    name: ClassVar[str] = "ae"
+
+    def __init__(self, d_in: int, d_latent: int = 256):
         super().__init__()
         if d_in <= 0 or d_latent <= 0:
             raise ValueError(f"d_in and d_latent must be positive, got {d_in} and {d_latent}")
@@ -113,7 +155,9 @@ class SparseAutoencoder(Autoencoder):
     against float rounding.
     """
 
-    def __init__(self, d_in: int, d_latent: int, rho: float = 0.05):
+    name: ClassVar[str] = "sae"
+
+    def __init__(self, d_in: int, d_latent: int = 256, rho: float = 0.05):
         super().__init__(d_in, d_latent)
         if not 0.0 < rho < 1.0:
             raise ValueError(f"sparsity target rho must be in (0, 1), got {rho}")
@@ -141,12 +185,17 @@ class SparseAutoencoder(Autoencoder):
 class IdentityRefiner(nn.Module):
     """No dimensionality reduction ("w/o DR"): ``z = e_hat = e``, both losses 0."""
 
-    def __init__(self, d: int):
+    name: ClassVar[str] = "none"
+
+    def __init__(self, d_in: int):
         super().__init__()
-        if d <= 0:
-            raise ValueError(f"d must be positive, got {d}")
-        self.d_in = d
-        self.d_latent = d
+        if d_in <= 0:
+            raise ValueError(f"d_in must be positive, got {d_in}")
+        self.d_in = d_in
+        self.d_latent = d_in
+
+    def encode(self, e: torch.Tensor) -> torch.Tensor:
+        return e
 
     def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return e, e
@@ -158,6 +207,10 @@ class IdentityRefiner(nn.Module):
 
     def sparsity_loss(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return _zero(z)
+
+
+#: The paper's refiners by their ``refinement`` name (the shorthand ``model.init_args.refinement``).
+REFINERS: dict[str, type[nn.Module]] = {cls.name: cls for cls in (IdentityRefiner, Autoencoder, SparseAutoencoder)}
 
 
 class Projector(nn.Module):

@@ -16,9 +16,13 @@ from typing import Any, Literal
 import lightning as L
 import torch
 
-from dep_lightning.models.base import GenerationConfig, Generated, MethodMixin, prediction_rows
+from dep_lightning.data.types import Batch
+from dep_lightning.methods import MethodSpec, register
+from dep_lightning.models.base import Generated, GenerationConfig, MethodMixin, prediction_rows
 
 
+@register(MethodSpec("copy_recent", "Copy-Recent", row="reference", order=10),
+          MethodSpec("copy_concat", "Copy-Concat", row="reference", order=20))
 class CopyBaseline(MethodMixin, L.LightningModule):
     """Predicts by copying history text.
 
@@ -44,25 +48,25 @@ class CopyBaseline(MethodMixin, L.LightningModule):
         # Lightning needs a device anchor; nothing is trained.
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
-    def predict_text(self, batch: dict[str, Any], i: int) -> str:
+    def predict_text(self, batch: Batch, i: int) -> str:
         if self.mode == "recent":
-            return batch["latest"][i]
-        return "\n\n".join(batch["retrieved"][i])
+            return batch.latest[i]
+        return "\n\n".join(batch.retrieved[i])
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        outputs = [Generated(self.predict_text(batch, i), 0, False) for i in range(len(batch["sample_id"]))]
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        outputs = [Generated(self.predict_text(batch, i), 0, False) for i in range(len(batch.sample_id))]
         rows = prediction_rows(batch, outputs)
         for row in rows:
             row["generated_tokens"] = None  # nothing was generated
         return rows
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+    def test_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
         return self.predict_step(batch, batch_idx)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
         raise RuntimeError(f"{self.method} has nothing to train: run `dep-lightning test`")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         return None
 
     def configure_optimizers(self):

@@ -51,27 +51,42 @@ from typing import Any, Literal
 
 import torch
 
+from dep_lightning.axes import BY_KEY
+from dep_lightning.data.errors import ConfigError
 from dep_lightning.data.prompt import DIFF, HIS
+from dep_lightning.data.types import Batch, Example, Slots
+from dep_lightning.methods import MethodSpec, register
 from dep_lightning.models.backbone import BackboneOptions
-from dep_lightning.models.base import TINY, GenerationConfig, GenerativeModule, adamw_with_warmup  # noqa: F401 (TINY, GenerationConfig re-exported)
-from dep_lightning.models.components import (Autoencoder, IdentityRefiner, Projector, SparseAutoencoder,
-                                             splice_soft_prompts)
+from dep_lightning.models.base import TINY, GenerationConfig, GenerativeModule  # noqa: F401 (TINY, GenerationConfig re-exported)
+from dep_lightning.models.components import REFINERS, Projector, Refiner, RefinerFactory, splice_soft_prompts
+from dep_lightning.models.optim import LRSchedulerCallable, Optimization, OptimizerCallable
 
 Refinement = Literal["sae", "ae", "none"]
 InputNorm = Literal["none", "standardize"]
 PromptNorm = Literal["none", "token"]
 
 
-def make_refiner(kind: Refinement, d_in: int, d_latent: int, rho: float) -> torch.nn.Module:
-    if kind == "sae":
-        return SparseAutoencoder(d_in, d_latent, rho=rho)
-    if kind == "ae":
-        return Autoencoder(d_in, d_latent)
-    if kind == "none":
-        return IdentityRefiner(d_in)
-    raise ValueError(f"refinement must be 'sae', 'ae' or 'none', got {kind!r}")
+def make_refiner(refinement: str, d_in: int, d_latent: int, rho: float,
+                 factory: RefinerFactory | None = None) -> Refiner:
+    """The refiner a run uses: ``factory(d_in)`` when one is injected, else the paper's refiner
+    named by ``refinement`` with the module's ``latent_dim`` and ``rho``."""
+    if factory is None:
+        if refinement not in REFINERS:
+            raise ConfigError("model.init_args.refinement", refinement, f"one of {sorted(REFINERS)}")
+        settings = {"sae": {"d_latent": d_latent, "rho": rho}, "ae": {"d_latent": d_latent}}.get(refinement, {})
+        return REFINERS[refinement](d_in, **settings)
+    refiner = factory(d_in)
+    if not isinstance(refiner, Refiner) or not isinstance(refiner, torch.nn.Module):
+        raise ConfigError("model.init_args.refiner", type(refiner).__name__,
+                          "not an nn.Module with the Refiner interface of dep_lightning/models/components.py")
+    allowed = list(BY_KEY["refinement"].values)
+    if refiner.name not in allowed:
+        raise ConfigError("model.init_args.refiner", f"{type(refiner).__name__} (name {refiner.name!r})",
+                          f"not a value of the refinement axis {allowed}: add it to dep_lightning/axes.py")
+    return refiner
 
 
+@register(MethodSpec("dep", "DEP", order=70))
 class DEPModule(GenerativeModule):
     """DEP with every ablation of the paper as a constructor argument.
 
@@ -88,7 +103,8 @@ class DEPModule(GenerativeModule):
         lam: weight λ of the refiner losses.
         gamma: weight γ of the sparsity loss inside the refiner term.
         projector_hidden: hidden width of the 2-layer projectors (default: the LLM's hidden size).
-        lr, weight_decay, warmup_ratio: AdamW with linear warm-up and linear decay.
+        lr, weight_decay, warmup_ratio: the default optimisation, AdamW with linear warm-up and
+            linear decay (:mod:`dep_lightning.models.optim`).
         generation: decoding settings for validation / test / predict.
         seed: seeds the adapters' initialisation.
         input_norm: ``standardize`` (default; z-score slot vectors with the training split's
@@ -101,6 +117,10 @@ class DEPModule(GenerativeModule):
             review only). It gives DEP's slots the positional capacity of the no-user control's
             per-rank inputs; see the module docstring.
         max_slots: slots per kind the offset table covers (at least the DataModule's ``k``).
+        refiner: a refiner built from the config (``class_path`` + ``init_args``, everything but
+            ``d_in``) instead of the one ``refinement`` names; the run then reports the refiner's
+            own ``name`` as its refinement, and ``latent_dim`` / ``rho`` are unused.
+        optimizer, lr_scheduler: injected instead of AdamW / the warm-up (:mod:`dep_lightning.models.optim`).
     """
 
     def __init__(
@@ -125,9 +145,13 @@ class DEPModule(GenerativeModule):
         slot_offset: bool = False,
         max_slots: int = 8,
         backbone_options: BackboneOptions = BackboneOptions(),
+        refiner: RefinerFactory | None = None,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__(backbone, backbone_dtype, generation, seed, backbone_options)
         self.save_plain_hyperparameters()
+        self.optimization = Optimization(lr, weight_decay, warmup_ratio, optimizer, lr_scheduler)
         if input_norm not in ("none", "standardize") or prompt_norm not in ("none", "token"):
             raise ValueError(f"input_norm must be none|standardize and prompt_norm none|token, got "
                              f"{input_norm!r} and {prompt_norm!r}")
@@ -142,16 +166,16 @@ class DEPModule(GenerativeModule):
         self.token_norm = float(weight.norm(dim=-1).mean())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.refiner = make_refiner(refinement, embedding_dim, latent_dim, rho)
+            self.refiner = make_refiner(refinement, embedding_dim, latent_dim, rho, refiner)
             d_latent = self.refiner.d_latent
             self.proj_his = Projector(d_latent, hidden, projector_hidden)
             self.proj_diff = Projector(d_latent, hidden, projector_hidden)
         # slot_offset: one hidden-size vector per (slot kind, rank), added to the projection.
         self.slot_offsets = torch.nn.Parameter(torch.zeros(2, max_slots, hidden)) if slot_offset else None
+        # The axis value the run reports is the refiner's own (an injected one's may differ).
+        self.hparams["refinement"] = self.refiner.name
         self.latents: list[dict[str, Any]] = []  # per test sample: mean his latent (analysis/latents.npz)
         self._diag_slots: list[tuple[torch.Tensor, ...]] = []  # test: (kinds, ranks, z, prompts)
-
-    method = "dep"
 
     def method_info(self) -> dict[str, Any]:
         return {"method": self.method, "refinement": self.hparams.refinement}
@@ -159,19 +183,24 @@ class DEPModule(GenerativeModule):
     def method_options(self) -> dict[str, Any]:
         h = self.hparams
         return {"input_norm": h.input_norm, "prompt_norm": h.prompt_norm, "prompt_scale": h.prompt_scale,
-                "slot_offset": h.slot_offset}
+                "slot_offset": h.slot_offset, **self.injected_options()}
+
+    def injected_options(self) -> dict[str, Any]:
+        """Injected components, recorded only when present so default runs keep their identity."""
+        refiner = {"refiner": self.hparams.refiner} if self.hparams.get("refiner") else {}
+        return {**refiner, **self.optimization.describe()}
 
     # -- soft prompts ---------------------------------------------------------------------
-    def slot_inputs(self, slots: dict[str, torch.Tensor]) -> torch.Tensor:
+    def slot_inputs(self, slots: Slots) -> torch.Tensor:
         """The vector each slot's soft prompt is computed from: the review's his / diff vector,
         standardised when ``input_norm`` is ``standardize``.
 
         Returned in the adapters' own dtype: float32 as built, whatever the backbone's dtype;
         bf16 when a strategy casts the whole module (DeepSpeed). The standardisation itself
         is computed in float32."""
-        e = slots["vectors"].float()
+        e = slots.vectors.float()
         if self.hparams.input_norm == "standardize":
-            kinds = slots["kinds"].clamp(max=1)
+            kinds = slots.kinds.clamp(max=1)
             e = (e - self.input_mean[kinds].float()) / self.input_std[kinds].float()
         return e.to(self.adapter_dtype)
 
@@ -180,15 +209,15 @@ class DEPModule(GenerativeModule):
         """The dtype the refiner and projectors compute in (their parameters')."""
         return self.proj_his.dtype
 
-    def fit_input_statistics(self, examples) -> None:
+    def fit_input_statistics(self, examples: list[Example]) -> None:
         """Set the standardisation statistics from training examples (``slot_vec``, ``slot_kind``, ``slot_peers``).
 
         Diff rows without peers (the zero vector) are left out; a kind without rows keeps 0 / 1."""
         import numpy as np
 
         for kind in (HIS, DIFF):
-            rows = [ex["slot_vec"][(np.asarray(ex["slot_kind"]) == kind) & ex["slot_peers"]] for ex in examples
-                    if len(ex["slot_kind"])]
+            rows = [ex.slot_vec[(np.asarray(ex.slot_kind) == kind) & ex.slot_peers] for ex in examples
+                    if len(ex.slot_kind)]
             rows = np.concatenate(rows) if rows else np.zeros((0, self.input_mean.shape[1]), np.float32)
             if len(rows) < 2:
                 continue
@@ -203,9 +232,9 @@ class DEPModule(GenerativeModule):
             # A resumed fit loads the checkpoint's statistics after this, so they stay the run's own.
             self.fit_input_statistics(datamodule.split_examples("train"))
 
-    def checked_ranks(self, slots: dict[str, torch.Tensor]) -> torch.Tensor:
+    def checked_ranks(self, slots: Slots) -> torch.Tensor:
         """Every slot's rank among its sample's slots of its kind, checked against ``max_slots``."""
-        ranks = slots["ranks"]
+        ranks = slots.ranks
         if ranks.numel() and int(ranks.max()) >= self.hparams.max_slots:
             raise ValueError(f"a sample has {int(ranks.max()) + 1} slots of one kind but max_slots="
                              f"{self.hparams.max_slots}; set model.init_args.max_slots >= data k")
@@ -218,10 +247,10 @@ class DEPModule(GenerativeModule):
         norm = prompts.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)  # float32 even for bf16 adapters
         return prompts * (target / norm).to(prompts.dtype)
 
-    def soft_prompts(self, slots: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def soft_prompts(self, slots: Slots) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Project every slot's vector; returns (N, hidden) and the refiner losses."""
         e = self.slot_inputs(slots)
-        kinds, has_peers = slots["kinds"], slots["has_peers"]
+        kinds, has_peers = slots.kinds, slots.has_peers
         z, e_hat = self.refiner(e)
         his, diff = kinds == HIS, kinds == DIFF
         if not bool((his | diff).all()):
@@ -234,34 +263,33 @@ class DEPModule(GenerativeModule):
         if self.slot_offsets is not None:
             prompts = prompts + self.slot_offsets[kinds, self.checked_ranks(slots)].to(prompts.dtype)
         prompts = self.scale_prompts(prompts)
-        self._last = (kinds.detach(), slots["ranks"].detach(), z.detach(), prompts.detach())
+        self._last = (kinds.detach(), slots.ranks.detach(), z.detach(), prompts.detach())
         peers = has_peers[diff]
         recon = (self.refiner.reconstruction_loss(e[his], e_hat[his])
                  + self.refiner.reconstruction_loss(e[diff], e_hat[diff], mask=peers))
         sparse = self.refiner.sparsity_loss(z[his]) + self.refiner.sparsity_loss(z[diff], mask=peers)
         return prompts, {"recon": recon, "sparse": sparse}
 
-    def input_embeddings(self, input_ids: torch.Tensor, slots: dict[str, torch.Tensor]):
+    def input_embeddings(self, input_ids: torch.Tensor, slots: Slots):
         embeds = self.backbone.get_input_embeddings()(input_ids)
-        if slots["positions"].numel() == 0:
+        if slots.positions.numel() == 0:
             zero = embeds.new_zeros((), dtype=torch.float32)
             return embeds, {"recon": zero, "sparse": zero}
         prompts, losses = self.soft_prompts(slots)
-        return splice_soft_prompts(embeds, slots["positions"], prompts), losses
+        return splice_soft_prompts(embeds, slots.positions, prompts), losses
 
-    def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        embeds, aux = self.input_embeddings(batch["input_ids"], batch["slots"])
-        gen = self.lm_loss(embeds, batch["attention_mask"], batch["labels"], batch["input_ids"],
-                            batch.get("prefix_length", 0))
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        embeds, aux = self.input_embeddings(batch.input_ids, batch.slots)
+        gen = self.lm_loss(embeds, batch.attention_mask, batch.labels, batch.input_ids, batch.prefix_length)
         h = self.hparams
         total = gen + h.lam * (aux["recon"] + h.gamma * aux["sparse"])
         return {"loss": total, "loss_gen": gen, "loss_recon": aux["recon"], "loss_sparse": aux["sparse"]}
 
     # -- steps ----------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         self._last = None
         losses = self.losses(batch)
-        size = batch["input_ids"].shape[0]
+        size = batch.input_ids.shape[0]
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=size)
         for name in ("loss_gen", "loss_recon", "loss_sparse"):
             self.log(f"train/{name}", losses[name], batch_size=size)
@@ -270,9 +298,9 @@ class DEPModule(GenerativeModule):
                 self.log(f"diag/{name}", value, batch_size=size)
         return self.attached(losses["loss"])
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         losses = self.losses(batch)
-        size = batch["input_ids"].shape[0]
+        size = batch.input_ids.shape[0]
         self.log("val/loss", losses["loss_gen"], prog_bar=True, batch_size=size, sync_dist=True)
         self.log_val_nll(losses["loss_gen"], batch)
 
@@ -280,7 +308,7 @@ class DEPModule(GenerativeModule):
         self.latents = []
         self._diag_slots = []
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         self._last = None
         rows = super().test_step(batch, batch_idx, dataloader_idx)
         scoring = self.scoring_conditions is not None
@@ -330,26 +358,19 @@ class DEPModule(GenerativeModule):
         return out
 
     @torch.no_grad()
-    def _record_latents(self, batch: dict[str, Any]) -> None:
-        slots = batch["prompt"]["slots"]
-        his = slots["kinds"] == HIS
+    def _record_latents(self, batch: Batch) -> None:
+        slots = batch.prompt.slots
+        his = slots.kinds == HIS
         if not bool(his.any()):
             return
         z = self.refiner.encode(self.slot_inputs(slots)[his]).float()
-        owner = slots["positions"][his, 0]
+        owner = slots.positions[his, 0]
         for b in owner.unique().tolist():
-            self.latents.append({"sample_id": batch["sample_id"][b], "user_id": batch["user_id"][b],
+            self.latents.append({"sample_id": batch.sample_id[b], "user_id": batch.user_id[b],
                                  "z": z[owner == b].mean(0).cpu().numpy()})
 
-    # -- optimisation ---------------------------------------------------------------------
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
 
-    def configure_optimizers(self):
-        h = self.hparams
-        return adamw_with_warmup(self, self.trainable_parameters(), h.lr, h.weight_decay, h.warmup_ratio)
-
-
+@register(MethodSpec("no_user", "No-User", order=60))
 class NoUserControl(DEPModule):
     """Trained control without user signal: generic prompt tuning through DEP's adapters.
 
@@ -368,39 +389,17 @@ class NoUserControl(DEPModule):
     Args:
         max_slots: slots per kind the table covers (at least the DataModule's ``k``).
         per_rank: one learned input per slot kind and rank (default) or per kind only.
-        (all other arguments as :class:`DEPModule`)
+        kwargs: every other argument of :class:`DEPModule` but ``slot_offset`` (the table
+            already gives each rank its own input).
     """
 
-    method = "no_user"
-
-    def __init__(
-        self,
-        backbone: str = "smollm2-135m-instruct",
-        backbone_dtype: str = "auto",
-        embedding_dim: int = 384,
-        refinement: Refinement = "sae",
-        latent_dim: int = 256,
-        rho: float = 0.05,
-        lam: float = 100.0,
-        gamma: float = 1e-3,
-        projector_hidden: int | None = None,
-        lr: float = 1e-5,
-        weight_decay: float = 0.025,
-        warmup_ratio: float = 0.01,
-        generation: GenerationConfig = GenerationConfig(),
-        seed: int = 0,
-        input_norm: InputNorm = "standardize",
-        prompt_norm: PromptNorm = "token",
-        prompt_scale: float = 1.0,
-        max_slots: int = 8,
-        per_rank: bool = True,
-        backbone_options: BackboneOptions = BackboneOptions(),
-    ):
-        super().__init__(backbone, backbone_dtype, embedding_dim, refinement, latent_dim, rho, lam, gamma,
-                         projector_hidden, lr, weight_decay, warmup_ratio, generation, seed, input_norm,
-                         prompt_norm, prompt_scale, slot_offset=False, max_slots=max_slots,
-                         backbone_options=backbone_options)
-        self.save_plain_hyperparameters()
+    def __init__(self, max_slots: int = 8, per_rank: bool = True, **kwargs):
+        super().__init__(max_slots=max_slots, slot_offset=False, **kwargs)
+        # The hyperparameters are this class's arguments: a checkpoint's are parsed back as them
+        # (LightningCLI with --ckpt_path), and slot_offset is not one.
+        del self.hparams["slot_offset"]
+        self.hparams["per_rank"] = per_rank
+        embedding_dim, seed, input_norm = self.hparams.embedding_dim, self.hparams.seed, self.hparams.input_norm
         generator = torch.Generator().manual_seed(seed + 1)
         table = torch.randn(2, max_slots if per_rank else 1, embedding_dim, generator=generator)
         if input_norm == "none":
@@ -412,9 +411,9 @@ class NoUserControl(DEPModule):
     def method_options(self) -> dict[str, Any]:
         h = self.hparams
         return {"input_norm": h.input_norm, "prompt_norm": h.prompt_norm, "prompt_scale": h.prompt_scale,
-                "per_rank": h.per_rank}
+                "per_rank": h.per_rank, **self.injected_options()}
 
-    def slot_inputs(self, slots: dict[str, torch.Tensor]) -> torch.Tensor:
+    def slot_inputs(self, slots: Slots) -> torch.Tensor:
         if not self.hparams.per_rank:
-            return self.slot_table[slots["kinds"], torch.zeros_like(slots["ranks"])]
-        return self.slot_table[slots["kinds"], self.checked_ranks(slots)]
+            return self.slot_table[slots.kinds, torch.zeros_like(slots.ranks)]
+        return self.slot_table[slots.kinds, self.checked_ranks(slots)]

@@ -24,6 +24,7 @@ from typing import Sequence
 from dep_lightning.data.context import SampleContext
 from dep_lightning.data.schema import Review
 from dep_lightning.embeddings.representatives import representatives as pick_representatives
+from dep_lightning.methods import MethodSpec, register
 from dep_lightning.models.backbone import BackboneOptions
 from dep_lightning.models.base import GenerationConfig, stable_seed
 from dep_lightning.models.staged import Messages, StagedPromptingModule, clip, recent_reviews, review_block
@@ -63,6 +64,7 @@ def summary_messages(context: SampleContext, analyses: Sequence[tuple[int, str]]
     return [{"role": "system", "content": SUMMARY_SYSTEM}, {"role": "user", "content": request}]
 
 
+@register(MethodSpec("dpl", "DPL", order=40))
 class DPLModule(StagedPromptingModule):
     """Difference-aware personalization by prompting.
 
@@ -79,7 +81,7 @@ class DPLModule(StagedPromptingModule):
                  stage_batch_size: int = 8, stage_cache_dir: str | None = None, max_review_chars: int = 1000,
                  representatives: int = 3,
                  backbone_options: BackboneOptions = BackboneOptions()):
-        super().__init__("dpl", backbone, backbone_dtype, embedding_dim, generation, seed, stage_generation,
+        super().__init__(self.method, backbone, backbone_dtype, embedding_dim, generation, seed, stage_generation,
                          stage_batch_size, stage_cache_dir, max_review_chars, backbone_options)
         if representatives < 1:
             raise ValueError(f"representatives must be >= 1, got {representatives}")

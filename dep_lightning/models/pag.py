@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from dep_lightning.data.context import SampleContext
+from dep_lightning.methods import MethodSpec, register
 from dep_lightning.models.backbone import BackboneOptions
 from dep_lightning.models.base import GenerationConfig
 from dep_lightning.models.staged import Messages, StagedPromptingModule, recent_reviews
@@ -30,6 +31,7 @@ def profile_messages(context: SampleContext, max_chars: int) -> Messages:
             {"role": "user", "content": PROFILE_REQUEST.format(reviews=recent_reviews(context, max_chars))}]
 
 
+@register(MethodSpec("pag", "PAG", order=30))
 class PAGModule(StagedPromptingModule):
     """Profile-augmented generation. Arguments as :class:`~dep_lightning.models.staged.StagedPromptingModule`."""
 
@@ -40,7 +42,7 @@ class PAGModule(StagedPromptingModule):
                  stage_generation: GenerationConfig = GenerationConfig(max_new_tokens=128, do_sample=False),
                  stage_batch_size: int = 8, stage_cache_dir: str | None = None, max_review_chars: int = 1000,
                  backbone_options: BackboneOptions = BackboneOptions()):
-        super().__init__("pag", backbone, backbone_dtype, embedding_dim, generation, seed, stage_generation,
+        super().__init__(self.method, backbone, backbone_dtype, embedding_dim, generation, seed, stage_generation,
                          stage_batch_size, stage_cache_dir, max_review_chars, backbone_options)
         self.save_stage_hyperparameters()
 

@@ -27,9 +27,12 @@ import torch
 from torch import nn
 
 from dep_lightning.data.prompt import INSTRUCTION, USER
+from dep_lightning.data.types import Batch, Slots
+from dep_lightning.methods import MethodSpec, register
 from dep_lightning.models.backbone import BackboneOptions
-from dep_lightning.models.base import GenerationConfig, GenerativeModule, adamw_with_warmup
+from dep_lightning.models.base import GenerationConfig, GenerativeModule
 from dep_lightning.models.components import Projector, splice_soft_prompts
+from dep_lightning.models.optim import LRSchedulerCallable, Optimization, OptimizerCallable
 
 
 class InputAwareAttention(nn.Module):
@@ -67,6 +70,7 @@ class InputAwareAttention(nn.Module):
         return torch.einsum("bn,bnd->bd", w, history), w
 
 
+@register(MethodSpec("pplug", "PPlug", order=50))
 class PPlugModule(GenerativeModule):
     """PPlug on the frozen backbone.
 
@@ -75,20 +79,24 @@ class PPlugModule(GenerativeModule):
         embedding_dim: size of the review / item vectors (set from the DataModule by the CLI).
         projector_hidden: hidden width of the projector (default: the LLM's hidden size).
         temperature: τ of the input-aware attention.
-        lr, weight_decay, warmup_ratio: AdamW with linear warm-up and linear decay.
+        lr, weight_decay, warmup_ratio: the default optimisation, AdamW with linear warm-up and
+            linear decay (:mod:`dep_lightning.models.optim`).
         generation: decoding settings for validation / test / predict.
         seed: seeds the projector's and the instruction embedding's initialisation.
+        optimizer, lr_scheduler: injected instead of AdamW / the warm-up (:mod:`dep_lightning.models.optim`).
     """
 
-    method = "pplug"
+    inputs = frozenset({"user_history", "user_history_mask", "target_item"})
 
     def __init__(self, backbone: str = "smollm2-135m-instruct", backbone_dtype: str = "auto",
                  embedding_dim: int = 384, projector_hidden: int | None = None, temperature: float = 1.0,
                  lr: float = 1e-5, weight_decay: float = 0.025, warmup_ratio: float = 0.01,
                  generation: GenerationConfig = GenerationConfig(), seed: int = 0,
-                 backbone_options: BackboneOptions = BackboneOptions()):
+                 backbone_options: BackboneOptions = BackboneOptions(), optimizer: OptimizerCallable | None = None,
+                 lr_scheduler: LRSchedulerCallable | None = None):
         super().__init__(backbone, backbone_dtype, generation, seed, backbone_options)
         self.save_plain_hyperparameters()
+        self.optimization = Optimization(lr, weight_decay, warmup_ratio, optimizer, lr_scheduler)
         hidden = self.backbone.config.hidden_size
         tokens = self.backbone.get_input_embeddings().weight
         with torch.random.fork_rng(devices=[]):
@@ -99,17 +107,16 @@ class PPlugModule(GenerativeModule):
             self.instruction = nn.Parameter(torch.randn(hidden) * tokens.detach().float().std())
 
     # -- soft prompts ---------------------------------------------------------------------
-    def user_embedding(self, slots: dict[str, torch.Tensor]):
+    def user_embedding(self, slots: Slots):
         """Per sample: the attention-pooled history vector (B, d) and its weights (B, N)."""
-        if "user_history" not in slots:
+        if slots.user_history is None:
             raise ValueError("pplug reads the whole-history and target-item vectors: set "
                              "data.init_args.prompt.embeddings: user (configs/baselines/pplug.yaml does)")
-        return self.attention(slots["target_item"].float(), slots["user_history"].float(),
-                              slots["user_history_mask"].bool())
+        return self.attention(slots.target_item.float(), slots.user_history.float(), slots.user_history_mask.bool())
 
-    def input_embeddings(self, input_ids: torch.Tensor, slots: dict[str, torch.Tensor]):
+    def input_embeddings(self, input_ids: torch.Tensor, slots: Slots):
         embeds = self.backbone.get_input_embeddings()(input_ids)
-        kinds, positions = slots["kinds"], slots["positions"]
+        kinds, positions = slots.kinds, slots.positions
         is_user, is_instruction = kinds == USER, kinds == INSTRUCTION
         if positions.numel() == 0 or not bool(is_user.any()) or not bool((is_user | is_instruction).all()):
             raise ValueError("pplug needs prompts with exactly an instruction and a user slot: set "
@@ -120,23 +127,20 @@ class PPlugModule(GenerativeModule):
         zero = embeds.new_zeros((), dtype=torch.float32)
         return splice_soft_prompts(embeds, positions, vectors), {"recon": zero, "sparse": zero}
 
-    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        embeds, _ = self.input_embeddings(batch["input_ids"], batch["slots"])
-        return self.lm_loss(embeds, batch["attention_mask"], batch["labels"], batch["input_ids"],
-                            batch.get("prefix_length", 0))
+    def loss(self, batch: Batch) -> torch.Tensor:
+        embeds, _ = self.input_embeddings(batch.input_ids, batch.slots)
+        return self.lm_loss(embeds, batch.attention_mask, batch.labels, batch.input_ids, batch.prefix_length)
 
     # -- steps ----------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch.input_ids.shape[0])
         return self.attached(loss)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         loss = self.loss(batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch.input_ids.shape[0], sync_dist=True)
         self.log_val_nll(loss, batch)
 
-    def configure_optimizers(self):
-        h = self.hparams
-        parameters = [p for p in self.parameters() if p.requires_grad]
-        return adamw_with_warmup(self, parameters, h.lr, h.weight_decay, h.warmup_ratio)
+    def method_options(self) -> dict[str, Any]:
+        return self.optimization.describe()

@@ -37,6 +37,7 @@ from dep_lightning.atomic import atomic_write
 from dep_lightning.data.context import SampleContext
 from dep_lightning.data.prompt import PromptBuilder, PromptConfig
 from dep_lightning.data.schema import Item, Review
+from dep_lightning.data.types import Batch, PromptBatch, Slots
 from dep_lightning.models.backbone import BackboneOptions
 from dep_lightning.models.base import GenerationConfig, PromptingModule, as_generation_config, prediction_rows
 
@@ -108,7 +109,7 @@ def recent_reviews(context: SampleContext, max_chars: int) -> str:
     return "\n\n".join(blocks) if blocks else "(no past reviews)"
 
 
-def left_padded(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> dict[str, Any]:
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> PromptBatch:
     """A generation batch of token id rows (left padding), without soft-prompt slots."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -116,8 +117,7 @@ def left_padded(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
     for b, row in enumerate(rows):
         ids[b, width - len(row):] = torch.as_tensor(list(row), dtype=torch.long)
         mask[b, width - len(row):] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device),
-            "slots": {"positions": torch.zeros((0, 2), dtype=torch.long, device=device)}}
+    return PromptBatch(input_ids=ids.to(device), attention_mask=mask.to(device), slots=Slots.empty(device))
 
 
 class StagedPromptingModule(PromptingModule):
@@ -137,6 +137,8 @@ class StagedPromptingModule(PromptingModule):
         (backbone, backbone_dtype, embedding_dim, generation, seed, backbone_options as
         :class:`PromptingModule`)
     """
+
+    inputs = frozenset({"context"})
 
     def __init__(self, method: str, backbone: str = "smollm2-135m-instruct", backbone_dtype: str = "auto",
                  embedding_dim: int = 384, generation: GenerationConfig = GenerationConfig(), seed: int = 0,
@@ -246,29 +248,29 @@ class StagedPromptingModule(PromptingModule):
         return left_padded(rows, self.tokenizer.pad_token_id, self.device), shown
 
     # -- steps ----------------------------------------------------------------------------
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        contexts = batch.get("context")
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        contexts = batch.context
         if contexts is None:
             raise ValueError(f"{self.method} reads each sample's reviews and peers: set data.init_args.context: "
                              f"true (configs/baselines/{self.method}.yaml does)")
         profiles = self.profiles(contexts)
         prompt, shown = self.final_prompts(contexts, profiles)
-        rows = prediction_rows(batch, self.generate_outputs(prompt, key=batch["sample_id"][0]))
+        rows = prediction_rows(batch, self.generate_outputs(prompt, key=batch.sample_id[0]))
         for row, profile, history in zip(rows, profiles, shown):
             row["history"] = history  # the reviews the final prompt shows (the profile may displace old ones)
             row["profile"] = profile
         return rows
 
-    def score_batch(self, batch: dict[str, Any]):
+    def score_batch(self, batch: Batch):
         raise NotImplementedError(f"likelihood scoring of {self.method!r} would have to score the final prompt "
                                   f"with the written profile; it is not implemented yet (score non_perso, rag, "
                                   f"pplug, dep, no_user)")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Nothing to validate (Lightning's sanity check still calls this): the method is untrained."""
         return None
 
-    def generate(self, prompt: dict[str, Any], key: str = "", generation: GenerationConfig | None = None) -> list[str]:
+    def generate(self, prompt: PromptBatch, key: str = "", generation: GenerationConfig | None = None) -> list[str]:
         # Generation-based validation hands over the DataModule's prompt alone, without the
         # samples' contexts, so it cannot run the stages: evaluate with `test` instead.
         raise RuntimeError(f"method {self.method!r} writes a profile first and is evaluated by `dep-lightning test` "

@@ -1,10 +1,16 @@
-"""``dep-lightning tables``: regenerate the paper's tables and figures from run directories."""
+"""``dep-lightning tables`` and ``export``: the paper's tables and figures from run directories,
+and run directories copied for sharing.
+
+:func:`tables` and :func:`export` are the commands (their signatures are the options);
+:func:`make_tables` is the same work for Python callers (notebooks, scripts).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable, Sequence
 
+from dep_lightning.data.errors import ConfigError
 from dep_lightning.results.registry import Registry, load_registry
 from dep_lightning.results.render import to_csv, to_latex, to_markdown
 from dep_lightning.results.tables import Options, Table, build_tables, ordered_categories, parse_assignments
@@ -17,10 +23,53 @@ def parse_formats(text: str) -> list[str]:
     suffixes = []
     for name in (part.strip().lower() for part in text.split(",") if part.strip()):
         if name not in FORMATS:
-            raise ValueError(f"unknown format {name!r}; choose from md, latex, csv")
+            raise ConfigError("--format", text, f"unknown format {name!r}; choose from md, latex, csv")
         if FORMATS[name] not in suffixes:
             suffixes.append(FORMATS[name])
     return suffixes
+
+
+def tables(runs: Sequence[str] = (), out: str = "tables", format: str = "md,latex,csv", reference: str | None = None,
+           wandb: str | None = None, defaults: str | None = None, resamples: int = 1000, seed: int = 0,
+           figures: bool = True) -> None:
+    """Regenerate the paper's tables and figures from run directories and/or a W&B project.
+
+    Args:
+        runs: folders searched recursively for run directories (manifest.json + metrics.json).
+        out: output folder.
+        format: comma-separated: md, latex, csv.
+        reference: row the others are tested against: a method (table 1) or a row key such as
+            refinement=ae (ablation tables).
+        wandb: also read runs from this W&B project, ENTITY/PROJECT (online).
+        defaults: ablation defaults KEY=VALUE,..., e.g. k=4,retriever=recency (default: the
+            most common value among DEP runs).
+        resamples: bootstrap resamples per interval and test.
+        seed: bootstrap seed.
+        figures: also write the figures (--no-figures: tables only).
+    """
+    if not runs and not wandb:
+        raise ConfigError("--runs", list(runs), "give --runs DIR... and/or --wandb ENTITY/PROJECT")
+    if resamples < 1:
+        raise ConfigError("--resamples", resamples, "at least 1")
+    try:
+        assignments = parse_assignments(defaults)
+    except ValueError as error:
+        raise ConfigError("--defaults", defaults, str(error)) from None
+    make_tables(runs, out=out, formats=parse_formats(format), reference=reference, wandb=wandb,
+                defaults=assignments, resamples=resamples, seed=seed, figures=figures)
+
+
+def export(*, runs: Sequence[str], out: str) -> None:
+    """Copy run directories without checkpoints, for sharing; `dep-lightning tables --runs OUT` reads the copy.
+
+    Args:
+        runs: folders searched recursively for run directories (manifest.json + metrics.json).
+        out: where the copies go (each run keeps its path relative to its --runs folder).
+    """
+    from dep_lightning.results.export import export_runs
+
+    exported = export_runs(list(runs), out)
+    print(f"export: {len(exported)} run(s) under {out}")
 
 
 def make_tables(

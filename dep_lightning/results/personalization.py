@@ -28,9 +28,6 @@ from dep_lightning.data.conditions import CONDITIONS
 from dep_lightning.results.registry import SCORES, Run, RunGroup, group_runs, seed_statistics
 from dep_lightning.results.stats import MetricSamples, bootstrap_ci, paired_bootstrap
 from dep_lightning.results.tables import (
-    METHOD_LABELS,
-    METHODS,
-    REFERENCE_METHODS,
     SIGNIFICANCE,
     Cell,
     Options,
@@ -38,6 +35,8 @@ from dep_lightning.results.tables import (
     Table,
     _rows_for,
     matches_ablation,
+    method_label,
+    method_order,
 )
 
 NAME = "personalization"
@@ -70,16 +69,13 @@ def _rows(pairs: Sequence[tuple[RunGroup, list[str]]], defaults: dict[str, Any])
     labelled by what differs, the group with most ablation keys at the defaults first."""
     groups = [group for group, _ in pairs]
     unscored = {id(group): missing for group, missing in pairs}
-    present = {g.method for g in groups}
-    order = [m for m in METHODS if m in present] + sorted(present - set(METHODS) - set(REFERENCE_METHODS)) + \
-        [m for m in REFERENCE_METHODS if m in present]
     rows: list[Row] = []
     notes: list[str] = []
-    for method in order:
+    for method in method_order(g.method for g in groups):
         own = [g for g in groups if g.method == method]
         own.sort(key=lambda g: (-sum(matches_ablation(g.ablation, {k: v}) for k, v in defaults.items()),
                                 g.first.source))
-        for row in _rows_for(METHOD_LABELS.get(method, method), method, own, ""):
+        for row in _rows_for(method_label(method), method, own, ""):
             rows.append(row)
             missing = unscored[id(row.group)]
             if missing:

@@ -24,9 +24,9 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from dep_lightning.axes import ABLATION_KEYS
 from dep_lightning.data.conditions import CONDITIONS
-from dep_lightning.data.errors import InputError, json_error
+from dep_lightning.data.errors import InputError, json_error, json_object, required_field
+from dep_lightning.manifest import RUN_IDENTITY, RunManifest
 from dep_lightning.results.stats import MetricSamples, bleu_statistics
 
 QUALITY_METRICS = ("rouge1", "meteor", "bleu", "bertscore")
@@ -37,7 +37,6 @@ HYGIENE_FIELDS = {"copy_rate": "copied", "mean_longest_copy": "longest_copy", "l
                   "echo_rate": "echo"}
 PREDICTIONS = Path("predictions") / "test.jsonl"
 SCORES = Path("scores") / "test.jsonl"
-_RUN_IDENTITY = ("schema", "seed", "created", "code_version", "config_hash", "trainable_parameters", "environment")
 
 
 def _is_number(value: Any) -> bool:
@@ -52,51 +51,16 @@ def _type_name(value: Any) -> str:
 # Validation
 
 
-def _require(doc: Mapping, key: str, where: str, prefix: str = "") -> Any:
-    if key not in doc:
-        raise InputError(where, None, prefix + key, None, "missing field")
-    return doc[key]
-
-
-def _object(value: Any, where: str, name: str) -> dict:
-    if not isinstance(value, dict):
-        raise InputError(where, None, name, value, "wrong type", f"expected an object, got {_type_name(value)}")
-    return value
-
 
 def validate_manifest(manifest: Any, where: str) -> dict:
-    manifest = _object(manifest, where, "(top level)")
-    schema = _require(manifest, "schema", where)
-    if schema != 1:
-        raise InputError(where, None, "schema", schema, "unsupported schema", "this version reads schema 1")
-    method = _require(manifest, "method", where)
-    if not isinstance(method, str) or not method:
-        raise InputError(where, None, "method", method, "wrong type", "expected a non-empty string")
-    ablation = _object(_require(manifest, "ablation", where), where, "ablation")
-    for key in ABLATION_KEYS:
-        value = _require(ablation, key, where, "ablation.")
-        if isinstance(value, (dict, list)):
-            raise InputError(where, None, f"ablation.{key}", value, "wrong type", "expected a scalar")
-    if not (isinstance(ablation["k"], int) and not isinstance(ablation["k"], bool)) or ablation["k"] < 0:
-        raise InputError(where, None, "ablation.k", ablation["k"], "wrong type", "expected an integer >= 0")
-    for key in ("with_text", "guidance"):
-        if not isinstance(ablation[key], bool):
-            raise InputError(where, None, f"ablation.{key}", ablation[key], "wrong type", "expected true or false")
-    seed = manifest.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise InputError(where, None, "seed", seed, "wrong type", "expected an integer or null")
-    backbone = manifest.get("backbone")
-    if backbone is not None and not isinstance(backbone, str):
-        raise InputError(where, None, "backbone", backbone, "wrong type", "expected a string or null")
-    for key in ("data", "options", "environment"):  # optional: older manifests lack the last two
-        if key in manifest and manifest[key] is not None:
-            _object(manifest[key], where, key)
+    """The manifest as read, after :meth:`~dep_lightning.manifest.RunManifest.parse` checked it."""
+    RunManifest.parse(manifest, where)
     return manifest
 
 
 def _validate_scores(block: Any, where: str, name: str, allowed: Iterable[str]) -> dict:
-    block = _object(block, where, name)
-    n = _require(block, "n", where, name + ".")
+    block = json_object(block, where, name)
+    n = required_field(block, "n", where, name + ".")
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise InputError(where, None, f"{name}.n", n, "wrong type", "expected an integer >= 0")
     for key in allowed:
@@ -108,21 +72,21 @@ def _validate_scores(block: Any, where: str, name: str, allowed: Iterable[str]) 
 def validate_metrics(metrics: Any, where: str) -> dict:
     """``metrics.json``; a score-only run (``dep-lightning score`` in a run directory of its
     own) holds a ``likelihood`` block and no text metrics (no ``categories``, no ``overall``)."""
-    metrics = _object(metrics, where, "(top level)")
+    metrics = json_object(metrics, where, "(top level)")
     if metrics.get("likelihood") is not None and "categories" not in metrics and "overall" not in metrics:
         validate_likelihood(metrics["likelihood"], where)
         return metrics
-    categories = _object(_require(metrics, "categories", where), where, "categories")
+    categories = json_object(required_field(metrics, "categories", where), where, "categories")
     for category, block in categories.items():
         _validate_scores(block, where, f"categories.{category}", QUALITY_METRICS)
-    _validate_scores(_require(metrics, "overall", where), where, "overall", QUALITY_METRICS)
+    _validate_scores(required_field(metrics, "overall", where), where, "overall", QUALITY_METRICS)
     if metrics.get("hygiene") is not None:
         _validate_scores(metrics["hygiene"], where, "hygiene", HYGIENE_METRICS)
     uniqueness = metrics.get("uniqueness")
     if uniqueness is not None:
-        uniqueness = _object(uniqueness, where, "uniqueness")
+        uniqueness = json_object(uniqueness, where, "uniqueness")
         for half in ("unique", "non_unique"):
-            _validate_scores(_require(uniqueness, half, where, "uniqueness."), where, f"uniqueness.{half}",
+            _validate_scores(required_field(uniqueness, half, where, "uniqueness."), where, f"uniqueness.{half}",
                              QUALITY_METRICS)
     if metrics.get("likelihood") is not None:
         validate_likelihood(metrics["likelihood"], where)
@@ -130,7 +94,7 @@ def validate_metrics(metrics: Any, where: str) -> dict:
 
 
 def _finite(block: Mapping, key: str, where: str, name: str) -> float:
-    value = _require(block, key, where, name + ".")
+    value = required_field(block, key, where, name + ".")
     if not _is_number(value):
         raise InputError(where, None, f"{name}.{key}", value, "wrong type", "expected a finite number")
     return float(value)
@@ -138,8 +102,8 @@ def _finite(block: Mapping, key: str, where: str, name: str) -> float:
 
 def validate_likelihood(block: Any, where: str) -> dict:
     """The ``likelihood`` block of ``dep-lightning score`` (``dep_lightning/scoring.py``)."""
-    block = _object(block, where, "likelihood")
-    conditions = _require(block, "conditions", where, "likelihood.")
+    block = json_object(block, where, "likelihood")
+    conditions = required_field(block, "conditions", where, "likelihood.")
     if not isinstance(conditions, list) or not conditions or len(set(map(str, conditions))) != len(conditions):
         raise InputError(where, None, "likelihood.conditions", conditions, "wrong type",
                          "expected a non-empty list of distinct condition names")
@@ -147,25 +111,25 @@ def validate_likelihood(block: Any, where: str) -> dict:
     if unknown:
         raise InputError(where, None, "likelihood.conditions", unknown[0], "unknown condition",
                          f"expected one of {', '.join(CONDITIONS)}")
-    categories = _object(block.get("categories", {}), where, "likelihood.categories")
+    categories = json_object(block.get("categories", {}), where, "likelihood.categories")
     parts = [(f"likelihood.categories.{c}", part) for c, part in categories.items()]
-    parts.append(("likelihood.overall", _require(block, "overall", where, "likelihood.")))
+    parts.append(("likelihood.overall", required_field(block, "overall", where, "likelihood.")))
     for name, part in parts:
         part = _validate_scores(part, where, name, ())
         for condition in conditions:
             _finite(part, f"nll_{condition}", where, name)
-        gains = _object(part.get("gains") or {}, where, f"{name}.gains")
+        gains = json_object(part.get("gains") or {}, where, f"{name}.gains")
         for condition, gain in gains.items():
             if condition not in conditions or condition == "true":
                 raise InputError(where, None, f"{name}.gains", condition, "unknown condition",
                                  "expected a scored condition other than true")
-            gain = _object(gain, where, f"{name}.gains.{condition}")
+            gain = json_object(gain, where, f"{name}.gains.{condition}")
             _finite(gain, "gain", where, f"{name}.gains.{condition}")
             p_value = _finite(gain, "p_value", where, f"{name}.gains.{condition}")
             if not 0 < p_value <= 1:
                 raise InputError(where, None, f"{name}.gains.{condition}.p_value", p_value, "out of range",
                                  "expected 0 < p <= 1")
-            interval = _require(gain, "gain_ci95", where, f"{name}.gains.{condition}.")
+            interval = required_field(gain, "gain_ci95", where, f"{name}.gains.{condition}.")
             if not (isinstance(interval, list) and len(interval) == 2 and all(map(_is_number, interval))):
                 raise InputError(where, None, f"{name}.gains.{condition}.gain_ci95", interval, "wrong type",
                                  "expected [low, high], two finite numbers")
@@ -403,7 +367,7 @@ class Run:
 
     @property
     def group_key(self) -> str:
-        configuration = {k: v for k, v in self.manifest.items() if k not in _RUN_IDENTITY}
+        configuration = {k: v for k, v in self.manifest.items() if k not in RUN_IDENTITY}
         return json.dumps(configuration, sort_keys=True, default=str)
 
     def score(self, category: str | None, metric: str) -> float | None:

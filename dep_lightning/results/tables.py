@@ -3,8 +3,10 @@
 Definitions (docs/tables.md has the full text):
 
 * ``table1`` -- methods x categories x (R-1, MET., BL.[, BS.]); one row per method, the
-  run group of that method closest to the ablation defaults; copy baselines are
-  reference rows (shown, never ranked).
+  run group of that method closest to the ablation defaults; rows, labels and order come
+  from the registry of methods (``dep_lightning/methods.py``), where the copy baselines
+  are reference rows (shown, never ranked); a method of some run that is not registered
+  gets a row after the registered ones, labelled by its name.
 * ``table2`` / ``table6`` -- DEP embeddings his / diff / his+diff, without and with review
   text, plus the Non-Perso row; table 2 shows METEOR per category, table 6 R-1 / MET. /
   BL. per category (the paper's table 2 is the METEOR part of its table 6).
@@ -34,16 +36,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from dep_lightning import methods
 from dep_lightning.axes import BY_KEY as AXES
-from dep_lightning.axes import PAPER_DEFAULTS
 from dep_lightning.data.conditions import CONDITIONS
 from dep_lightning.results.registry import HYGIENE_METRICS, Registry, RunGroup
 from dep_lightning.results.stats import bootstrap_ci, paired_bootstrap
 
-METHODS = ("non_perso", "rag", "pag", "dpl", "pplug", "no_user", "dep")
-REFERENCE_METHODS = ("copy_recent", "copy_concat")
-METHOD_LABELS = {"non_perso": "Non-Perso", "rag": "RAG", "pag": "PAG", "dpl": "DPL", "pplug": "PPlug",
-                 "no_user": "No-User", "dep": "DEP", "copy_recent": "Copy-Recent", "copy_concat": "Copy-Concat"}
 METRIC_LABELS = {"rouge1": "R-1", "meteor": "MET.", "bleu": "BL.", "bertscore": "BS.", "copy_rate": "copy rate",
                  "mean_longest_copy": "mean longest copy", "limit_rate": "limit rate", "echo_rate": "echo rate"}
 # The personalization table: mean NLL per condition and each condition's gain over "true".
@@ -53,6 +51,41 @@ PAPER_CATEGORIES = ("Books", "Movies_and_TV", "CDs_and_Vinyl")
 THREE_METRICS = ("rouge1", "meteor", "bleu")
 SIGNIFICANCE = 0.05
 EMPTY = "—"
+
+
+def table_methods() -> tuple[str, ...]:
+    """The methods of table 1's ranked rows, in order (the registry's ``method`` rows)."""
+    return methods.registered().names("method")
+
+
+def reference_methods() -> tuple[str, ...]:
+    """The methods of table 1's reference rows (shown, never ranked), in order."""
+    return methods.registered().names("reference")
+
+
+def method_label(method: str) -> str:
+    """A method's row label: its registered label, else its name."""
+    spec = methods.registered().get(method)
+    return spec.label if spec is not None else method
+
+
+def method_order(present: Iterable[str]) -> list[str]:
+    """The methods ``present`` in table 1's order: ranked rows, the methods no spec
+    declares (by name), reference rows."""
+    present = set(present)
+    ranked, reference = table_methods(), reference_methods()
+    return ([m for m in ranked if m in present] + sorted(present - set(ranked) - set(reference))
+            + [m for m in reference if m in present])
+
+
+def __getattr__(name: str) -> Any:
+    """``METHODS``, ``REFERENCE_METHODS`` and ``METHOD_LABELS``, read from the registry when
+    asked for (reading it imports the model classes, which importing this module does not)."""
+    derived = {"METHODS": table_methods, "REFERENCE_METHODS": reference_methods,
+               "METHOD_LABELS": lambda: methods.registered().labels()}
+    if name in derived:
+        return derived[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_gain(metric: str) -> bool:
@@ -118,7 +151,8 @@ def resolve_defaults(groups: Sequence[RunGroup], overrides: dict[str, Any] | Non
     for key, counter in counts.items():
         top = max(counter.values())
         tied = sorted((json.loads(v) for v, c in counter.items() if c == top), key=_value_order)
-        preferred = [v for v in tied if key in PAPER_DEFAULTS and json.dumps(v) == json.dumps(PAPER_DEFAULTS[key])]
+        paper = AXES[key].paper if key in AXES else None  # the axis' own setting breaks a tie
+        preferred = [v for v in tied if paper is not None and json.dumps(v) == json.dumps(paper)]
         defaults[key] = (preferred or tied)[0]
     for key, value in (overrides or {}).items():
         defaults[key] = value
@@ -238,7 +272,7 @@ def method_rows(groups: Sequence[RunGroup], method: str, defaults: dict[str, Any
     if own:
         score = [sum(matches_ablation(g.ablation, {k: v}) for k, v in defaults.items()) for g in own]
         own = [g for g, s in zip(own, score) if s == max(score)]
-    return _rows_for(METHOD_LABELS.get(method, method), method, own, f"no {method} run", kind)
+    return _rows_for(method_label(method), method, own, f"no {method} run", kind)
 
 
 def dep_rows(groups: Sequence[RunGroup], label: str, varied: dict[str, Any], defaults: dict[str, Any]) -> list[Row]:
@@ -370,14 +404,19 @@ def _defaults_note(defaults: dict[str, Any], varied: Iterable[str]) -> str:
     return "other ablation keys at their defaults: " + (", ".join(fixed) if fixed else "(no DEP runs)")
 
 
+def _spoken_list(items: Sequence[str]) -> str:
+    return " and ".join(items) if len(items) < 3 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def table1(groups, defaults, categories) -> Table:
+    """Every registered method (a row saying why it is empty when it has no run), then the
+    methods of runs that no spec declares, then the reference rows."""
+    ranked, reference = table_methods(), reference_methods()
+    unregistered = sorted({g.method for g in groups} - set(ranked) - set(reference))
     rows: list[Row] = []
-    for method in METHODS:
+    for method in (*ranked, *unregistered):
         rows += method_rows(groups, method, defaults)
-    extra = sorted({g.method for g in groups} - set(METHODS) - set(REFERENCE_METHODS))
-    for method in extra:
-        rows += method_rows(groups, method, defaults)
-    for method in REFERENCE_METHODS:
+    for method in reference:
         rows += method_rows(groups, method, defaults, kind="reference")
     chosen = [row.group for row in rows if row.group is not None]
     metrics = list(THREE_METRICS)
@@ -386,9 +425,11 @@ def table1(groups, defaults, categories) -> Table:
         metrics.append("bertscore")
     else:
         notes.append("BERTScore column left out: no run in this table computed it")
-    table = Table("table1", "Table 1: performance comparison of the baselines and DEP",
-                  "R-1, MET., BL. and BS. denote ROUGE-1, METEOR, BLEU (0-100) and BERTScore; higher is better. "
-                  "Copy-Recent and Copy-Concat are reference rows (not ranked).",
+    caption = "R-1, MET., BL. and BS. denote ROUGE-1, METEOR, BLEU (0-100) and BERTScore; higher is better."
+    if reference:
+        caption += (f" {_spoken_list([method_label(m) for m in reference])} "
+                    + ("is a reference row" if len(reference) == 1 else "are reference rows") + " (not ranked).")
+    table = Table("table1", "Table 1: performance comparison of the baselines and DEP", caption,
                   _quality_columns(categories, metrics), rows, notes)
     table.notes.append("each method's run group closest to the ablation defaults ("
                        + (", ".join(f"{k}={show_value(v)}" for k, v in sorted(defaults.items()))
@@ -456,6 +497,14 @@ def build_tables(registry: Registry, options: Options | None = None, defaults: d
     on = next(r for r in table9.rows if r.key.startswith("guidance=true"))
     off = next(r for r in table9.rows if r.key.startswith("guidance=false"))
     table9.rows.append(Row("+Improvement", "improvement", "difference", operands=(on, off)))
+    varied_by = {"table2": ("embeddings", "with_text"), "table6": ("embeddings", "with_text"),
+                 "table3": ("refinement",), "table7": ("refinement",), "table8": ("retriever",),
+                 "table9": ("guidance",)}
+    for axis in AXES.values():  # axes that declare a table of their own
+        if axis.table:
+            tables.append(_ablation_table(f"axis_{axis.key}", axis.table, axis.doc, groups, defaults, categories,
+                                          THREE_METRICS, axis.specs()))
+            varied_by[f"axis_{axis.key}"] = (axis.key,)
 
     hygiene_rows = [Row(r.label, r.key, "method", r.group, r.missing) for r in tables[0].rows]
     hygiene = Table("hygiene", "Output hygiene per method",
@@ -467,9 +516,7 @@ def build_tables(registry: Registry, options: Options | None = None, defaults: d
 
     default_refs = {"table1": "dep", "hygiene": None}
     for table in tables[1:-1]:
-        varied = {"table2": ("embeddings", "with_text"), "table6": ("embeddings", "with_text"),
-                  "table3": ("refinement",), "table7": ("refinement",), "table8": ("retriever",),
-                  "table9": ("guidance",)}[table.name]
+        varied = varied_by[table.name]
         default_refs[table.name] = row_key({k: defaults[k] for k in varied}) if all(k in defaults for k in varied) \
             else None
     filler = _CellFiller(options)

@@ -15,27 +15,47 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from dep_lightning.sweeps.runner import is_complete, point_key, point_version, run_child, run_dir_args
 from dep_lightning.sweeps.spec import load_spec
 
 
-def expand(spec_path: str | Path, root: str | Path = "runs/sweeps", extra_args: list[str] | None = None):
+def expand(spec_path: str | Path, root: str | Path = "runs/sweeps", extra: Sequence[str] = ()):
     """``(run_dir, args)`` for every grid point; ``args`` start with the subcommand."""
     spec = load_spec(spec_path)
     points = []
     for params in spec.grid():
         version = point_version(params)
-        args = spec.cli_args(params) + list(extra_args or []) + run_dir_args(root, spec.name, version)
+        args = spec.cli_args(params) + list(extra) + run_dir_args(root, spec.name, version)
         points.append((Path(root) / spec.name / version, args))
     return spec, points
 
 
+def grid(spec: list[str], root: str = "runs/sweeps", dry_run: bool = False, extra: Sequence[str] = ()) -> None:
+    """Run W&B grid sweep files here, one point after another, without a W&B server.
+
+    Points already complete under ``root`` are skipped, so the same command resumes an
+    interrupted grid. A failed point does not stop the others, but the command exits with
+    status 1 at the end so that scripts (``make ablation``) notice it.
+
+    Args:
+        spec: sweep file(s), e.g. sweeps/table3_refinement.yaml.
+        root: run directories go to <root>/<sweep>/<point>.
+        dry_run: print the command lines only.
+        extra: an extra dep-lightning argument for every point, once per argument, e.g.
+            --extra=--data.init_args.limit_test=8.
+    """
+    failed = sum(run_grid(path, root=root, dry_run=dry_run, extra=extra)["failed"] for path in spec)
+    if failed:
+        raise SystemExit(1)
+
+
 def run_grid(spec_path: str, root: str = "runs/sweeps", dry_run: bool = False,
-             extra_args: list[str] | None = None) -> dict[str, int]:
+             extra: Sequence[str] = ()) -> dict[str, int]:
     """Run every grid point not yet complete; returns counts of done / skipped / failed points."""
-    spec, points = expand(spec_path, root, extra_args)
+    spec, points = expand(spec_path, root, extra)
     counts = {"done": 0, "skipped": 0, "failed": 0}
     print(f"[grid {spec.name}] {len(points)} point(s) under {Path(root) / spec.name}", flush=True)
     done = completed_points(root)

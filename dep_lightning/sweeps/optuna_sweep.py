@@ -8,6 +8,9 @@
   runs exactly once however many workers share the study, and a worker never samples
   extra points. ``random`` / ``bayes`` sweeps sample with Optuna's random / TPE samplers
   until the study holds ``--n-trials`` trials.
+* The options of a sweep are one :class:`SweepOptions`: the command line's options are its
+  fields, :func:`sweep` takes it, and the worker processes it starts are the same command
+  with the same options (:func:`worker_options`).
 * Workers record a heartbeat while a trial runs. A trial whose worker died (killed,
   machine lost) stops beating; the next ``sweep`` call marks it failed and — for grids —
   enqueues the point again, so rerunning the same command completes the grid.
@@ -32,14 +35,54 @@ import subprocess
 import sys
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from dep_lightning.data.errors import ConfigError
 from dep_lightning.sweeps.runner import child_env, metric_value, run_child, run_dir_args
 from dep_lightning.sweeps.spec import Parameter, SweepSpec, load_spec
 
 FINISHED_OR_ACTIVE = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepOptions:
+    """How to run (or resume, or join) an Optuna study over a sweep file.
+
+    Args:
+        spec: sweep file (W&B format), e.g. sweeps/table3_refinement.yaml.
+        storage: RDB URL of the study (default: sqlite:///<root>/optuna.db; postgresql+psycopg://…
+            for workers on many machines).
+        study_name: study name (default: the sweep's name).
+        n_trials: trials in the study (grid: default every point, else the first N points;
+            random / bayes: default 10).
+        workers: parallel worker processes on this machine.
+        devices_per_trial: GPUs per worker: worker i's trials see visible GPUs i*N..i*N+N-1
+            (CUDA_VISIBLE_DEVICES); unset or no GPU: nothing is restricted.
+        root: run directories go to <root>/<study>/trial_<n>.
+        pruner: median: stop a trial whose sweep metric is worse than the median of earlier
+            trials at the same epoch (after 2 trials).
+        seed: seed of the random / TPE sampler.
+        heartbeat: seconds between trial heartbeats; a running trial silent for twice as long
+            counts as dead (failed, and its grid point enqueued again) at the next sweep call.
+        worker_only: only claim and run trials of an existing study (extra machines or jobs).
+        extra: an extra dep-lightning argument for every trial, once per argument, e.g.
+            --extra=--trainer.max_epochs=2.
+    """
+
+    spec: str
+    storage: str | None = None
+    study_name: str | None = None
+    n_trials: int | None = None
+    workers: int = 1
+    devices_per_trial: int | None = None
+    root: str = "runs/sweeps"
+    pruner: Literal["none", "median"] = "none"
+    seed: int = 0
+    heartbeat: int = 30
+    worker_only: bool = False
+    extra: tuple[str, ...] = ()
 
 
 def default_storage(root: str | Path) -> str:
@@ -199,16 +242,16 @@ def _next_trial(spec: SweepSpec, study, storage, target: int):
     return optuna.Trial(study, trial_id), trial_id
 
 
-def run_worker(spec: SweepSpec, storage_url: str, study_name: str, root: str, target: int, seed: int = 0,
-               pruner: str = "none", heartbeat: int = 30, extra_args: list[str] | None = None,
-               devices: str | None = None) -> int:
+def run_worker(spec: SweepSpec, options: SweepOptions, target: int, devices: str | None = None) -> int:
     """Claim and run trials until the study has none left for this worker; returns how many ran.
 
-    ``devices`` is the ``CUDA_VISIBLE_DEVICES`` of every trial (None: inherited)."""
+    ``options`` has its storage and study name resolved (:func:`sweep`); ``devices`` is the
+    ``CUDA_VISIBLE_DEVICES`` of every trial (None: inherited)."""
     from dep_lightning.sweeps.pruning import pruning_args  # imports Lightning: only workers need it
 
-    storage = make_storage(storage_url, heartbeat)
-    study = open_study(spec, storage, study_name, seed, pruner)
+    study_name, root, pruner = options.study_name, options.root, options.pruner
+    storage = make_storage(options.storage, options.heartbeat)
+    study = open_study(spec, storage, study_name, options.seed, pruner)
     ran = 0
     with _sigterm_as_exit():
         while (claimed := _next_trial(spec, study, storage, target)) is not None:
@@ -216,9 +259,9 @@ def run_worker(spec: SweepSpec, storage_url: str, study_name: str, root: str, ta
             params = {p.name: suggest(trial, p) for p in spec.parameters}
             version = f"trial_{trial.number:04d}"
             run_dir = Path(root) / study_name / version
-            args = spec.cli_args(params) + list(extra_args or []) + run_dir_args(root, study_name, version)
+            args = spec.cli_args(params) + list(options.extra) + run_dir_args(root, study_name, version)
             if pruner != "none":
-                args += pruning_args(storage_url, study_name, trial.number, spec.metric, pruner)
+                args += pruning_args(options.storage, study_name, trial.number, spec.metric, pruner)
             trial.set_user_attr("run_dir", str(run_dir))
             trial.set_user_attr("args", args)
             trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
@@ -318,37 +361,50 @@ def summary(study) -> str:
     return "\n".join(lines)
 
 
-def sweep(spec_path: str, storage: str | None = None, study_name: str | None = None, n_trials: int | None = None,
-          workers: int = 1, root: str = "runs/sweeps", pruner: str = "none", seed: int = 0, heartbeat: int = 30,
-          worker_only: bool = False, extra_args: list[str] | None = None,
-          devices_per_trial: int | None = None) -> dict[str, int]:
-    """Run (or resume) an Optuna study over a sweep file; returns the trial counts by state."""
-    slices = device_slices(visible_gpus() if devices_per_trial else [], workers, devices_per_trial)
-    spec = load_spec(spec_path)
-    storage = storage or default_storage(root)
-    study_name = study_name or spec.name
-    study = open_study(spec, make_storage(storage, heartbeat), study_name, seed, pruner)
-    target = prepare_study(spec, study, n_trials) if not worker_only else (n_trials or len(study.trials))
-    print(f"[sweep {study_name}] {spec.method} over {len(spec.parameters)} parameter(s), {target} trial(s), "
-          f"{workers} worker(s), storage {storage}", flush=True)
-    common = dict(spec=spec, storage_url=storage, study_name=study_name, root=root, target=target, seed=seed,
-                  pruner=pruner, heartbeat=heartbeat, extra_args=extra_args)
-    if workers <= 1:
-        run_worker(**common, devices=slices[0])
+def worker_options(options: SweepOptions, target: int) -> SweepOptions:
+    """The options of one worker process that :func:`sweep` starts: the same study (storage
+    and name resolved), joined as ``--worker-only`` with its target trial count, on the GPUs
+    of its ``CUDA_VISIBLE_DEVICES`` (so it neither slices devices nor starts workers itself)."""
+    return replace(options, n_trials=target, workers=1, devices_per_trial=None, worker_only=True)
+
+
+def sweep(options: SweepOptions) -> dict[str, int]:
+    """Run (or resume, or join) an Optuna study over a sweep file.
+
+    Each trial is a child ``dep-lightning fit`` with its own run directory; the study lives in
+    the storage, so running the same command again resumes it and another machine joins it
+    with ``--worker-only``.
+
+    Returns:
+        The study's trial counts by state (``{"COMPLETE": 4}``), also printed last.
+    """
+    slices = device_slices(visible_gpus() if options.devices_per_trial else [], options.workers,
+                           options.devices_per_trial)
+    spec = load_spec(options.spec)
+    options = replace(options, storage=options.storage or default_storage(options.root),
+                      study_name=options.study_name or spec.name)
+    name, storage = options.study_name, options.storage
+    study = open_study(spec, make_storage(storage, options.heartbeat), name, options.seed, options.pruner)
+    target = prepare_study(spec, study, options.n_trials) if not options.worker_only \
+        else (options.n_trials or len(study.trials))
+    print(f"[sweep {name}] {spec.method} over {len(spec.parameters)} parameter(s), {target} trial(s), "
+          f"{options.workers} worker(s), storage {storage}", flush=True)
+    if options.workers <= 1:
+        run_worker(spec, options, target, devices=slices[0])
     else:
-        command = [sys.executable, "-m", "dep_lightning", "sweep", "--spec", str(spec.path), "--storage", storage,
-                   "--study-name", study_name, "--n-trials", str(target), "--root", root, "--pruner", pruner,
-                   "--seed", str(seed), "--heartbeat", str(heartbeat), "--worker-only"]
-        for arg in extra_args or []:
-            command.append(f"--extra={arg}")
+        from dep_lightning.cli import command_line
+
+        command = [sys.executable, "-m", "dep_lightning",
+                   *command_line("sweep", options=worker_options(options, target))]
         # A worker's slice is its CUDA_VISIBLE_DEVICES; its trials inherit it.
         processes = [subprocess.Popen(command, env=child_env(devices)) for devices in slices]
         codes = [p.wait() for p in processes]
         if any(codes):
-            print(f"[sweep {study_name}] worker exit codes: {codes}", file=sys.stderr, flush=True)
-    study = open_study(spec, make_storage(storage, heartbeat), study_name, seed, pruner)
+            print(f"[sweep {name}] worker exit codes: {codes}", file=sys.stderr, flush=True)
+    study = open_study(spec, make_storage(storage, options.heartbeat), name, options.seed, options.pruner)
     print(summary(study), flush=True)
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    print(f"trials: {counts}", flush=True)
     return counts

@@ -77,13 +77,13 @@ def test_swapped_examples_keep_token_ids_when_the_slots_are_the_only_user_channe
     assert len(own) == len(swap) == len(dm.scored_samples())
     changed = 0
     for a, b in zip(own, swap):
-        assert a["sample_id"] == b["sample_id"] and a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
-        changed += not np.array_equal(a["slot_vec"], b["slot_vec"])
+        assert a.sample_id == b.sample_id and a.input_ids == b.input_ids and a.labels == b.labels
+        changed += not np.array_equal(a.slot_vec, b.slot_vec)
     assert changed == len(own)
     # With metadata the history's item titles and ratings move too.
     dm_meta = small_datamodule(tmp_path, prompt=PromptConfig(with_text=False))
     pairs = zip(dm_meta.split_examples("score", "true"), dm_meta.split_examples("score", "swap"))
-    assert any(a["input_ids"] != b["input_ids"] for a, b in pairs)
+    assert any(a.input_ids != b.input_ids for a, b in pairs)
 
 
 def test_scoring_covers_the_whole_test_split_unless_capped(tmp_path):

@@ -20,7 +20,7 @@ def prompts(tmp_path, data, split):
     # A budget so tight that histories are dropped to fit: the case where a leak would show.
     dm = small_datamodule(tmp_path, source=InMemorySource(data), k=3, limit_test=None, limit_train=None,
                           prompt=PromptConfig(max_length=600, max_target_tokens=160))
-    return {e["sample_id"]: (e["input_ids"][:e["prompt_length"]], len(e["history"]))
+    return {e.sample_id: (e.input_ids[:e.prompt_length], len(e.history))
             for e in dm.split_examples(split)}
 
 

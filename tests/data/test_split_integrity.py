@@ -13,7 +13,6 @@ from dep_lightning.data.errors import ErrorLog, InputError
 from dep_lightning.data.preprocess import PreprocessReport
 from dep_lightning.data.readers.dpl import load_dpl, write_dpl
 from dep_lightning.data.sources import DPLSource
-
 from tests.helpers import small_data, small_datamodule
 
 T0 = 1_600_000_000_000  # 2020-09-13, in milliseconds

@@ -20,9 +20,20 @@ from dep_lightning.data.preprocess import PreprocessReport
 from dep_lightning.data.schema import PAPER_CATEGORIES, Item, Review
 from dep_lightning.data.signatures import group_name_of, personal_signoff_of, signature_of, user_signatures
 from dep_lightning.data.sources import EmbeddedSource
-from dep_lightning.data.synthetic import (ADVERBS, FILLERS, GROUP_SIGNOFFS, GROUP_STYLES, NEG_ADJ, POS_ADJ,
-                                          SIGNATURES, TITLE_ADJ, TITLE_NOUN, SyntheticConfig, generate,
-                                          style_groups_of)
+from dep_lightning.data.synthetic import (
+    ADVERBS,
+    FILLERS,
+    GROUP_SIGNOFFS,
+    GROUP_STYLES,
+    NEG_ADJ,
+    POS_ADJ,
+    SIGNATURES,
+    TITLE_ADJ,
+    TITLE_NOUN,
+    SyntheticConfig,
+    generate,
+    style_groups_of,
+)
 
 SMALL = SyntheticConfig(num_users=40, num_items=60, seed=3)
 _T2015, _T2024 = 1420070400000, 1704067200000

@@ -1,7 +1,9 @@
 """Copy / echo / limit measurement and the no-model copy baselines on constructed examples."""
 
 import pytest
+import torch
 
+from dep_lightning.data.types import Batch, Slots
 from dep_lightning.metrics.hygiene import annotate, echoes_prompt, longest_copied_run, summarize
 from dep_lightning.models.copy import CopyBaseline
 
@@ -52,10 +54,12 @@ def test_summary_on_constructed_rows():
     ("concat", ["old a\n\nnew a", "only b"]),
 ])
 def test_copy_baselines_predict_the_expected_text(mode, expected):
-    batch = {"sample_id": ["c/test/0", "c/test/1"], "user_id": ["u0", "u1"], "item_id": ["i0", "i1"],
-             "category": ["c", "c"], "reference": ["r0", "r1"], "history": [["new a"], ["only b"]],
-             "retrieved": [["old a", "new a"], ["only b"]],
-             "latest": ["latest review of user 0", "latest review of user 1"]}
+    empty = torch.zeros((2, 0), dtype=torch.long)  # the copy baselines read texts only
+    batch = Batch(input_ids=empty, attention_mask=empty, labels=empty, slots=Slots.empty(),
+                  sample_id=["c/test/0", "c/test/1"], user_id=["u0", "u1"], item_id=["i0", "i1"],
+                  category=["c", "c"], reference=["r0", "r1"], history=[["new a"], ["only b"]],
+                  retrieved=[["old a", "new a"], ["only b"]],
+                  latest=["latest review of user 0", "latest review of user 1"])
     rows = CopyBaseline(mode=mode).predict_step(batch, 0)
     assert [r["prediction"] for r in rows] == expected
     assert all(r["hit_limit"] is False and r["generated_tokens"] is None for r in rows)

@@ -50,7 +50,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(datamodule, ba
     plain = dep(datamodule)
     checkpointed = dep(datamodule, gradient_checkpointing=True)
     assert plain.cache_shared_prefix and not checkpointed.cache_shared_prefix
-    assert batch.get("prefix_length", 0) > 0  # the plain model reads the shared prefix from its KV cache
+    assert batch.prefix_length > 0  # the plain model reads the shared prefix from its KV cache
     ref_loss, ref_grads = loss_and_grads(plain, batch)
     assert not checkpoint_calls
     loss, grads = loss_and_grads(checkpointed, batch)

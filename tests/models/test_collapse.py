@@ -46,7 +46,7 @@ def trained_diagnostics(dm, **form) -> dict[str, float]:
     parts = []
     with torch.no_grad():
         for batch in dm.test_dataloader():
-            model.soft_prompts(batch["prompt"]["slots"])
+            model.soft_prompts(batch.prompt.slots)
             parts.append(model._last)
     return model.diagnostics(parts)
 

@@ -54,6 +54,6 @@ def test_a_bf16_cast_module_trains_a_step_and_generates(name, kwargs, dep_data, 
     trained = [p for p in model.parameters() if p.requires_grad]
     assert trained and all(p.grad is not None and p.grad.dtype == torch.bfloat16 for p in trained)
     assert any(bool(p.grad.abs().sum() > 0) for p in trained)
-    prompt = next(iter(dm.test_dataloader()))["prompt"]
+    prompt = next(iter(dm.test_dataloader())).prompt
     texts = model.generate(prompt, key="bf16")
-    assert len(texts) == prompt["input_ids"].shape[0] and all(isinstance(t, str) for t in texts)
+    assert len(texts) == prompt.input_ids.shape[0] and all(isinstance(t, str) for t in texts)

@@ -99,8 +99,8 @@ def test_checkpoint_reloads_to_identical_greedy_generations(datamodule, batch, t
 
     reloaded = DEPModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     model.eval(), reloaded.eval()
-    first = model.generate(batch["prompt"], key="k")
-    assert first == reloaded.generate(batch["prompt"], key="k")
+    first = model.generate(batch.prompt, key="k")
+    assert first == reloaded.generate(batch.prompt, key="k")
     assert any(first)
     for name, param in reloaded.named_parameters():
         assert torch.equal(param, dict(model.named_parameters())[name]), name
@@ -120,7 +120,7 @@ def test_checkpoint_of_another_shape_is_refused(datamodule, tmp_path):
 
 def test_sampling_is_seeded(datamodule, batch):
     model = module(datamodule, generation=GenerationConfig(max_new_tokens=10, do_sample=True, seed=3)).eval()
-    assert model.generate(batch["prompt"], key="a") == model.generate(batch["prompt"], key="a")
+    assert model.generate(batch.prompt, key="a") == model.generate(batch.prompt, key="a")
 
 
 @pytest.mark.parametrize("model_class", ["DEPModule", "NoUserControl"])
@@ -133,7 +133,7 @@ def test_a_batch_without_soft_prompts_trains_with_zero_gradients(tmp_path_factor
                           prompt=PromptConfig(with_text=False, max_target_tokens=16))
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert batch["slots"]["positions"].numel() == 0
+    assert batch.slots.positions.numel() == 0
     model = getattr(dep_module, model_class)(backbone="tiny", embedding_dim=dm.embedding_dim, latent_dim=16)
     loss = model.training_step(batch, 0)
     assert loss.requires_grad and torch.isfinite(loss)

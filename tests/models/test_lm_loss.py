@@ -89,11 +89,22 @@ def test_shared_prefix_from_the_cache_gives_the_same_loss_and_gradient():
 
 
 def test_shared_prefix_length_stops_at_the_first_difference_and_the_first_slot():
-    from dep_lightning.data.batching import shared_prefix_length
+    from dataclasses import replace
 
-    a = {"input_ids": [1, 2, 3, 4, 5, 6], "prompt_length": 5, "slot_pos": [4]}
-    b = {"input_ids": [1, 2, 3, 9, 5, 6], "prompt_length": 5, "slot_pos": [4]}
+    import numpy as np
+
+    from dep_lightning.data.batching import shared_prefix_length
+    from dep_lightning.data.types import Example
+
+    def example(ids: list[int], slot_pos: list[int]) -> Example:  # a 5-token prompt, the rest its target
+        return Example(sample_id="s", category="c", user_id="u", item_id="i", reference="", input_ids=ids,
+                       labels=[-100] * 5 + ids[5:], prompt_length=5, slot_pos=slot_pos, slot_kind=[0] * len(slot_pos),
+                       slot_vec=np.zeros((len(slot_pos), 1), np.float32), slot_peers=np.ones(len(slot_pos), bool),
+                       history=[], retrieved=[], latest="")
+
+    a = example([1, 2, 3, 4, 5, 6], slot_pos=[4])
+    b = example([1, 2, 3, 9, 5, 6], slot_pos=[4])
     assert shared_prefix_length([a, b]) == 3
     assert shared_prefix_length([a, a]) == 4  # the slot at 4 holds a trainable vector
-    assert shared_prefix_length([a, {**a, "slot_pos": [1]}]) == 1
+    assert shared_prefix_length([a, replace(a, slot_pos=[1])]) == 1
     assert shared_prefix_length([]) == 0

@@ -1,10 +1,13 @@
 """DEP's scale choices (input standardisation, token-norm soft prompts) and the collapse diagnostics."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from dep_lightning.data.prompt import DIFF, HIS, PromptConfig
+from dep_lightning.data.types import Slots
 from dep_lightning.models.dep_module import DEPModule, NoUserControl
 from tests.helpers import small_datamodule
 
@@ -20,14 +23,23 @@ def module(dm, **kwargs):
     return DEPModule(backbone="tiny", embedding_dim=dm.embedding_dim, latent_dim=16, **kwargs)
 
 
+def slots_of(kinds: torch.Tensor, ranks: torch.Tensor | None = None, vectors: torch.Tensor | None = None) -> Slots:
+    """Slots of the given kinds, ranks (default 0) and vectors (default none), not placed in any prompt:
+    what a model's slot inputs are computed from."""
+    n = len(kinds)
+    return Slots(positions=torch.zeros((n, 2), dtype=torch.long), kinds=kinds,
+                 ranks=torch.zeros(n, dtype=torch.long) if ranks is None else ranks,
+                 vectors=torch.zeros((n, 0)) if vectors is None else vectors, has_peers=torch.ones(n, dtype=torch.bool))
+
+
 def test_standardised_training_inputs_have_zero_mean_and_unit_spread(datamodule):
     model = module(datamodule, input_norm="standardize")
     examples = datamodule.split_examples("train")
     model.fit_input_statistics(examples)
     for kind in (HIS, DIFF):
-        rows = np.concatenate([ex["slot_vec"][(np.asarray(ex["slot_kind"]) == kind) & ex["slot_peers"]]
+        rows = np.concatenate([ex.slot_vec[(np.asarray(ex.slot_kind) == kind) & ex.slot_peers]
                                for ex in examples])
-        slots = {"vectors": torch.from_numpy(rows), "kinds": torch.full((len(rows),), kind)}
+        slots = slots_of(torch.full((len(rows),), kind), vectors=torch.from_numpy(rows))
         e = model.slot_inputs(slots).double()
         # Statistics in float64, the standardisation in float32: each value carries a rounding
         # error of a few eps32 * |x| / std (the subtraction), so the tolerance scales with that.
@@ -41,12 +53,12 @@ def test_standardised_training_inputs_have_zero_mean_and_unit_spread(datamodule)
 
 def test_the_paper_form_leaves_inputs_and_prompts_as_they_are(datamodule):
     batch = next(iter(datamodule.val_dataloader()))
-    slots = batch["slots"]
+    slots = batch.slots
     model = module(datamodule, input_norm="none", prompt_norm="none")  # the paper's form
-    assert torch.equal(model.slot_inputs(slots), slots["vectors"].float())
+    assert torch.equal(model.slot_inputs(slots), slots.vectors.float())
     prompts, _ = model.soft_prompts(slots)
-    z, _ = model.refiner(slots["vectors"].float())
-    his = slots["kinds"] == HIS
+    z, _ = model.refiner(slots.vectors.float())
+    his = slots.kinds == HIS
     assert torch.equal(prompts[his], model.proj_his(z[his]))
 
 
@@ -55,7 +67,7 @@ def test_token_norm_soft_prompts_have_the_token_embeddings_scale(datamodule):
     model = module(datamodule, prompt_norm="token", prompt_scale=0.5)
     token_norm = model.backbone.get_input_embeddings().weight.float().norm(dim=-1).mean()
     assert model.token_norm == pytest.approx(float(token_norm), rel=1e-6)
-    prompts, _ = model.soft_prompts(batch["slots"])
+    prompts, _ = model.soft_prompts(batch.slots)
     # One division and one multiplication per element in float32.
     torch.testing.assert_close(prompts.norm(dim=-1), torch.full((len(prompts),), 0.5 * model.token_norm),
                                rtol=1e-5, atol=0)
@@ -104,7 +116,7 @@ def test_prompts_that_differ_only_by_slot_rank_have_no_user_spread(datamodule):
 
 def test_slot_offset_starts_at_zero_and_learns_per_kind_and_rank(datamodule):
     batch = next(iter(datamodule.train_dataloader()))
-    slots = batch["slots"]
+    slots = batch.slots
     plain = module(datamodule)
     offset = module(datamodule, slot_offset=True, max_slots=8)
     assert plain.slot_offsets is None and offset.slot_offsets.shape == (2, 8, plain.backbone.config.hidden_size)
@@ -114,7 +126,7 @@ def test_slot_offset_starts_at_zero_and_learns_per_kind_and_rank(datamodule):
     loss = offset.losses(batch)["loss"]
     loss.backward()
     grad = offset.slot_offsets.grad
-    used = {(int(k), int(r)) for k, r in zip(slots["kinds"], slots["ranks"])}
+    used = {(int(k), int(r)) for k, r in zip(slots.kinds, slots.ranks)}
     for k in range(2):
         for r in range(8):
             # Each (kind, rank) present in the batch gets a gradient, the others none.
@@ -123,8 +135,8 @@ def test_slot_offset_starts_at_zero_and_learns_per_kind_and_rank(datamodule):
         offset.slot_offsets[HIS, 0] += 1.0
     moved = offset.soft_prompts(slots)[0]
     changed = ~torch.isclose(moved, plain.soft_prompts(slots)[0]).all(dim=-1)
-    assert torch.equal(changed, (slots["kinds"] == HIS) & (slots["ranks"] == 0))
-    too_many = slots | {"ranks": torch.full_like(slots["ranks"], 8)}
+    assert torch.equal(changed, (slots.kinds == HIS) & (slots.ranks == 0))
+    too_many = replace(slots, ranks=torch.full_like(slots.ranks, 8))
     with pytest.raises(ValueError, match="max_slots=8"):
         offset.soft_prompts(too_many)
 
@@ -155,11 +167,11 @@ def test_no_user_control_without_per_rank_gives_every_slot_of_a_kind_one_input(d
                             per_rank=False)
     assert control.slot_table.shape == (2, 1, datamodule.embedding_dim)
     kinds = torch.tensor([0, 0, 0, 1, 1, 1])
-    slots = {"kinds": kinds, "ranks": torch.tensor([0, 1, 5, 0, 2, 30])}  # any rank, even past max_slots
+    slots = slots_of(kinds, ranks=torch.tensor([0, 1, 5, 0, 2, 30]))  # any rank, even past max_slots
     inputs = control.slot_inputs(slots)
     assert torch.equal(inputs[:3], control.slot_table[0, 0].expand(3, -1))
     assert torch.equal(inputs[3:], control.slot_table[1, 0].expand(3, -1))
     assert not torch.equal(inputs[0], inputs[3])
     ranked = NoUserControl(backbone="tiny", embedding_dim=datamodule.embedding_dim, latent_dim=16)
-    assert not torch.equal(ranked.slot_inputs(slots | {"ranks": torch.tensor([0, 1, 2, 0, 1, 2])})[0],
-                           ranked.slot_inputs(slots | {"ranks": torch.tensor([0, 1, 2, 0, 1, 2])})[1])
+    assert not torch.equal(ranked.slot_inputs(replace(slots, ranks=torch.tensor([0, 1, 2, 0, 1, 2])))[0],
+                           ranked.slot_inputs(replace(slots, ranks=torch.tensor([0, 1, 2, 0, 1, 2])))[1])

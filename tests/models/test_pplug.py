@@ -1,5 +1,7 @@
 """PPlug: input-aware attention, the user and instruction slots, what trains."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -53,29 +55,29 @@ def model(dm, **kwargs):
 
 def test_each_prompt_has_an_instruction_then_a_user_slot_and_the_whole_history(datamodule):
     batch = next(iter(datamodule.val_dataloader()))
-    slots = batch["prompt"]["slots"]
-    b = batch["input_ids"].shape[0]
-    assert slots["kinds"].tolist() == [INSTRUCTION, USER] * b
-    rows, positions = slots["positions"][:, 0], slots["positions"][:, 1]
+    slots = batch.prompt.slots
+    b = batch.input_ids.shape[0]
+    assert slots.kinds.tolist() == [INSTRUCTION, USER] * b
+    rows, positions = slots.positions[:, 0], slots.positions[:, 1]
     assert rows.tolist() == [i for i in range(b) for _ in range(2)]
     assert torch.equal(positions[1::2], positions[0::2] + 1)  # adjacent, instruction first
-    text = datamodule.tokenizer.decode(batch["prompt"]["input_ids"][0])
+    text = datamodule.tokenizer.decode(batch.prompt.input_ids[0])
     assert "<user_token_start>" in text and "[User's Past Reviews]" not in text
     samples = datamodule.samples["val"][:b]
-    assert slots["user_history_mask"].sum(1).tolist() == [len(s.history) for s in samples]
+    assert slots.user_history_mask.sum(1).tolist() == [len(s.history) for s in samples]
     vectors = datamodule.cache.lookup([r.text for r in samples[0].history])
-    assert torch.equal(slots["user_history"][0, :len(vectors)], torch.from_numpy(vectors))
+    assert torch.equal(slots.user_history[0, :len(vectors)], torch.from_numpy(vectors))
 
 
 def test_slots_carry_the_instruction_and_the_projected_input_aware_user(datamodule):
     batch = next(iter(datamodule.val_dataloader()))
-    prompt = batch["prompt"]
+    prompt = batch.prompt
     pplug = model(datamodule)
-    embeds, _ = pplug.input_embeddings(prompt["input_ids"], prompt["slots"])
-    slots = prompt["slots"]
-    rows, positions = slots["positions"][:, 0], slots["positions"][:, 1]
+    embeds, _ = pplug.input_embeddings(prompt.input_ids, prompt.slots)
+    slots = prompt.slots
+    rows, positions = slots.positions[:, 0], slots.positions[:, 1]
     user, _ = pplug.user_embedding(slots)
-    for k, kind in enumerate(slots["kinds"].tolist()):
+    for k, kind in enumerate(slots.kinds.tolist()):
         got = embeds[rows[k], positions[k]]
         expected = pplug.instruction if kind == INSTRUCTION else pplug.projector(user)[rows[k]]
         # The module runs the same projector on the same float32 batch (the tiny backbone is
@@ -83,15 +85,15 @@ def test_slots_carry_the_instruction_and_the_projected_input_aware_user(datamodu
         assert torch.equal(got, expected)
     # The tiny embedder's vectors are nearly identical (random weights), so give the history
     # distinct directions: an item like review 0 and an item like review 1 give different prompts.
-    history = torch.nn.functional.normalize(torch.randn(slots["user_history"].shape), dim=-1)
-    spread = dict(slots, user_history=history, user_history_mask=torch.ones(history.shape[:2], dtype=torch.bool))
-    user_slots = slots["kinds"] == USER
+    history = torch.nn.functional.normalize(torch.randn(slots.user_history.shape), dim=-1)
+    spread = replace(slots, user_history=history, user_history_mask=torch.ones(history.shape[:2], dtype=torch.bool))
+    user_slots = slots.kinds == USER
     prompts = []
     for j in (0, 1):
-        like_j = dict(spread, target_item=history[:, j])
+        like_j = replace(spread, target_item=history[:, j])
         weights = pplug.user_embedding(like_j)[1]
         assert (weights.argmax(1) == j).all()
-        out, _ = pplug.input_embeddings(prompt["input_ids"], like_j)
+        out, _ = pplug.input_embeddings(prompt.input_ids, like_j)
         prompts.append(out[rows[user_slots], positions[user_slots]])
     assert not torch.allclose(prompts[0], prompts[1])
 
@@ -118,4 +120,4 @@ def test_a_prompt_without_user_slots_is_refused(datamodule):
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
     with pytest.raises(ValueError, match="embeddings: user"):
-        model(dm).input_embeddings(batch["input_ids"], batch["slots"])
+        model(dm).input_embeddings(batch.input_ids, batch.slots)

@@ -41,10 +41,10 @@ def test_per_sample_nll_adds_up_to_the_training_loss(slots_only):
     model = DEPModule(backbone="tiny", embedding_dim=slots_only.embedding_dim, latent_dim=16)
     batch = next(iter(slots_only.score_loader("true")))
     nll, tokens = model.score_batch(batch)
-    assert tokens.tolist() == (batch["labels"][:, 1:] != IGNORE_INDEX).sum(1).tolist()
+    assert tokens.tolist() == (batch.labels[:, 1:] != IGNORE_INDEX).sum(1).tolist()
     with torch.no_grad():
-        embeds, _ = model.input_embeddings(batch["input_ids"], batch["slots"])
-        mean = model.lm_loss(embeds, batch["attention_mask"], batch["labels"])
+        embeds, _ = model.input_embeddings(batch.input_ids, batch.slots)
+        mean = model.lm_loss(embeds, batch.attention_mask, batch.labels)
     # Sum of a few hundred fp32 terms vs the same terms averaged by cross_entropy: rounding only.
     torch.testing.assert_close(nll.sum() / tokens.sum(), mean, rtol=1e-5, atol=0)
 
@@ -54,8 +54,8 @@ def test_a_sample_scores_the_same_alone_and_in_a_padded_batch(slots_only):
     batch = next(iter(slots_only.score_loader("true")))
     together, _ = model.score_batch(batch)
     collate = slots_only.score_loader("true").collate_fn
-    examples = {e["sample_id"]: e for e in slots_only.split_examples("score", "true")}
-    for i, sample_id in enumerate(batch["sample_id"]):
+    examples = {e.sample_id: e for e in slots_only.split_examples("score", "true")}
+    for i, sample_id in enumerate(batch.sample_id):
         alone, _ = model.score_batch(collate([examples[sample_id]]))
         # Right padding never reaches a row's own positions; shapes differ, so BLAS may round
         # differently: a sum of ~100 fp32 token NLLs of ~10 nats each, relative 1e-5.
@@ -87,7 +87,7 @@ class CopyUserWords(GenerativeModule):
     def score_batch(self, batch):
         vocab = len(self.tokenizer)
         nll, tokens = [], []
-        for ids, labels in zip(batch["input_ids"], batch["labels"]):
+        for ids, labels in zip(batch.input_ids, batch.labels):
             prompt = ids[labels == IGNORE_INDEX]
             counts = torch.bincount(prompt, minlength=vocab).float() / max(1, prompt.numel())
             target = labels[labels != IGNORE_INDEX]

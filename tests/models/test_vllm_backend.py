@@ -28,7 +28,7 @@ def datamodule(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prompt(datamodule):
     batch = next(iter(datamodule.test_dataloader()))
-    assert (batch["attention_mask"] == 0).any(), "the test batch should be left-padded"
+    assert (batch.attention_mask == 0).any(), "the test batch should be left-padded"
     return batch
 
 
@@ -72,13 +72,13 @@ def test_vllm_backend_decodes_the_hf_rows_without_padding(datamodule, prompt):
 
     # What the engine received: the HF path's spliced rows (soft prompts in), padding removed.
     with torch.no_grad():
-        embeds, _ = hf.input_embeddings(prompt["input_ids"], prompt["slots"])
+        embeds, _ = hf.input_embeddings(prompt.input_ids, prompt.slots)
     (received,) = engine.received
-    mask = prompt["attention_mask"]
+    mask = prompt.attention_mask
     assert [len(r) for r in received] == mask.sum(1).tolist()
     for row, sent, m in zip(embeds, received, mask):
         assert torch.equal(sent, row[m.bool()])
-    positions = prompt["slots"]["positions"]
+    positions = prompt.slots.positions
     assert positions.numel() > 0  # the soft prompts are among the rows handed over
 
 

@@ -204,6 +204,11 @@ def test_a_bug_is_not_taken_for_bad_input(tmp_path, monkeypatch):
     handled.__context__ = InputError("f", 1, None, "v", "malformed JSON")
     assert user_error(handled) is None
 
+    import functools
+
+    import dep_lightning.evaluate
+
+    @functools.wraps(dep_lightning.evaluate.evaluate)  # its options are evaluate's
     def broken(*args, **kwargs):
         """Stands in for evaluate."""
         raise KeyError("a programming error")

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from dep_lightning.data.prompt import DIFF, HIS, PromptBuilder, PromptConfig
 from dep_lightning.data.schema import Item, Review, Sample
-
 from tests.reliability import strategies as S
 
 # SmolLM2's byte-level vocabulary lacks six ASCII control bytes (0x04 0x06 0x13 0x14 0x16

@@ -36,7 +36,6 @@ from dep_lightning.data.errors import ErrorLog, InputError
 from dep_lightning.data.readers.amazon import read_items, read_reviews
 from dep_lightning.data.readers.dpl import MAIN_SCHEMA, load_dpl
 from dep_lightning.data.schema import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, DPLRow, Item, Review, time_order_key
-
 from tests.reliability import strategies as S
 
 CASES = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow,

@@ -7,11 +7,11 @@ The Optuna tests run against SQLite and, when ``DEP_TEST_POSTGRES_URL`` names a 
 import json
 import math
 import os
-import uuid
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -339,13 +339,14 @@ def test_pruning_reaches_the_trial_from_its_child_process(tmp_path):
 
 @pytest.mark.slow
 def test_optuna_grid_over_two_workers_runs_every_trial_exactly_once(tmp_path, storage):
-    from dep_lightning.sweeps.optuna_sweep import sweep
+    from dep_lightning.sweeps.optuna_sweep import SweepOptions, sweep
 
     url, name = storage
     path = write_sweep(tmp_path, "  model.init_args.refinement: {values: [sae, none]}\n"
                                  "  seed_everything: {values: [0, 1]}")
     root = tmp_path / "runs"
-    counts = sweep(str(path), storage=url, study_name=name, workers=2, root=str(root))
+    options = SweepOptions(spec=str(path), storage=url, study_name=name, workers=2, root=str(root))
+    counts = sweep(options)
     assert counts == {"COMPLETE": 4}
     trials = _trials(url, name)
     grid = {(p["model.init_args.refinement"], p["seed_everything"]) for p in load_spec(path).grid()}
@@ -356,7 +357,7 @@ def test_optuna_grid_over_two_workers_runs_every_trial_exactly_once(tmp_path, st
         assert (run / "manifest.json").is_file() and (run / "metrics.json").is_file()
         assert t.value is not None and 0.0 <= t.value <= 1.0
     # Resuming a finished study runs nothing again.
-    assert sweep(str(path), storage=url, study_name=name, workers=2, root=str(root)) == {"COMPLETE": 4}
+    assert sweep(options) == {"COMPLETE": 4}
     assert len(_trials(url, name)) == 4
 
 
@@ -399,9 +400,9 @@ def test_a_worker_killed_mid_trial_fails_that_trial_and_a_rerun_completes_the_gr
     time.sleep(2.0)
     assert not (orphan / "metrics.json").exists()
 
-    from dep_lightning.sweeps.optuna_sweep import sweep
+    from dep_lightning.sweeps.optuna_sweep import SweepOptions, sweep
 
-    counts = sweep(str(path), storage=url, study_name=name, root=str(root), heartbeat=1)
+    counts = sweep(SweepOptions(spec=str(path), storage=url, study_name=name, root=str(root), heartbeat=1))
     assert counts == {"COMPLETE": 3, "FAIL": 1}, counts
     trials = _trials(url, name)
     done = sorted(t.params["model.init_args.refinement"] for t in trials if t.state.name == "COMPLETE")
@@ -441,10 +442,10 @@ def ddp_sweep(tmp_path_factory):
 
 @pytest.mark.slow
 def test_two_workers_of_ddp_trials_give_each_trial_its_own_run_and_value(ddp_sweep, storage, tmp_path):
-    from dep_lightning.sweeps.optuna_sweep import sweep
+    from dep_lightning.sweeps.optuna_sweep import SweepOptions, sweep
 
     (path, standalone), (url, name) = ddp_sweep, storage
-    counts = sweep(str(path), storage=url, study_name=name, workers=2, root=str(tmp_path / "runs"))
+    counts = sweep(SweepOptions(spec=str(path), storage=url, study_name=name, workers=2, root=str(tmp_path / "runs")))
     assert counts == {"COMPLETE": 2}, counts
     trials = _trials(url, name)
     assert len({t.user_attrs["run_dir"] for t in trials}) == 2
