@@ -396,8 +396,9 @@ class NoUserControl(DEPModule):
     def __init__(self, max_slots: int = 8, per_rank: bool = True, **kwargs):
         super().__init__(max_slots=max_slots, slot_offset=False, **kwargs)
         # The hyperparameters are this class's arguments: a checkpoint's are parsed back as them
-        # (LightningCLI with --ckpt_path), and slot_offset is not one.
-        del self.hparams["slot_offset"]
+        # (LightningCLI with --ckpt_path), and slot_offset is not one. (Built by LightningCLI,
+        # they are the config's arguments, which never hold it.)
+        self.hparams.pop("slot_offset", None)
         self.hparams["per_rank"] = per_rank
         embedding_dim, seed, input_norm = self.hparams.embedding_dim, self.hparams.seed, self.hparams.input_norm
         generator = torch.Generator().manual_seed(seed + 1)
