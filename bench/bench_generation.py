@@ -20,10 +20,14 @@ import argparse
 import torch
 from _common import DATA, Timer, load_note, load_smollm2, machine_line, musical_instruments, table
 
+from dep_lightning.models.base import left_padded_positions
 
-def generate(model, prompt: dict, new_tokens: int) -> torch.Tensor:
+
+def generate(model, prompt, new_tokens: int) -> torch.Tensor:
+    """Exactly `new_tokens` greedy tokens (stop tokens ignored), positioned as the product generates."""
     embeds, _ = model.input_embeddings(prompt.input_ids, prompt.slots)
     return model.backbone.generate(inputs_embeds=embeds, attention_mask=prompt.attention_mask,
+                                   position_ids=left_padded_positions(prompt.attention_mask),
                                    max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                                    temperature=None, top_p=None, top_k=None,
                                    pad_token_id=model.tokenizer.pad_token_id)
@@ -36,19 +40,24 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4, help="history reviews per prompt")
     parser.add_argument("--repeats", type=int, default=2, help="alternating timed rounds; the best counts")
     parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 on a shared machine)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(machine_line())
 
     dm = musical_instruments(k=args.k, eval_batch_size=args.batch, data=args.data, limit_test=args.batch)
     dm.setup("test")
-    batched = next(iter(dm.test_dataloader())).prompt
-    singles = [next(iter(torch.utils.data.DataLoader(dm.examples["test"][i:i + 1],
-                                                     collate_fn=dm.test_dataloader().collate_fn))).prompt
-               for i in range(args.batch)]
+    first = next(iter(dm.test_dataloader()))
+    batched = first.prompt
+    # The same samples one at a time, in the batch's row order (the test loader orders by length).
+    by_id = {example.sample_id: example for example in dm.examples["test"]}
+    collate = dm.test_dataloader().collate_fn
+    singles = [collate([by_id[sample_id]]).prompt for sample_id in first.sample_id]
     model = load_smollm2(dm.embedding_dim).eval()
     lengths = [int(p.attention_mask.sum()) for p in singles]
     print(f"{args.batch} prompts of {min(lengths)}-{max(lengths)} tokens (batch padded to "
-          f"{batched['input_ids'].shape[1]}), {args.new_tokens} new tokens each; {load_note()}")
+          f"{batched.input_ids.shape[1]}), {args.new_tokens} new tokens each; {load_note()}")
 
     # Each variant generates 1 token (prefill + one step) and N tokens, through the same
     # generate() call; decoding is the difference. Variants alternate for --repeats rounds

@@ -43,6 +43,8 @@ import argparse
 import torch
 from _common import Timer, load_note, machine_line, table
 
+from dep_lightning.models.base import left_padded_positions
+
 
 def datamodule(samples: int, batch_size: int, k: int, with_text: bool):
     from dep_lightning.data.datamodule import DEPDataModule
@@ -87,7 +89,9 @@ def generate_forced(model, batches: list[dict], new_tokens: int) -> tuple[int, i
         prompt = batch.prompt
         embeds, _ = model.input_embeddings(prompt.input_ids, prompt.slots)
         out = model.backbone.generate(inputs_embeds=embeds.to(model.backbone.dtype),
-                                      attention_mask=prompt.attention_mask, max_new_tokens=new_tokens,
+                                      attention_mask=prompt.attention_mask,
+                                      position_ids=left_padded_positions(prompt.attention_mask),
+                                      max_new_tokens=new_tokens,
                                       min_new_tokens=new_tokens, do_sample=False, temperature=None, top_p=None,
                                       top_k=None, pad_token_id=model.tokenizer.pad_token_id,
                                       eos_token_id=model.stop_ids)

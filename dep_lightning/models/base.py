@@ -99,6 +99,17 @@ def prediction_rows(batch: Batch, outputs: list[Generated]) -> list[dict[str, An
     return rows
 
 
+def left_padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch, counted from each row's first real token.
+
+    As in training (right-padded) and as if each row were alone: transformers' ``generate``
+    numbers a left-padded ``inputs_embeds`` batch from 0 at the padding, so without these a
+    row's output would depend on how much padding its batch gave it (RoPE is shift-invariant
+    only up to rounding, which a sharp attention amplifies; tests/models/test_vllm_backend.py).
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 class MethodMixin:
     """Identity of a method for the results registry."""
 
@@ -321,15 +332,9 @@ class GenerativeModule(MethodMixin, L.LightningModule):
             # With inputs_embeds only, generate returns just the new tokens.
             if self.backbone_options.generation_backend == "vllm":
                 return self._vllm_outputs(embeds, prompt, g, key)
-            # Positions count from each row's first real token, as in training (right-padded)
-            # and as if the row were alone: transformers' generate numbers a left-padded
-            # inputs_embeds batch from 0 at the padding, so without this a row's output would
-            # depend on how much padding its batch gave it (RoPE is shift-invariant only up to
-            # rounding, which a sharp attention amplifies; tests/models/test_vllm_backend.py).
             mask = prompt.attention_mask
-            positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
             out = self.backbone.generate(inputs_embeds=embeds.to(self.backbone.dtype), attention_mask=mask,
-                                         position_ids=positions, **kwargs)
+                                         position_ids=left_padded_positions(mask), **kwargs)
         return [self._cut(row.tolist(), g.max_new_tokens) for row in out]
 
     def _vllm_outputs(self, embeds: torch.Tensor, prompt: PromptBatch, g: GenerationConfig,
