@@ -22,17 +22,19 @@ DATA = REPO.parent / "shared" / "data" / "reviews_Musical_Instruments_5.json.gz"
 
 
 def musical_instruments(k: int = 4, batch_size: int = 1, eval_batch_size: int = 8, data: Path = DATA,
-                        embedder: str = "tiny", limit_test: int | None = 64):
-    """A set-up DEPDataModule over the 5-core Musical Instruments reviews (configs/prepare/musical_instruments.yaml)."""
+                        embedder: str = "tiny", limit_test: int | None = 64, prompt=None):
+    """A set-up DEPDataModule over the 5-core Musical Instruments reviews (configs/prepare/musical_instruments.yaml);
+    ``prompt``: a ``PromptConfig`` (default: the DataModule's, with review text)."""
     from dep_lightning.data.datamodule import DEPDataModule
+    from dep_lightning.data.prompt import PromptConfig
     from dep_lightning.data.sources import FiveCoreSource
     from dep_lightning.embeddings.embedder import SentenceEmbedder
 
     if not Path(data).is_file():
         raise SystemExit(f"review data not found: {data} (pass --data)")
     dm = DEPDataModule(source=FiveCoreSource(str(data)), embedder=SentenceEmbedder(model=embedder), k=k,
-                       tokenizer="smollm2-135m-instruct", batch_size=batch_size, eval_batch_size=eval_batch_size,
-                       limit_val=8, limit_test=limit_test)
+                       tokenizer="smollm2-135m-instruct", prompt=prompt or PromptConfig(), batch_size=batch_size,
+                       eval_batch_size=eval_batch_size, limit_val=8, limit_test=limit_test)
     dm.prepare_data()
     dm.setup("fit")
     return dm

@@ -27,26 +27,11 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import DATA, Timer, load_note, machine_line, matmul_peak
+from _common import Timer, load_note, machine_line, matmul_peak, musical_instruments
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from dep_lightning.models.base import left_padded_positions
-
-
-def datamodule(k: int, with_text: bool, gen_batch: int):
-    from dep_lightning.data.datamodule import DEPDataModule
-    from dep_lightning.data.prompt import PromptConfig
-    from dep_lightning.data.sources import FiveCoreSource
-    from dep_lightning.embeddings.embedder import SentenceEmbedder
-
-    dm = DEPDataModule(source=FiveCoreSource(str(DATA)), embedder=SentenceEmbedder(model="tiny"), k=k,
-                       tokenizer="smollm2-135m-instruct", prompt=PromptConfig(with_text=with_text),
-                       batch_size=1, eval_batch_size=gen_batch, limit_val=8, limit_test=gen_batch)
-    dm.prepare_data()
-    dm.setup("fit")
-    dm.setup("test")
-    return dm
 
 
 def top_table(prof, top: int) -> str:
@@ -131,6 +116,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from dep_lightning.data.prompt import PromptConfig
     from dep_lightning.models.backbone import resolve_dtype
     from dep_lightning.models.dep_module import DEPModule
 
@@ -138,7 +124,9 @@ def main() -> None:
     print(load_note())
     dtype = resolve_dtype("auto")
     peak = max(matmul_peak(1024, dtype, repeats=5).values())
-    dm = datamodule(args.k, args.with_text, args.gen_batch)
+    dm = musical_instruments(k=args.k, eval_batch_size=args.gen_batch, limit_test=args.gen_batch,
+                             prompt=PromptConfig(with_text=args.with_text))
+    dm.setup("test")
     model = DEPModule(backbone="smollm2-135m-instruct", backbone_dtype="auto", embedding_dim=dm.embedding_dim)
     model.train()
     model.backbone.eval()
