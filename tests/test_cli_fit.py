@@ -46,7 +46,7 @@ def test_quickstart_fit_and_test_with_tiny_models(tmp_path, capsys):
     assert environment["backbone_dtype"] == "float32" and environment["device"] == "cpu"  # the tiny backbone
     assert environment["cpu"] and isinstance(environment["cpu_native_bf16"], bool) and environment["torch"]
     assert environment["attn_implementation"] == "sdpa" and environment["gradient_checkpointing"] is False
-    assert environment["generation_backend"] == "hf"
+    assert environment["generation_backend"] == "native"  # auto, on CPU
     import numpy as np
 
     latents = np.load(run / "analysis" / "latents.npz")

@@ -126,7 +126,7 @@ def backbone_environment(pl_module: L.LightningModule) -> dict[str, Any]:
         return {}
     return {"attn_implementation": options.attn_implementation,
             "gradient_checkpointing": options.gradient_checkpointing,
-            "generation_backend": options.generation_backend}
+            "generation_backend": pl_module.generation_backend()}
 
 
 def build_manifest(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path | None = None) -> dict[str, Any]:

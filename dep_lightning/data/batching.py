@@ -108,7 +108,8 @@ class Collator:
         if self.generation:
             prompts = [ex.input_ids[: ex.prompt_length] for ex in examples]
             p_ids, p_mask, p_offsets = _pad(prompts, self.pad_id, left=True)
-            prompt = PromptBatch(input_ids=p_ids, attention_mask=p_mask, slots=_slots(examples, p_offsets, self.dim))
+            prompt = PromptBatch(input_ids=p_ids, attention_mask=p_mask, slots=_slots(examples, p_offsets, self.dim),
+                                 prefix_length=self.prefix_length)
         # SampleContext objects when the examples have them (data.init_args.context: true).
         context = [ex.context for ex in examples] if examples and examples[0].context is not None else None
         return Batch(

@@ -435,7 +435,8 @@ class DEPDataModule(L.LightningDataModule):
         ``condition``, longest first, each sample once across processes (a process without a
         batch of its own runs a copy of the first, see :meth:`_needs_padding`)."""
         examples = self.split_examples("score", condition)
-        collate = Collator(self.tokenizer.pad_token_id, self.embedding_dim, generation=False)
+        collate = Collator(self.tokenizer.pad_token_id, self.embedding_dim, generation=False,
+                           prefix_length=shared_prefix_length(examples))
         world, rank = self._replicas()
         order = longest_first([len(e.input_ids) for e in examples])
         pad = self._needs_padding(len(examples), world)  # the ScoreWriter collapses the copies

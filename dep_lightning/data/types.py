@@ -119,11 +119,15 @@ class Slots:
 
 @dataclass(kw_only=True)
 class PromptBatch:
-    """Prompts alone, left-padded (B, P), for batched generation; ``slots`` index these rows."""
+    """Prompts alone, left-padded (B, P), for batched generation; ``slots`` index these rows.
+    ``prefix_length``: the split's shared leading tokens (as ``Batch.prefix_length``), counted
+    from each row's first real token; the native decoder reads their keys and values from
+    the shared-prefix cache."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     slots: Slots
+    prefix_length: int = 0
 
 
 @dataclass(kw_only=True)

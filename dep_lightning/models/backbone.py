@@ -54,7 +54,7 @@ CHATML_TEMPLATE = (
 #: ``flash-attn`` package and a CUDA GPU with bf16/fp16 weights; ``eager`` is the reference.
 ATTN_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
 #: Decoders of test / predict generation (``BackboneOptions.generation_backend``).
-GENERATION_BACKENDS = ("hf", "vllm")
+GENERATION_BACKENDS = ("auto", "hf", "native", "vllm")
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,11 @@ class BackboneOptions:
             backbones (the paper's 7B at 3,072 tokens); pointless for the 135M default.
         allow_download: let a hub id that is not in the local HF cache download. Off by
             default: runs never reach the network unless asked to (docs/security.md).
-        generation_backend: ``hf`` (default: the backbone's ``generate``) or ``vllm``
+        generation_backend: ``auto`` (default: ``native`` on CPU when the backbone has a
+            plain LM head, else ``hf``), ``hf`` (the backbone's ``generate`` on the left-padded
+            batch), ``native`` (``models/decoding.py``: each prompt prefilled at its own length
+            after the split's cached shared prefix, then the rows decoded together over one
+            preallocated KV cache; needs a plain LM head) or ``vllm``
             (``models/vllm_backend.py``: the same spliced prompt embeddings decoded by a vLLM
             engine; extra ``vllm``, CUDA, one process).
         vllm_gpu_memory: the vLLM engine's ``gpu_memory_utilization`` (it shares the GPU with
@@ -84,7 +88,7 @@ class BackboneOptions:
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
     allow_download: bool = False
-    generation_backend: str = "hf"
+    generation_backend: str = "auto"
     vllm_gpu_memory: float = 0.4
 
     def __post_init__(self):

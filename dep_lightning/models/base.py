@@ -217,22 +217,27 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         body, head = self._body_and_head()
         if body is None:
             return self.backbone(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels).loss
-        p = int(prefix_length)
-        cache = None
-        if p > 0 and input_ids is not None and torch.is_grad_enabled() and self.cache_shared_prefix:
-            prefix = input_ids[:, :p]
-            if bool((prefix == prefix[:1]).all()):
-                cache = self._prefix_cache(body, prefix[0], embeds)
-        if cache is None:
-            p = 0
-            hidden = body(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        else:
-            hidden = body(inputs_embeds=embeds[:, p:], attention_mask=attention_mask, use_cache=True,
-                          **{self._cache_argument(body): cache}).last_hidden_state
+        use = torch.is_grad_enabled()
+        hidden, p = self._hidden_after_prefix(body, embeds, attention_mask, input_ids, prefix_length if use else 0)
         targets = labels[:, p + 1:]
         keep = targets != IGNORE_INDEX
         logits = head(hidden[:, :-1][keep]).float()
         return torch.nn.functional.cross_entropy(logits, targets[keep])
+
+    def _hidden_after_prefix(self, body, embeds: torch.Tensor, attention_mask: torch.Tensor,
+                             input_ids: torch.Tensor | None, prefix_length: int) -> tuple[torch.Tensor, int]:
+        """The body's last hidden states of a right-padded batch and the number ``p`` of leading
+        positions they leave out: the shared prefix, read from its cache, when every row holds
+        the same ``prefix_length`` plain tokens first; otherwise all positions (``p`` = 0)."""
+        p = int(prefix_length)
+        if p > 0 and input_ids is not None and self.cache_shared_prefix and embeds.shape[1] > p:
+            prefix = input_ids[:, :p]
+            if bool((prefix == prefix[:1]).all()):
+                cache = self._prefix_cache(body, prefix[0], embeds)
+                hidden = body(inputs_embeds=embeds[:, p:], attention_mask=attention_mask, use_cache=True,
+                              **{self._cache_argument(body): cache}).last_hidden_state
+                return hidden, p
+        return body(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state, 0
 
     def _body_and_head(self):
         """The backbone's transformer body and LM head when its logits are the head's plain
@@ -244,22 +249,25 @@ class GenerativeModule(MethodMixin, L.LightningModule):
                  and getattr(config, "logit_scale", 1) in (1, None))
         return (body, head) if body is not None and head is not None and plain else (None, None)
 
-    def lm_nll(self, embeds: torch.Tensor, attention_mask: torch.Tensor,
-               labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def lm_nll(self, embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+               input_ids: torch.Tensor | None = None, prefix_length: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample teacher-forced negative log-likelihood of the labelled (target) tokens.
 
         Returns ``(nll, tokens)``, both (B,): the summed NLL in nats (float32) and the number
-        of target tokens of each row. One forward pass, the LM head only at target positions
-        (as :meth:`lm_loss`). Rows are right-padded, so a row's values do not depend on the
-        other rows of its batch beyond float rounding.
+        of target tokens of each row. One forward pass, the LM head only at target positions,
+        and the shared prefix (``input_ids`` with ``prefix_length``) read from the cache that
+        training and the native decoder use (as :meth:`lm_loss`). Rows are right-padded, so a
+        row's values do not depend on the other rows of its batch beyond float rounding.
         """
-        targets = labels[:, 1:]
-        keep = targets != IGNORE_INDEX
         body, head = self._body_and_head()
         if body is None:
+            targets = labels[:, 1:]
+            keep = targets != IGNORE_INDEX
             logits = self.backbone(inputs_embeds=embeds, attention_mask=attention_mask).logits[:, :-1][keep].float()
         else:
-            hidden = body(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).last_hidden_state
+            hidden, p = self._hidden_after_prefix(body, embeds, attention_mask, input_ids, prefix_length)
+            targets = labels[:, p + 1:]
+            keep = targets != IGNORE_INDEX
             logits = head(hidden[:, :-1][keep]).float()
         per_token = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="none")
         rows = keep.nonzero(as_tuple=True)[0]
@@ -287,24 +295,27 @@ class GenerativeModule(MethodMixin, L.LightningModule):
     def _cache_argument(body) -> str:
         return _cache_argument_of(type(body))
 
-    def _prefix_cache(self, body, ids: torch.Tensor, embeds: torch.Tensor):
-        from transformers import DynamicCache
-
-        key = (tuple(ids.tolist()), embeds.device, embeds.dtype, torch.is_autocast_enabled(embeds.device.type))
+    def _prefix_layers(self, body, ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Keys and values (batch 1) of the shared prefix ``ids`` per layer, computed once by
+        the frozen LLM and kept for the newest prefix (one per split and device)."""
+        key = (tuple(ids.tolist()), ids.device, self.backbone.dtype, torch.is_autocast_enabled(ids.device.type))
         store = self.__dict__.setdefault("_prefix_kv", {})
         if key not in store:
+            from dep_lightning.models.decoding import cache_layers
+
             with torch.no_grad():
                 out = body(input_ids=ids[None], use_cache=True)
-            past = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-            if hasattr(past, "layers"):
-                layers = [(layer.keys, layer.values) for layer in past.layers]
-            else:  # older transformers: legacy tuple of (k, v) per layer
-                layers = list(past.to_legacy_cache() if hasattr(past, "to_legacy_cache") else past)
-            store.clear()  # one prefix per split and device; the newest is the one in use
-            store[key] = layers
+            store.clear()
+            store[key] = cache_layers(getattr(out, "cache", None) or getattr(out, "past_key_values", None))
+        return store[key]
+
+    def _prefix_cache(self, body, ids: torch.Tensor, embeds: torch.Tensor):
+        """The shared prefix's cache expanded to the batch of ``embeds`` (training)."""
+        from transformers import DynamicCache
+
         batch = embeds.shape[0]
         cache = DynamicCache()
-        for index, (k, v) in enumerate(store[key]):
+        for index, (k, v) in enumerate(self._prefix_layers(body, ids)):
             cache.update(k.expand(batch, *k.shape[1:]), v.expand(batch, *v.shape[1:]), index)
         return cache
 
@@ -330,8 +341,11 @@ class GenerativeModule(MethodMixin, L.LightningModule):
             # Sampling depends on the decoding seed, the run's seed and the batch's first sample.
             torch.manual_seed(stable_seed(g.seed, key if self.seed == 0 else f"{self.seed}/{key}"))
             # With inputs_embeds only, generate returns just the new tokens.
-            if self.backbone_options.generation_backend == "vllm":
+            backend = self.generation_backend(embeds.device)
+            if backend == "vllm":
                 return self._vllm_outputs(embeds, prompt, g, key)
+            if backend == "native":
+                return self._native_outputs(embeds, prompt, g, key)
             mask = prompt.attention_mask
             out = self.backbone.generate(inputs_embeds=embeds.to(self.backbone.dtype), attention_mask=mask,
                                          position_ids=left_padded_positions(mask), **kwargs)
@@ -355,11 +369,41 @@ class GenerativeModule(MethodMixin, L.LightningModule):
                                  "folder (not the tiny test model)")
             generator = self.__dict__["_vllm"] = VLLMGenerator(source, self.backbone.dtype,
                                                                self.backbone_options.vllm_gpu_memory)
-        base = key if self.seed == 0 else f"{self.seed}/{key}"
-        seeds = [stable_seed(g.seed, f"{base}/{i}") % (2**31) for i in range(embeds.shape[0])]
+        seeds = self.row_seeds(g, key, embeds.shape[0])
         rows = generator.generate(embeds, prompt.attention_mask, seeds, max_new_tokens=g.max_new_tokens,
                                   do_sample=g.do_sample, temperature=g.temperature, top_p=g.top_p,
                                   stop_ids=self.stop_ids)
+        return [self._cut(row, g.max_new_tokens) for row in rows]
+
+    def generation_backend(self, device: torch.device | str | None = None) -> str:
+        """The decoder ``generate_outputs`` uses (``BackboneOptions.generation_backend``, with
+        ``auto`` resolved): ``native`` is measured faster on CPU (docs/performance.md); on GPUs,
+        where a padded batch's prefill costs little, the backbone's ``generate`` stays."""
+        backend = self.backbone_options.generation_backend
+        if backend != "auto":
+            return backend
+        device = torch.device(device if device is not None else self.device)
+        return "native" if device.type == "cpu" and self._body_and_head()[0] is not None else "hf"
+
+    def row_seeds(self, g: GenerationConfig, key: str, rows: int) -> list[int]:
+        """One sampling seed per row, from the decoding seed, the run's seed, the batch's key
+        and the row's position (the vLLM and native decoders)."""
+        base = key if self.seed == 0 else f"{self.seed}/{key}"
+        return [stable_seed(g.seed, f"{base}/{i}") % (2**31) for i in range(rows)]
+
+    def _native_outputs(self, embeds: torch.Tensor, prompt: PromptBatch, g: GenerationConfig,
+                        key: str) -> list[Generated]:
+        """The framework's own decoder (``models/decoding.py``)."""
+        from dep_lightning.models.decoding import Sampling, decode
+
+        sampling, generators = None, []
+        if g.do_sample:
+            sampling = Sampling(temperature=g.temperature, top_p=g.top_p)
+            for seed in self.row_seeds(g, key, embeds.shape[0]):
+                generators.append(torch.Generator(device=embeds.device).manual_seed(seed))
+        rows = decode(self, embeds, prompt.attention_mask, max_new_tokens=g.max_new_tokens, stop_ids=self.stop_ids,
+                      sampling=sampling, generators=generators, input_ids=prompt.input_ids,
+                      prefix_length=prompt.prefix_length)
         return [self._cut(row, g.max_new_tokens) for row in rows]
 
     def _cut(self, ids: list[int], limit: int) -> Generated:
@@ -392,7 +436,7 @@ class GenerativeModule(MethodMixin, L.LightningModule):
     def score_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed NLL (nats) and target-token count of each sample's reference, (B,) each."""
         embeds, _ = self.input_embeddings(batch.input_ids, batch.slots)
-        return self.lm_nll(embeds, batch.attention_mask, batch.labels)
+        return self.lm_nll(embeds, batch.attention_mask, batch.labels, batch.input_ids, batch.prefix_length)
 
     def score_rows(self, batch: Batch, condition: str) -> list[dict[str, Any]]:
         """``scores/test.jsonl`` rows of one teacher-forced batch (docs/runs.md)."""

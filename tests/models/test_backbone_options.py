@@ -140,5 +140,5 @@ def test_downloads_need_both_switches(tmp_path, monkeypatch):
 def test_options_are_saved_as_plain_hyperparameters(datamodule):
     model = dep(datamodule, gradient_checkpointing=True, attn_implementation="eager")
     assert model.hparams.backbone_options == {"attn_implementation": "eager", "gradient_checkpointing": True,
-                                              "allow_download": False, "generation_backend": "hf",
+                                              "allow_download": False, "generation_backend": "auto",
                                               "vllm_gpu_memory": 0.4}

@@ -144,3 +144,17 @@ def test_copy_baselines_have_no_likelihood(slots_only, tmp_path):
 
     with pytest.raises(ValueError, match="no likelihood"):
         trainer(tmp_path).score(CopyBaseline(), slots_only)
+
+
+def test_scoring_reads_the_shared_prefix_from_the_cache_without_changing_the_nll(slots_only):
+    model = DEPModule(backbone="tiny", embedding_dim=slots_only.embedding_dim, latent_dim=16)
+    batch = next(iter(slots_only.score_loader("true")))
+    assert batch.prefix_length > 0, "the scored samples should share a prefix"
+    with_prefix, tokens = model.score_batch(batch)
+    assert "_prefix_kv" in model.__dict__  # the cache was used
+    batch.prefix_length = 0
+    whole, whole_tokens = model.score_batch(batch)
+    assert torch.equal(tokens, whole_tokens)
+    # The prompt runs in two pieces instead of one: other matmul shapes, so rounding only
+    # (a sum of ~100 fp32 token NLLs of ~10 nats each, relative 1e-5, as above).
+    torch.testing.assert_close(with_prefix, whole, rtol=1e-5, atol=0)

@@ -106,7 +106,7 @@ def test_sampling_settings_and_seeds():
 
 
 def test_backend_settings_are_checked_and_vllm_is_optional(monkeypatch):
-    with pytest.raises(ValueError, match=r"generation_backend: 'sglang' is not one of hf, vllm"):
+    with pytest.raises(ValueError, match=r"generation_backend: 'sglang' is not one of auto, hf, native, vllm"):
         BackboneOptions(generation_backend="sglang")
     with pytest.raises(ValueError, match=r"vllm_gpu_memory: 1.5 is not in \(0, 1\]"):
         BackboneOptions(vllm_gpu_memory=1.5)
