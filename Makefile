@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 WORDNET := $(VENV)/nltk_data/corpora/wordnet/lexnames
 
-.PHONY: setup lint test test-fast test-cpu-kinds demo ablation study clean
+.PHONY: setup lint test test-fast test-cpu-kinds demo ablation study study-v1 clean
 
 setup: $(STAMP) $(WORDNET)
 
@@ -63,14 +63,31 @@ ablation: setup
 	$(BIN)/dep-lightning grid $(SWEEP_FILES) --root runs/ablation; status=$$?; \
 	$(BIN)/dep-lightning tables --runs runs/ablation --out tables; exit $$(( status || $$? ))
 
-# The real-data study of docs/results.md: every method and the table 2 / 3 grids on the 2014
-# Amazon 5-core Musical Instruments reviews (../shared/data), SmolLM2, 2 CPU cores (hours).
-# Resumable like `ablation`. The exported runs (no checkpoints) and tables land in docs/results/;
-# the longer-training comparison (sweeps/study/long.yaml) in docs/results/long/.
+# The real-data study, second edition (docs/results.md): every training user, early stopping on
+# val/nll, every test user scored under true / swap / none (DEP also his_only / diff_only),
+# 3 seeds of DEP and the no-user control with and without text, then the prompting methods,
+# PAG / DPL / the copy baselines and the table 2 / 3 variants with PPlug (sweeps/study_v2/, in
+# that order). Days of CPU time on 2 cores: resumable across sessions, a finished point is
+# skipped and an interrupted one resumes from its last validation's checkpoint
+# (--ckpt_path last). Exported runs and tables land in docs/results/v2/.
+STUDY_V2_SWEEPS := sweeps/study_v2/seed0.yaml sweeps/study_v2/prompting.yaml sweeps/study_v2/generation_only.yaml \
+	sweeps/study_v2/seeds.yaml sweeps/study_v2/ablations.yaml
+
+study: setup
+	$(BIN)/dep-lightning prepare --config configs/prepare/musical_instruments.yaml
+	$(BIN)/dep-lightning grid $(STUDY_V2_SWEEPS) --root runs/study_v2; status=$$?; \
+	$(BIN)/dep-lightning export --runs runs/study_v2 --out docs/results/v2/runs && \
+	$(BIN)/dep-lightning tables --runs docs/results/v2/runs --out docs/results/v2/tables --reference no_user; \
+	exit $$(( status || $$? ))
+
+# The first edition of the real-data study (docs/results.md): every method and the table 2 / 3
+# grids on the 2014 Amazon 5-core Musical Instruments reviews (../shared/data), SmolLM2,
+# 2 CPU cores (hours). Resumable like `ablation`. The exported runs (no checkpoints) and tables
+# land in docs/results/; the longer-training comparison (sweeps/study/long.yaml) in docs/results/long/.
 STUDY_SWEEPS := sweeps/study/methods.yaml sweeps/study/table2.yaml sweeps/study/table3.yaml sweeps/study/seeds.yaml \
 	sweeps/study/k.yaml
 
-study: setup
+study-v1: setup
 	$(BIN)/dep-lightning prepare --config configs/prepare/musical_instruments.yaml
 	$(BIN)/dep-lightning grid $(STUDY_SWEEPS) --root runs/study; status=$$?; \
 	$(BIN)/dep-lightning export --runs runs/study --out docs/results/runs && \

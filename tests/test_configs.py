@@ -163,7 +163,7 @@ def test_the_long_training_overlay_changes_only_the_training_budget():
     from omegaconf import OmegaConf
 
     study = ROOT / "configs" / "study"
-    assert set(STUDY) - set(STUDY_BASES) == {study / "long_training.yaml"}
+    assert set(STUDY) - set(STUDY_BASES) == {study / "long_training.yaml", study / "v2.yaml", study / "v2_dep.yaml"}
     layers = [ROOT / "configs" / "quickstart.yaml", study / "musical_instruments.yaml"]
     method = ROOT / "configs" / "baselines" / "no_user.yaml"
     short = parse_only(layers + [method])
@@ -176,6 +176,52 @@ def test_the_long_training_overlay_changes_only_the_training_budget():
         assert long.data.init_args[key] == short.data.init_args[key], key
     assert long.model == short.model
     assert long.trainer.default_root_dir != short.trainer.default_root_dir
+
+
+def test_the_second_edition_overlay_trains_on_every_user_and_stops_on_validation_nll():
+    from omegaconf import OmegaConf
+
+    study = ROOT / "configs" / "study"
+    layers = [ROOT / "configs" / "quickstart.yaml", study / "musical_instruments.yaml"]
+    method = ROOT / "configs" / "baselines" / "no_user.yaml"
+    first = parse_only(layers + [method])
+    second = parse_only(layers + [study / "v2.yaml", method])
+    data = second.data.init_args
+    assert data.limit_train is None and data.limit_val == 128 and data.limit_test == 96
+    assert second.score_after_fit == [True, "swap", "none"]
+    callbacks = {c.class_path.rsplit(".", 1)[1]: c.init_args for c in second.trainer.callbacks}
+    assert (callbacks["EarlyStopping"].monitor, callbacks["EarlyStopping"].mode) == ("val/nll", "min")
+    assert (callbacks["ModelCheckpoint"].monitor, callbacks["ModelCheckpoint"].save_last) == ("val/nll", True)
+    assert "GenerationEvaluator" not in callbacks  # no generation during validation
+    assert second.model.init_args.backbone_options["generation_backend"] == "auto"
+    assert first.model.init_args.backbone_options["generation_backend"] == "hf"  # the first edition's outputs
+    # The same corpus, decoding and method as the first edition.
+    assert data.source == first.data.init_args.source and second.model.class_path == first.model.class_path
+    assert second.model.init_args.generation == first.model.init_args.generation
+    assert second.trainer.default_root_dir != first.trainer.default_root_dir
+    dep = parse_only(layers + [study / "v2.yaml", study / "v2_dep.yaml"])
+    assert dep.score_after_fit == OmegaConf.load(study / "v2_dep.yaml").score_after_fit
+    assert dep.model.init_args.refinement == "sae" and dep.data.init_args.prompt.embeddings == "his+diff"
+
+
+@pytest.mark.parametrize("name", ["seed0", "prompting", "generation_only", "seeds", "ablations"])
+def test_the_second_edition_sweeps_parse_point_by_point(name, tmp_path, monkeypatch):
+    from dep_lightning.sweeps.local_grid import expand
+    from dep_lightning.sweeps.runner import parse_point
+
+    monkeypatch.chdir(ROOT)
+    spec, points = expand(ROOT / "sweeps" / "study_v2" / f"{name}.yaml", root=tmp_path)
+    assert points and len(points) == len(spec.grid())
+    for run_dir, args in points:
+        config = parse_point(args)
+        assert config.run_dir == str(run_dir)
+        assert config.data.init_args.limit_train is None and config.trainer.default_root_dir == "runs/study_v2"
+        trained = config.trainer.max_epochs > 0
+        assert (config.fit.ckpt_path if "fit" in config else config.ckpt_path) == ("last" if trained else None)
+        if config.model.class_path.rsplit(".", 1)[1] in ("PAGModule", "DPLModule", "CopyBaseline"):
+            assert config.score_after_fit is None
+        else:
+            assert config.score_after_fit[:3] == [True, "swap", "none"]
 
 
 @pytest.mark.parametrize("overlays", [[], ["no_user"], ["null"], ["no_user", "null"], ["paper_form"],

@@ -289,7 +289,7 @@ def test_no_likelihood_block_no_table_and_no_figure(tmp_path):
 
 
 def test_committed_study_has_no_likelihood_blocks():
-    """The committed METEOR study's runs were not scored, so `make study` adds no personalization
+    """The committed METEOR study's runs were not scored, so `make study-v1` adds no personalization
     files to its tables (the scored study, docs/results/scored, has its own)."""
     results = ROOT / "docs" / "results"
     registry = load_registry([results / "runs", results / "long" / "runs"], predictions=False)

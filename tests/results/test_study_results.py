@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "docs" / "results"
 
 
-# (run folders, tables options, committed output folder), as `make study` writes them.
+# (run folders, tables options, committed output folder), as `make study-v1` writes them.
 STUDIES = [([RESULTS / "runs"], ["--reference", "no_user"], RESULTS / "tables"),
            ([RESULTS / "runs"], ["--reference", "rag"], RESULTS / "tables" / "vs_rag"),
            ([RESULTS / "long" / "runs"], ["--reference", "no_user"], RESULTS / "long" / "tables"),
