@@ -77,7 +77,8 @@ study: setup
 	$(BIN)/dep-lightning prepare --config configs/prepare/musical_instruments.yaml
 	$(BIN)/dep-lightning grid $(STUDY_V2_SWEEPS) --root runs/study_v2; status=$$?; \
 	$(BIN)/dep-lightning export --runs runs/study_v2 --out docs/results/v2/runs && \
-	$(BIN)/dep-lightning tables --runs docs/results/v2/runs --out docs/results/v2/tables --reference no_user; \
+	$(BIN)/dep-lightning tables --runs docs/results/v2/runs --out docs/results/v2/tables --reference no_user && \
+	$(BIN)/python scripts/study_summary.py docs/results/v2/runs --out docs/results/v2/summary.json; \
 	exit $$(( status || $$? ))
 
 # The first edition of the real-data study (docs/results.md): every method and the table 2 / 3
