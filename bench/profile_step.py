@@ -17,6 +17,10 @@ Instruments prompts (``bench/_common.py``; slot vectors from the tiny sentence m
 2. **Generation**, ``--gen-batch`` test prompts left-padded into one batch, greedy, with the
    KV cache: the prefill (one forward pass over the prompts) and ``--new-tokens`` decoding
    steps are profiled separately, each with its own top operators and its seconds.
+3. **Native decoding** (``models/decoding.py``, what ``generation_backend: auto`` runs on
+   CPU), the same prompts: the decoder runs once for 1 token (the per-row prefill and one
+   step) and once for ``--new-tokens``, each under the profiler; the decoding steps are the
+   difference, per operator.
 
 The tables name what to speed up; docs/performance.md keeps them per CPU kind with what
 each finding led to.
@@ -103,6 +107,34 @@ def profile_generation(model, prompt, new_tokens: int, top: int) -> None:
     print(top_table(decode_prof, top))
 
 
+@torch.no_grad()
+def profile_native_generation(model, prompt, new_tokens: int, top: int) -> None:
+    from dep_lightning.models.decoding import decode
+
+    embeds, _ = model.input_embeddings(prompt.input_ids, prompt.slots)
+    runs = {}
+    for n in (1, new_tokens):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            with Timer() as t:
+                decode(model, embeds, prompt.attention_mask, max_new_tokens=n, stop_ids=(),
+                       input_ids=prompt.input_ids, prefix_length=prompt.prefix_length)
+        runs[n] = (t.seconds, {e.key: e.self_cpu_time_total for e in prof.key_averages()})
+    (first, first_ops), (total, total_ops) = runs[1], runs[new_tokens]
+    steps = new_tokens - 1
+    rows = prompt.input_ids.shape[0]
+    print(f"\n## Native decoding: {rows} prompts prefilled one by one after the shared prefix "
+          f"({prompt.prefix_length} tokens), greedy, {new_tokens} new tokens")
+    print(f"prefill + 1 step {first:.2f} s; decoding {steps} steps {total - first:.2f} s "
+          f"({(total - first) / max(1, steps) * 1e3:.0f} ms per step, "
+          f"{rows * steps / (total - first):.1f} new tokens/s)")
+    diff = sorted(((total_ops[k] - first_ops.get(k, 0.0), k) for k in total_ops), reverse=True)
+    whole = sum(max(0.0, d) for d, _ in diff)
+    print("\n### native decoding steps, top operators by self time (the 1-token run subtracted)")
+    print("| operator | self ms per step | share |\n|---|---:|---:|")
+    for d, key in diff[:top]:
+        print(f"| {key} | {d / 1e3 / max(1, steps):.1f} | {d / whole:.1%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--k", type=int, default=4, help="history reviews per prompt")
@@ -135,6 +167,7 @@ def main() -> None:
     model.eval()
     prompt = next(iter(dm.test_dataloader())).prompt
     profile_generation(model, prompt, args.new_tokens, args.top)
+    profile_native_generation(model, prompt, args.new_tokens, args.top)
 
 
 if __name__ == "__main__":
