@@ -19,7 +19,8 @@ adapters (the speed does not depend on their values). The first ``--samples`` te
   ``--new-tokens`` tokens, stopping at an end-of-turn / EOS token as test runs do. Untrained
   soft prompts can make the model stop early, so its new tokens are counted.
 * **generate, forced length** (the headline): the same batches and embeddings through the
-  backbone's ``generate`` with ``min_new_tokens = max_new_tokens = --new-tokens``, so every
+  decoder test runs use here (the native one on CPU, ``models/decoding.py``, with no stop
+  token; else the backbone's ``generate`` with ``min_new_tokens = max_new_tokens``), so every
   sample gets exactly that many new tokens (the cost of outputs that use the whole budget).
 * **generate 1 token**: the same call with one new token: the prompts' prefill, which
   generation cannot avoid and which is about the size of scoring's forward pass (the
@@ -82,12 +83,21 @@ def generate_stopping(model, batches: list[dict], new_tokens: int) -> tuple[int,
 
 
 def generate_forced(model, batches: list[dict], new_tokens: int) -> tuple[int, int, int]:
-    """(samples, new tokens, samples with every token) of generation forced to ``new_tokens`` tokens:
-    ``generate_outputs``' call with ``min_new_tokens`` equal to ``max_new_tokens``."""
+    """(samples, new tokens, samples with every token) of generation forced to ``new_tokens`` tokens,
+    by the decoder ``generate_outputs`` uses here (``generation_backend``, ``auto`` resolved): the
+    native decoder with no stop token, or ``generate`` with ``min_new_tokens = max_new_tokens``."""
+    from dep_lightning.models.decoding import decode
+
     n = tokens = full = 0
     for batch in batches:
         prompt = batch.prompt
         embeds, _ = model.input_embeddings(prompt.input_ids, prompt.slots)
+        if model.generation_backend(embeds.device) == "native":
+            rows = decode(model, embeds, prompt.attention_mask, max_new_tokens=new_tokens, stop_ids=(),
+                          input_ids=prompt.input_ids, prefix_length=prompt.prefix_length)
+            assert all(len(r) == new_tokens for r in rows)
+            n, tokens, full = n + len(rows), tokens + new_tokens * len(rows), full + len(rows)
+            continue
         out = model.backbone.generate(inputs_embeds=embeds.to(model.backbone.dtype),
                                       attention_mask=prompt.attention_mask,
                                       position_ids=left_padded_positions(prompt.attention_mask),
@@ -130,6 +140,8 @@ def main() -> None:
     assert gen_ids == score_ids, "scoring and generation must see the same samples"
     model = DEPModule(backbone="smollm2-135m-instruct", backbone_dtype=args.dtype,
                       embedding_dim=dm.embedding_dim, seed=0).eval().to(args.device)
+    print(f"decoder: {model.generation_backend(args.device)} (generation_backend "
+          f"{model.backbone_options.generation_backend})")
     if args.device != "cpu":
         from lightning.fabric.utilities.apply_func import move_data_to_device
 
