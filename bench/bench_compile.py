@@ -26,7 +26,7 @@ def step(model, batch) -> tuple[float, torch.Tensor]:
     loss.backward()
     grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad and p.grad is not None])
     model.zero_grad(set_to_none=True)
-    return float(loss), grads
+    return float(loss.detach()), grads
 
 
 def main() -> None:
