@@ -40,7 +40,6 @@ class PreallocatedCache(DynamicCache):
         super().__init__()
         self.buffers = list(zip(keys, values))
         self.length = length
-        self._step = 0  # positions added by the current forward pass, counted on layer 0
 
     @property
     def capacity(self) -> int:
