@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
 
+from lightning.pytorch import Callback
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from dep_lightning.callbacks.summary import RunSummary
@@ -12,9 +13,6 @@ from dep_lightning.data.datamodule import DEPDataModule
 from dep_lightning.quiet import quiet_frozen_eval_modules
 from dep_lightning.safety import redact, require_weights_only, secret_values
 from dep_lightning.scoring import DEPTrainer
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 class RedactingSaveConfigCallback(SaveConfigCallback):
@@ -79,6 +77,8 @@ class DEPLightningCLI(LightningCLI):
         place_run(config, config["run_dir"])
         if self.subcommand != "fit":
             keep_fit_history(config["run_dir"])
+        elif config.get("ckpt_path"):
+            self._resumed_history = set_history_aside(config["run_dir"])
 
     # Checkpoints are read with weights_only=True: tensors and plain values, never pickled objects.
     # A DeepSpeed checkpoint folder also loads under any other strategy (checkpoints.py).
@@ -103,6 +103,9 @@ class DEPLightningCLI(LightningCLI):
             if found is not None:  # RunSummary prints "[fit] resuming from <found>"
                 config["ckpt_path"] = str(found)
                 read_folders_outside_deepspeed(self.trainer, config["ckpt_path"])
+        aside = getattr(self, "_resumed_history", None)
+        if aside is not None:
+            self.trainer.callbacks.append(ResumedHistory(aside))
 
     def after_fit(self) -> None:
         if self.config.get(self.subcommand, {}).get("test_after_fit"):
@@ -139,7 +142,7 @@ def refuse_zero_stage_3(strategy) -> None:
                           "configs/trainer/ddp.yaml, deepspeed_zero1.yaml or deepspeed_zero2.yaml")
 
 
-def last_checkpoint(trainer) -> "Path | None":
+def last_checkpoint(trainer) -> Path | None:
     """The newest ``last*.ckpt`` of this run's configuration, for ``fit --ckpt_path last``.
 
     Lightning looks for ``last`` only in the new run's own checkpoint folder; with a logger
@@ -147,8 +150,6 @@ def last_checkpoint(trainer) -> "Path | None":
     Lightning would start from scratch. This also searches every ``version_*/checkpoints/``
     under the logger's root and any fixed ``ModelCheckpoint(dirpath=...)``.
     """
-    from pathlib import Path
-
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     folders = [Path(cb.dirpath) for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
@@ -166,11 +167,69 @@ def keep_fit_history(run_dir: str) -> None:
 
     The CSV logger of the later command starts the file afresh and would erase the training
     curve; it is moved to ``metrics-fit.csv`` first (once: a later command leaves it alone)."""
-    from pathlib import Path
-
     history, kept = Path(run_dir) / "metrics.csv", Path(run_dir) / "metrics-fit.csv"
     if history.is_file() and not kept.exists() and (Path(run_dir) / "checkpoints").is_dir():
         history.rename(kept)
+
+
+HISTORY_ASIDE = "metrics-before-resume.csv"
+
+
+def set_history_aside(run_dir: str) -> Path | None:
+    """Move the ``metrics.csv`` of an interrupted fit aside before the fit resumes in ``run_dir``.
+
+    The CSV logger deletes an existing ``metrics.csv`` when it starts, which would erase the
+    learning curve up to the checkpoint; :class:`ResumedHistory` puts the rows back once the
+    checkpoint's step is known. Rank 0 only (the only rank that writes the file). A file already
+    aside is from a resume that stopped before it merged: it is the whole history and is kept
+    (a ``metrics.csv`` beside it holds nothing logged after that resume's checkpoint was restored).
+    Returns the file aside, or None when there is no history."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return None
+    history, aside = Path(run_dir) / "metrics.csv", Path(run_dir) / HISTORY_ASIDE
+    if aside.is_file():
+        history.unlink(missing_ok=True)
+        return aside
+    if not history.is_file():
+        return None
+    history.rename(aside)
+    return aside
+
+
+class ResumedHistory(Callback):
+    """Put an interrupted fit's logged rows (set aside by :func:`set_history_aside`) back into
+    the resumed fit's ``metrics.csv``: the rows of the steps the restored checkpoint holds. Rows after
+    it were logged by steps the resumed fit trains again; they are dropped, and counted."""
+
+    def __init__(self, aside: Path):
+        self.aside = aside
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import csv
+
+        from lightning.pytorch.loggers import CSVLogger
+
+        if not trainer.is_global_zero or not self.aside.is_file():
+            return
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, CSVLogger)
+                   and Path(lg.log_dir).resolve() == self.aside.parent.resolve()]
+        if not loggers:
+            raise ValueError(f"{self.aside}: no CSV logger writes {self.aside.parent} to put the history back into")
+        with self.aside.open(newline="") as handle:
+            rows = [{key: value for key, value in row.items() if value not in ("", None)}
+                    for row in csv.DictReader(handle)]
+        # Lightning labels a row with the optimizer steps done before it: a training step's row
+        # and the validation after N steps both read N - 1, so the restored fit logs from N on.
+        step = trainer.global_step
+        kept = [row for row in rows if int(row["step"]) < step]
+        writer = loggers[0].experiment
+        writer.metrics[:0] = kept
+        writer.save()
+        self.aside.unlink()
+        print(f"[fit] history: {len(kept)} logged row(s) of the {step} step(s) before the checkpoint kept in "
+              f"{writer.metrics_file_path}; {len(rows) - len(kept)} logged after it are retrained", flush=True)
 
 
 def run_seed(seed_everything) -> int:
@@ -188,7 +247,6 @@ def place_run(config, run_dir: str) -> None:
     logger gets ``save_dir/name/version`` = ``run_dir``; a W&B logger keeps its files in
     ``run_dir`` and takes its folder name as the run name.
     """
-    from pathlib import Path
 
     path = Path(run_dir)
     trainer = config["trainer"]

@@ -18,3 +18,48 @@ def test_a_directory_without_a_fit_is_left_alone(tmp_path):
     (tmp_path / "metrics.csv").write_text("step\n")
     keep_fit_history(str(tmp_path))
     assert (tmp_path / "metrics.csv").exists() and not (tmp_path / "metrics-fit.csv").exists()
+
+
+def test_a_resumed_fit_keeps_the_history_up_to_its_checkpoint(tmp_path, capsys):
+    """``fit --ckpt_path last --run_dir D``: the CSV logger deletes ``D/metrics.csv`` when it
+    starts; the rows logged up to the checkpoint's step come back, those after it are retrained."""
+    import csv
+    from pathlib import Path
+
+    from dep_lightning.cli import main
+    from tests.helpers import tiny_override
+
+    root = Path(__file__).resolve().parents[1]
+    tiny = tiny_override(tmp_path / "tiny.yaml", tmp_path / "embeddings", limits=(8, 2, 2), save_dir=tmp_path / "runs")
+    steps = tmp_path / "steps.yaml"
+    steps.write_text("trainer:\n  log_every_n_steps: 1\n  val_check_interval: 2\n  callbacks:\n"
+                     "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+                     "      init_args: {every_n_train_steps: 2, save_top_k: -1, save_last: true}\n")
+    run = tmp_path / "runs" / "study" / "point"
+    args = ["--config", str(root / "configs" / "quickstart.yaml"), "--config", str(tiny), "--config", str(steps),
+            "--run_dir", str(run), "--data.init_args.batch_size=1", "--trainer.accumulate_grad_batches=1"]
+
+    def rows() -> list[dict]:
+        with (run / "metrics.csv").open(newline="") as handle:
+            return [{k: v for k, v in row.items() if v} for row in csv.DictReader(handle)]
+
+    main(["fit", *args, "--trainer.max_steps=2"])
+    first = rows()
+    # Rows are labeled with the optimizer steps done before them: 0 and 1, and 1 for the validation after 2.
+    assert [(r["step"], "val/nll" in r) for r in first] == [("0", False), ("1", False), ("1", True)]
+    # An interrupted run logged a row after its last checkpoint (2 steps) before it stopped.
+    with (run / "metrics.csv").open("a", newline="") as handle:
+        handle.write(",".join("7.5" if key == "train/loss" else ("2" if key == "step" else "")
+                              for key in next(csv.reader((run / "metrics.csv").open()))) + "\n")
+    capsys.readouterr()
+    main(["fit", *args, "--trainer.max_steps=4", "--ckpt_path", "last"])
+    out = capsys.readouterr().out
+    assert f"[fit] resuming from {run / 'checkpoints' / 'last.ckpt'}" in out
+    assert f"[fit] history: {len(first)} logged row(s) of the 2 step(s) before the checkpoint kept in " \
+        f"{run / 'metrics.csv'}; 1 logged after it are retrained" in out
+    resumed = rows()
+    assert resumed[:len(first)] == first  # the first run's rows, value for value
+    later = resumed[len(first):]
+    assert [(r["step"], "val/nll" in r) for r in later] == [("2", False), ("3", False), ("3", True)]
+    assert not any(r.get("train/loss") == "7.5" for r in resumed)  # the row after the checkpoint is gone
+    assert not (run / "metrics-before-resume.csv").exists()
