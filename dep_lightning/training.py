@@ -7,6 +7,7 @@ from pathlib import Path
 from lightning.pytorch import Callback
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from dep_lightning.callbacks.clock import RunClock
 from dep_lightning.callbacks.summary import RunSummary
 from dep_lightning.checkpoints import is_deepspeed_folder, read_folders_outside_deepspeed
 from dep_lightning.data.datamodule import DEPDataModule
@@ -38,10 +39,11 @@ class DEPLightningCLI(LightningCLI):
 
     def __init__(self, args=None, run: bool = True, **kwargs):
         # RunSummary prints the facts of Lightning's model-summary table (and of its info lines
-        # that quiet.py drops) in one line each; a config may still turn the table on.
+        # that quiet.py drops) in one line each; a config may still turn the table on. RunClock
+        # appends each stage's wall time to the run directory's timing.jsonl.
         defaults = dict(kwargs.pop("trainer_defaults", None) or {})
         callbacks = defaults.get("callbacks") or []
-        defaults["callbacks"] = [RunSummary(), *(callbacks if isinstance(callbacks, list) else [callbacks])]
+        defaults["callbacks"] = [RunSummary(), RunClock(), *(callbacks if isinstance(callbacks, list) else [callbacks])]
         defaults.setdefault("enable_model_summary", False)
         super().__init__(
             # Any LightningModule (DEPModule, NoUserControl, PromptingModule, CopyBaseline, …)

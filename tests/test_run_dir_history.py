@@ -1,4 +1,9 @@
-"""A later command written into a fit's run directory keeps the training curve."""
+"""A later command written into a fit's run directory keeps the training curve; a resumed fit
+keeps it too; every command records its stages' wall time."""
+
+import json
+
+import pytest
 
 from dep_lightning.training import keep_fit_history
 
@@ -63,3 +68,11 @@ def test_a_resumed_fit_keeps_the_history_up_to_its_checkpoint(tmp_path, capsys):
     assert [(r["step"], "val/nll" in r) for r in later] == [("2", False), ("3", False), ("3", True)]
     assert not any(r.get("train/loss") == "7.5" for r in resumed)  # the row after the checkpoint is gone
     assert not (run / "metrics-before-resume.csv").exists()
+
+    # RunClock: one fit line per command, with that command's steps and validations, and the test after it.
+    timing = [json.loads(line) for line in (run / "timing.jsonl").read_text().splitlines()]
+    assert [(t["stage"], t.get("steps"), t.get("validations"), t.get("samples")) for t in timing] == \
+        [("fit", 2, 1, None), ("test", None, None, 2)] * 2
+    for fit in timing[::2]:
+        assert 0 < fit["validation_seconds"] < fit["seconds"]
+        assert fit["seconds_per_step"] == pytest.approx((fit["seconds"] - fit["validation_seconds"]) / 2, abs=1e-3)

@@ -1,3 +1,4 @@
+from dep_lightning.callbacks.clock import RunClock
 from dep_lightning.callbacks.evaluation import GenerationEvaluator
 from dep_lightning.callbacks.predictions import PredictionsRecorder, PredictionWriter, WrittenPredictions
 from dep_lightning.callbacks.progress import LogProgress
@@ -5,4 +6,4 @@ from dep_lightning.callbacks.recorder import ResultsRecorder, TestMetricsWriter
 from dep_lightning.callbacks.summary import RunSummary
 
 __all__ = ["GenerationEvaluator", "LogProgress", "PredictionWriter", "PredictionsRecorder", "ResultsRecorder",
-           "RunSummary", "TestMetricsWriter", "WrittenPredictions"]
+           "RunClock", "RunSummary", "TestMetricsWriter", "WrittenPredictions"]

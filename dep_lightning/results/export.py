@@ -3,7 +3,8 @@
 What ``dep-lightning tables`` and a reader need from a run, and nothing else: the
 manifest, metrics, resolved configuration, logged metric history, predictions with their
 per-sample scores, per-sample likelihoods (``scores/``, from ``dep-lightning score``),
-analysis files (SAE latents) and the grid point record. Checkpoints,
+analysis files (SAE latents), the grid point record and the stages' wall times
+(``timing.jsonl``). Checkpoints,
 W&B folders and anything else stay behind; the copy is laid out like the source (the
 path of each run relative to its ``--runs`` root), so tables regenerate from the copy
 exactly as from the originals.
@@ -17,7 +18,8 @@ from pathlib import Path
 from dep_lightning.results.registry import find_run_dirs
 
 # Files of a run directory that are exported (relative paths; folders take the listed suffixes).
-FILES = ("manifest.json", "metrics.json", "config.yaml", "hparams.yaml", "metrics.csv", "metrics-fit.csv", "point.json")
+FILES = ("manifest.json", "metrics.json", "config.yaml", "hparams.yaml", "metrics.csv", "metrics-fit.csv", "point.json",
+         "timing.jsonl")
 FOLDERS = {"predictions": (".jsonl",), "scores": (".jsonl",), "analysis": (".npz", ".json")}
 
 
