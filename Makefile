@@ -78,7 +78,8 @@ study: setup
 	$(BIN)/dep-lightning grid $(STUDY_V2_SWEEPS) --root runs/study_v2; status=$$?; \
 	$(BIN)/dep-lightning export --runs runs/study_v2 --out docs/results/v2/runs && \
 	$(BIN)/dep-lightning tables --runs docs/results/v2/runs --out docs/results/v2/tables --reference no_user && \
-	$(BIN)/python scripts/study_summary.py docs/results/v2/runs --out docs/results/v2/summary.json; \
+	$(BIN)/python scripts/study_summary.py docs/results/v2/runs --out docs/results/v2/summary.json \
+	    --figure docs/results/v2/figure_learning_curve.png; \
 	exit $$(( status || $$? ))
 
 # The first edition of the real-data study (docs/results.md): every method and the table 2 / 3

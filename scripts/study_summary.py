@@ -5,12 +5,24 @@ one entry: the method and its ablation keys, the seed, the number of scored test
 ``n`` and ``whole_split`` (the run's ``data.init_args.score_limit`` was null, so ``n`` is the
 test split's size; every such run must have the same ``n``), the mean NLL per target token under each
 scored condition, the swap gain (NLL(swap) - NLL(true) per sample) with its 95 % bootstrap
-interval and paired p-value, ``p_vs_no_user``: the paired bootstrap p-value of the run's
-per-sample NLL(true) against the trained no-user control's with the same seed and the same
-``with_text`` (None where that run is missing), and the training steps: the last optimizer
-step logged, the step of the best ``val/nll`` and that value.
+interval and paired p-value, and paired bootstrap p-values of the run's per-sample NLL(true)
+against a reference run's (None where that run is missing or is the run itself):
 
-    python scripts/study_summary.py docs/results/v2/runs --out docs/results/v2/summary.json
+* ``p_vs_no_user``: the trained no-user control with the same seed and the same ``with_text``;
+* ``p_vs_rag``: RAG (untrained; its one run);
+* ``p_vs_dep``: DEP as the study trains it (his+diff, SAE) with the same seed and ``with_text``,
+  for the table 2 / 3 variants and PPlug.
+
+Then the training steps, from the run's logged metrics (Lightning labels a row with the
+optimizer steps done before it, so a validation after N steps reads N - 1): ``steps``, the
+optimizer steps trained (the step of the rows the test after fit logs; else the last
+training or validation row + 1), ``best_step`` and ``best_val_nll``, where ``val/nll`` was best,
+and ``val_curve``, every validation as [steps, val/nll]. ``timing`` sums the run's
+``timing.jsonl`` (callbacks/clock.py): training seconds per optimizer step, seconds per
+validation, and the test (generation) and scoring seconds per sample, with the threads and CPU.
+
+    python scripts/study_summary.py docs/results/v2/runs --out docs/results/v2/summary.json \
+        --figure docs/results/v2/figure_learning_curve.png
 """
 
 from __future__ import annotations
@@ -36,19 +48,44 @@ def per_token_true(folder: Path) -> dict[str, float]:
     return {i: r["nll"] / max(1, r["tokens"]) for i, r in zip(ids, by["true"])}
 
 
-def training_steps(folder: Path) -> dict[str, float | int | None]:
-    """The last optimizer step in the fit log, and where ``val/nll`` was best."""
+def training_steps(folder: Path) -> dict:
+    """Optimizer steps trained, the best ``val/nll`` and where, and the validation curve."""
     log = folder / "metrics-fit.csv"
     if not log.is_file():
         log = folder / "metrics.csv"
     if not log.is_file():
-        return {"steps": None, "best_step": None, "best_val_nll": None}
+        return {"steps": None, "best_step": None, "best_val_nll": None, "val_curve": []}
     with log.open() as handle:
-        rows = list(csv.DictReader(handle))
-    steps = [int(r["step"]) for r in rows if r.get("step") not in (None, "")]
-    val = [(float(r["val/nll"]), int(r["step"])) for r in rows if r.get("val/nll") not in (None, "")]
-    best = min(val) if val else (None, None)
-    return {"steps": max(steps) if steps else None, "best_step": best[1], "best_val_nll": best[0]}
+        rows = [{k: v for k, v in row.items() if v not in (None, "")} for row in csv.DictReader(handle)]
+    tested = [int(r["step"]) for r in rows if any(k.startswith("test/") for k in r)]
+    trained = [int(r["step"]) + 1 for r in rows if any(k.startswith(("train/", "val/")) for k in r)]
+    curve = [[int(r["step"]) + 1, float(r["val/nll"])] for r in rows if "val/nll" in r]
+    best = min(curve, key=lambda point: point[1]) if curve else [None, None]
+    steps = max(tested) if tested else (max(trained) if trained else None)
+    return {"steps": steps, "best_step": best[0], "best_val_nll": best[1], "val_curve": curve}
+
+
+def timing(folder: Path) -> dict | None:
+    """The run's stages' wall time (``timing.jsonl``), per optimizer step and per sample."""
+    path = folder / "timing.jsonl"
+    if not path.is_file():
+        return None
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    fits = [t for t in lines if t["stage"] == "fit"]
+    steps, train = sum(t["steps"] for t in fits), sum(t["train_seconds"] for t in fits)
+    validations, validating = sum(t["validations"] for t in fits), sum(t["validation_seconds"] for t in fits)
+    out = {"steps_timed": steps, "seconds_per_step": round(train / steps, 3) if steps else None,
+           "validations": validations,
+           "seconds_per_validation": round(validating / validations, 1) if validations else None}
+    for stage in ("test", "score"):
+        found = [t for t in lines if t["stage"] == stage]
+        if found:
+            seconds, samples = sum(t["seconds"] for t in found), sum(t["samples"] for t in found)
+            out[f"{stage}_seconds"] = round(seconds, 1)
+            out[f"{stage}_seconds_per_sample"] = round(seconds / samples, 3) if samples else None
+    out["threads"] = sorted({t["threads"] for t in lines})
+    out["cpu"] = sorted({t["cpu"] for t in lines})
+    return out
 
 
 def summarize_run(folder: Path) -> dict:
@@ -66,6 +103,7 @@ def summarize_run(folder: Path) -> dict:
         "gain": swap.get("gain"), "gain_ci95": swap.get("gain_ci95"), "p_value": swap.get("p_value"),
         "gains": {c: {k: g[k] for k in ("gain", "gain_ci95", "p_value")} for c, g in overall["gains"].items()},
         **training_steps(folder),
+        "timing": timing(folder),
     }
     return entry
 
@@ -83,6 +121,25 @@ def paired_against(entry: dict, reference: dict | None) -> float | None:
     return test.p_value
 
 
+def is_study_dep(entry: dict) -> bool:
+    """DEP as the study trains it: his+diff slots, SAE refinement."""
+    ablation = entry["ablation"]
+    return entry["method"] == "dep" and (ablation.get("embeddings"), ablation.get("refinement")) == ("his+diff", "sae")
+
+
+def by_seed_and_text(entries: list[dict], chosen, what: str) -> dict[tuple, dict]:
+    """(seed, with_text) -> the one chosen run; two for one key is an error."""
+    found: dict[tuple, dict] = {}
+    for entry in entries:
+        if chosen(entry):
+            key = (entry["seed"], entry["ablation"].get("with_text"))
+            if key in found:
+                raise ValueError(f"two {what} with seed {key[0]} and with_text {key[1]}: {found[key]['run']}, "
+                                 f"{entry['run']}")
+            found[key] = entry
+    return found
+
+
 def summarize(root: Path) -> dict:
     folders = sorted(p.parent for p in root.rglob("metrics.json") if "likelihood" in json.loads(p.read_text()))
     if not folders:
@@ -91,27 +148,72 @@ def summarize(root: Path) -> dict:
     whole = {e["n"] for e in entries if e["whole_split"]}
     if len(whole) > 1:
         raise ValueError(f"runs that scored the whole test split scored different numbers of samples: {sorted(whole)}")
-    controls = {}
+    controls = by_seed_and_text(entries, lambda e: e["method"] == "no_user", "no-user runs")
+    dep = by_seed_and_text(entries, is_study_dep, "DEP (his+diff, SAE) runs")
+    rag = [e for e in entries if e["method"] == "rag"]
+    if len(rag) > 1:
+        raise ValueError(f"two RAG runs: {', '.join(e['run'] for e in rag)}")
+    rag = rag[0] if rag else None
     for entry in entries:
-        if entry["method"] == "no_user":
-            key = (entry["seed"], entry["ablation"].get("with_text"))
-            if key in controls:
-                raise ValueError(f"two no-user runs with seed {key[0]} and with_text {key[1]}: "
-                                 f"{controls[key]['run']}, {entry['run']}")
-            controls[key] = entry
-    for entry in entries:
-        entry["p_vs_no_user"] = paired_against(entry, controls.get((entry["seed"], entry["ablation"].get("with_text"))))
+        key = (entry["seed"], entry["ablation"].get("with_text"))
+        entry["p_vs_no_user"] = paired_against(entry, controls.get(key))
+        entry["p_vs_rag"] = paired_against(entry, rag)
+        entry["p_vs_dep"] = paired_against(entry, dep.get(key)) if entry["method"] in ("dep", "pplug") else None
     for entry in entries:
         entry["run"] = str(Path(entry["run"]).relative_to(root))
     return {"unit": "nats per target token", "resamples": RESAMPLES, "bootstrap_seed": SEED, "runs": entries}
+
+
+def learning_curve_figure(summary: dict, path: Path) -> None:
+    """Validation NLL against optimizer steps: DEP (his+diff, SAE) and the trained no-user control,
+    one panel without and one with review text, a line per seed; a dot marks the best step."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    colors = {"dep": "tab:blue", "no_user": "tab:orange"}
+    labels = {"dep": "DEP (his+diff, SAE)", "no_user": "no-user control"}
+    styles = ["-", "--", ":"]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, with_text in zip(axes, (False, True)):
+        drawn = 0
+        for entry in sorted(summary["runs"], key=lambda e: (e["method"], e["seed"])):
+            ablation = entry["ablation"]
+            if entry["method"] not in colors or ablation.get("with_text") != with_text or not entry["val_curve"]:
+                continue
+            if entry["method"] == "dep" and not is_study_dep(entry):
+                continue
+            steps, values = zip(*entry["val_curve"])
+            ax.plot(steps, values, styles[entry["seed"] % len(styles)], color=colors[entry["method"]], marker=".",
+                    label=f"{labels[entry['method']]}, seed {entry['seed']}")
+            ax.plot([entry["best_step"]], [entry["best_val_nll"]], "o", color=colors[entry["method"]])
+            drawn += 1
+        ax.set_title(f"{'with' if with_text else 'without'} review text")
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no run yet", ha="center", va="center", transform=ax.transAxes)
+    axes[0].set_ylabel("validation NLL (nats per target token)")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120, metadata={"Software": None})
+    plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", help="folder searched for run directories (metrics.json with a likelihood block)")
     parser.add_argument("--out", help="write the summary JSON here (else print it)")
+    parser.add_argument("--figure", help="draw the validation NLL of DEP and the no-user control here (PNG)")
     args = parser.parse_args(argv)
-    text = json.dumps(summarize(Path(args.runs)), indent=2) + "\n"
+    summary = summarize(Path(args.runs))
+    text = json.dumps(summary, indent=2) + "\n"
+    if args.figure:
+        learning_curve_figure(summary, Path(args.figure))
+        print(f"wrote {args.figure}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)

@@ -25,6 +25,14 @@ def rewrite_scores(folder: Path, change) -> None:
     path.write_text("".join(json.dumps(change(row)) + "\n" for row in rows))
 
 
+def relabel(folder: Path, method: str | None = None, ablation: dict | None = None) -> None:
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["method"] = method or manifest["method"]
+    manifest["ablation"] = {**manifest["ablation"], **(ablation or {})}
+    path.write_text(json.dumps(manifest))
+
+
 @pytest.fixture(scope="module")
 def summary():
     return load_summary_module()
@@ -40,9 +48,54 @@ def test_the_committed_scored_runs(summary):
         assert run["gain_ci95"][0] <= run["gain"] <= run["gain_ci95"][1]
     assert runs["no_user"]["p_vs_no_user"] is None  # the control itself
     assert 0 < runs["dep"]["p_vs_no_user"] <= 1
-    # metrics-fit.csv of the committed runs: 256 and 131 optimizer steps logged.
-    assert (runs["dep"]["steps"], runs["no_user"]["steps"]) == (256, 131)
+    # metrics-fit.csv of the committed runs: DEP's test after fit logged at step 256 (2 epochs of
+    # 128 steps); the control has no test row, and its last training row reads 131 (132 steps done).
+    assert (runs["dep"]["steps"], runs["no_user"]["steps"]) == (256, 132)
+    # The control validated once, after 128 steps (its row reads 127).
+    assert runs["no_user"]["val_curve"] == [[128, pytest.approx(3.8884239196777344, rel=1e-15)]]
+    assert runs["no_user"]["best_step"] == 128 and runs["no_user"]["best_val_nll"] == runs["no_user"]["val_curve"][0][1]
     assert runs["dep"]["best_val_nll"] is not None and runs["dep"]["best_step"] <= runs["dep"]["steps"]
+    assert runs["dep"]["timing"] is None  # committed before runs recorded timing.jsonl
+    assert runs["dep"]["p_vs_rag"] is None and runs["dep"]["p_vs_dep"] is None  # no RAG run; DEP itself
+
+
+def test_timing_sums_the_commands_of_a_resumed_run(summary, tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    lines = [
+        {"stage": "fit", "steps": 54, "seconds": 1300.0, "train_seconds": 1200.0, "validations": 1,
+         "validation_seconds": 100.0, "threads": 1, "cpu": "AMD EPYC"},
+        {"stage": "fit", "steps": 108, "seconds": 2600.0, "train_seconds": 2400.0, "validations": 2,
+         "validation_seconds": 200.0, "threads": 1, "cpu": "AMD EPYC"},
+        {"stage": "test", "seconds": 300.0, "batches": 12, "samples": 96, "threads": 1, "cpu": "AMD EPYC"},
+        {"stage": "score", "seconds": 2607.0, "batches": 327, "samples": 2607, "threads": 1, "cpu": "AMD EPYC"},
+    ]
+    (folder / "timing.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert summary.timing(folder) == {
+        "steps_timed": 162, "seconds_per_step": round(3600 / 162, 3), "validations": 3, "seconds_per_validation": 100.0,
+        "test_seconds": 300.0, "test_seconds_per_sample": 3.125, "score_seconds": 2607.0,
+        "score_seconds_per_sample": 1.0, "threads": [1], "cpu": ["AMD EPYC"]}
+
+
+def test_p_vs_rag_and_p_vs_dep_pair_with_the_right_runs(summary, tmp_path):
+    """A RAG run and a his-only DEP variant beside the committed runs: every run is paired with RAG,
+    the variant with DEP (his+diff, SAE) of its seed and text setting; DEP with itself is None."""
+    shutil.copytree(SCORED, tmp_path / "runs")
+    for name, change in (("rag", {"method": "rag"}), ("his", {"ablation": {"embeddings": "his"}})):
+        shutil.copytree(SCORED / "dep", tmp_path / "runs" / name)
+        relabel(tmp_path / "runs" / name, **change)
+    runs = {r["run"]: r for r in summary.summarize(tmp_path / "runs")["runs"]}
+    # The copies score exactly what DEP scores: a paired test of equal samples gives p = 1.
+    assert runs["dep"]["p_vs_rag"] == 1.0 and runs["his"]["p_vs_dep"] == 1.0
+    assert runs["rag"]["p_vs_rag"] is None and runs["dep"]["p_vs_dep"] is None
+    assert runs["no_user"]["p_vs_dep"] is None  # only DEP variants and PPlug are paired with DEP
+    assert 0 < runs["no_user"]["p_vs_rag"] <= 1
+
+
+def test_the_learning_curve_figure_is_drawn(summary, tmp_path):
+    result = summary.summarize(SCORED)
+    summary.learning_curve_figure(result, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_p_vs_no_user_separates_a_clear_difference_from_none(summary, tmp_path):
@@ -53,6 +106,7 @@ def test_p_vs_no_user_separates_a_clear_difference_from_none(summary, tmp_path):
         control[(row["sample_id"], row["condition"])] = row["nll"]
     # A copy of DEP whose scores are the control's exactly, and one 0.1 nats/token worse on every sample.
     shutil.copytree(tmp_path / "runs" / "dep", tmp_path / "runs" / "same")
+    relabel(tmp_path / "runs" / "same", ablation={"embeddings": "his"})  # one study DEP per seed and text setting
     rewrite_scores(tmp_path / "runs" / "same", lambda r: {**r, "nll": control[r["sample_id"], r["condition"]]})
     rewrite_scores(tmp_path / "runs" / "dep", lambda r: {**r, "nll": control[r["sample_id"], r["condition"]]
                                                          + 0.1 * r["tokens"]})
