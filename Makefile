@@ -69,13 +69,15 @@ ablation: setup
 # PAG / DPL / the copy baselines and the table 2 / 3 variants with PPlug (sweeps/study_v2/, in
 # that order). Days of CPU time on 2 cores: resumable across sessions, a finished point is
 # skipped and an interrupted one resumes from its last validation's checkpoint
-# (--ckpt_path last). Exported runs and tables land in docs/results/v2/.
+# (--ckpt_path last). Exported runs and tables land in docs/results/v2/. JOBS points run at once
+# (make study JOBS=2 on 2 cores: one CPU thread each).
+JOBS ?= 1
 STUDY_V2_SWEEPS := sweeps/study_v2/seed0.yaml sweeps/study_v2/prompting.yaml sweeps/study_v2/generation_only.yaml \
 	sweeps/study_v2/seeds.yaml sweeps/study_v2/ablations.yaml
 
 study: setup
 	$(BIN)/dep-lightning prepare --config configs/prepare/musical_instruments.yaml
-	$(BIN)/dep-lightning grid $(STUDY_V2_SWEEPS) --root runs/study_v2; status=$$?; \
+	$(BIN)/dep-lightning grid $(STUDY_V2_SWEEPS) --root runs/study_v2 --jobs $(JOBS); status=$$?; \
 	$(BIN)/dep-lightning export --runs runs/study_v2 --out docs/results/v2/runs && \
 	$(BIN)/dep-lightning tables --runs docs/results/v2/runs --out docs/results/v2/tables --reference no_user && \
 	$(BIN)/python scripts/study_summary.py docs/results/v2/runs --out docs/results/v2/summary.json \

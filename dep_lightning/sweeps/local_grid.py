@@ -4,7 +4,8 @@ For offline machines: every grid point of a sweep file becomes the same command 
 ``wandb agent`` would run (``${args}`` expanded as W&B does), executed one after another
 in a child process each. Each point's run directory is ``<root>/<sweep>/<point>`` with a
 stable name derived from its parameters, so a rerun skips points that already completed
-(an interrupted grid resumes) and a failed point does not stop the others. A point whose
+(an interrupted grid resumes) and a failed point does not stop the others; ``--jobs N`` runs
+N points at once, and a point another grid command is running is left to it. A point whose
 resolved configuration already ran anywhere under ``root`` (the DEP default appears in
 several of the paper's tables) is not run twice: ``point.json`` in each run directory
 records the configuration's identity.
@@ -13,12 +14,25 @@ records the configuration's identity.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from dep_lightning.sweeps.runner import is_complete, point_key, point_version, run_child, run_dir_args
+from dep_lightning.data.errors import ConfigError
+from dep_lightning.sweeps.runner import (
+    is_complete,
+    point_key,
+    point_version,
+    run_dir_args,
+    start_child,
+    stop_child,
+)
 from dep_lightning.sweeps.spec import load_spec
 
 
@@ -33,12 +47,15 @@ def expand(spec_path: str | Path, root: str | Path = "runs/sweeps", extra: Seque
     return spec, points
 
 
-def grid(spec: list[str], root: str = "runs/sweeps", dry_run: bool = False, extra: Sequence[str] = ()) -> None:
-    """Run W&B grid sweep files here, one point after another, without a W&B server.
+def grid(spec: list[str], root: str = "runs/sweeps", dry_run: bool = False, extra: Sequence[str] = (),
+         jobs: int = 1, threads: int | None = None) -> None:
+    """Run W&B grid sweep files here, without a W&B server: the points of all files in order,
+    ``--jobs`` of them at once.
 
     Points already complete under ``root`` are skipped, so the same command resumes an
-    interrupted grid. A failed point does not stop the others, but the command exits with
-    status 1 at the end so that scripts (``make ablation``) notice it.
+    interrupted grid; a point that another grid command is running now is left to it. A failed
+    point does not stop the others, but the command exits with status 1 at the end so that
+    scripts (``make ablation``) notice it.
 
     Args:
         spec: sweep file(s), e.g. sweeps/table3_refinement.yaml.
@@ -46,50 +63,171 @@ def grid(spec: list[str], root: str = "runs/sweeps", dry_run: bool = False, extr
         dry_run: print the command lines only.
         extra: an extra dep-lightning argument for every point, once per argument, e.g.
             --extra=--data.init_args.limit_test=8.
+        jobs: points run at once, each a child process. With more than one, a point's output
+            goes to <run dir>/grid.log (the grid prints when each starts and ends).
+        threads: CPU threads of each point (OMP_NUM_THREADS / MKL_NUM_THREADS). Default: the
+            environment's with one job; with several, the environment's OMP_NUM_THREADS if set,
+            else the CPU count divided by jobs.
     """
-    failed = sum(run_grid(path, root=root, dry_run=dry_run, extra=extra)["failed"] for path in spec)
-    if failed:
+    if jobs < 1:
+        raise ConfigError("--jobs", jobs, "run at least one point at a time")
+    counts = run_grids(spec, root=root, dry_run=dry_run, extra=extra, jobs=jobs, threads=threads)
+    if sum(c["failed"] for c in counts.values()):
         raise SystemExit(1)
 
 
 def run_grid(spec_path: str, root: str = "runs/sweeps", dry_run: bool = False,
              extra: Sequence[str] = ()) -> dict[str, int]:
-    """Run every grid point not yet complete; returns counts of done / skipped / failed points."""
-    spec, points = expand(spec_path, root, extra)
-    counts = {"done": 0, "skipped": 0, "failed": 0}
-    print(f"[grid {spec.name}] {len(points)} point(s) under {Path(root) / spec.name}", flush=True)
-    done = completed_points(root)
-    for number, (run_dir, args) in enumerate(points, start=1):
-        line = "dep-lightning " + " ".join(args)
-        try:
-            key = point_key(args)
-        except ValueError as error:  # the CLI would reject this line: report it, go on
-            counts["failed"] += 1
-            print(f"[grid {spec.name}] {number}/{len(points)} FAILED: {error}", file=sys.stderr, flush=True)
-            continue
-        if is_complete(run_dir) or key in done:
-            counts["skipped"] += 1
-            where = run_dir if is_complete(run_dir) else done[key]
-            print(f"[grid {spec.name}] {number}/{len(points)} already complete: {where}", flush=True)
-            continue
+    """Run every grid point of one sweep file not yet complete; counts of done / skipped / failed points."""
+    return next(iter(run_grids([spec_path], root=root, dry_run=dry_run, extra=extra).values()))
+
+
+@dataclass
+class Point:
+    sweep: str
+    number: int
+    of: int
+    run_dir: Path
+    args: list[str]
+    key: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"[grid {self.sweep}] {self.number}/{self.of}"
+
+
+def run_grids(spec_paths: Sequence[str], root: str = "runs/sweeps", dry_run: bool = False,
+              extra: Sequence[str] = (), jobs: int = 1, threads: int | None = None) -> dict[str, dict[str, int]]:
+    """Run the points of every sweep file, in order, ``jobs`` at once; counts per sweep."""
+    if jobs > 1 and threads is None and "OMP_NUM_THREADS" not in os.environ:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+    queue: deque[Point] = deque()
+    counts: dict[str, dict[str, int]] = {}
+    for path in spec_paths:
+        spec, points = expand(path, root, extra)
+        counts[spec.name] = {"done": 0, "skipped": 0, "failed": 0}
+        print(f"[grid {spec.name}] {len(points)} point(s) under {Path(root) / spec.name}", flush=True)
+        queue.extend(Point(spec.name, n, len(points), run_dir, args) for n, (run_dir, args) in enumerate(points, 1))
         if dry_run:
-            print(line)
-            continue
-        print(f"[grid {spec.name}] {number}/{len(points)}: {line}", flush=True)
-        start = time.monotonic()
-        code = run_child(args)
-        minutes = (time.monotonic() - start) / 60
-        if code == 0 and is_complete(run_dir):
-            (run_dir / "point.json").write_text(json.dumps({"key": key, "args": args}, indent=2) + "\n")
-            done[key] = run_dir
-            counts["done"] += 1
-            print(f"[grid {spec.name}] {number}/{len(points)} done in {minutes:.1f} min: {run_dir}", flush=True)
-        else:
-            counts["failed"] += 1
-            print(f"[grid {spec.name}] {number}/{len(points)} FAILED (exit {code}) after {minutes:.1f} min",
-                  file=sys.stderr, flush=True)
-    print(f"[grid {spec.name}] {counts}", flush=True)
+            for point in points:
+                print("dep-lightning " + " ".join(point[1]))
+    if dry_run:
+        for name, count in counts.items():
+            print(f"[grid {name}] {count}", flush=True)
+        return counts
+    if jobs > 1:
+        print(f"[grid] {jobs} points at once, {threads or 'default'} CPU thread(s) each; each point's output "
+              f"in <run dir>/grid.log", flush=True)
+    done = completed_points(root)
+    running: dict[subprocess.Popen, tuple[Point, float, Any]] = {}
+    try:
+        while queue or running:
+            for point in list(queue):
+                if len(running) >= jobs:
+                    break
+                if point.key is None:
+                    try:
+                        point.key = point_key(point.args)
+                    except ValueError as error:  # the CLI would reject this line: report it, go on
+                        queue.remove(point)
+                        counts[point.sweep]["failed"] += 1
+                        print(f"{point.label} FAILED: {error}", file=sys.stderr, flush=True)
+                        continue
+                if point.key in {p.key for p, _, _ in running.values()}:
+                    continue  # the same configuration runs under another point: wait for it
+                queue.remove(point)
+                if point_complete(point.run_dir) or point.key in done:
+                    counts[point.sweep]["skipped"] += 1
+                    where = point.run_dir if point_complete(point.run_dir) else done[point.key]
+                    print(f"{point.label} already complete: {where}", flush=True)
+                    continue
+                if not claim(point.run_dir):
+                    counts[point.sweep]["skipped"] += 1
+                    print(f"{point.label} running under another grid command now: {point.run_dir}", flush=True)
+                    continue
+                print(f"{point.label}: dep-lightning " + " ".join(point.args), flush=True)
+                log = None
+                if jobs > 1:
+                    point.run_dir.mkdir(parents=True, exist_ok=True)
+                    log = (point.run_dir / "grid.log").open("a")
+                running[start_child(point.args, threads=threads, output=log)] = (point, time.monotonic(), log)
+            finished = [process for process in running if process.poll() is not None]
+            if not finished:
+                time.sleep(0.5)
+                continue
+            for process in finished:
+                point, start, log = running.pop(process)
+                if log is not None:
+                    log.close()
+                release(point.run_dir)
+                minutes = (time.monotonic() - start) / 60
+                if process.returncode == 0 and is_complete(point.run_dir):
+                    (point.run_dir / "point.json").write_text(json.dumps({"key": point.key, "args": point.args},
+                                                                         indent=2) + "\n")
+                    done[point.key] = point.run_dir
+                    counts[point.sweep]["done"] += 1
+                    print(f"{point.label} done in {minutes:.1f} min: {point.run_dir}", flush=True)
+                else:
+                    counts[point.sweep]["failed"] += 1
+                    where = f"; its output: {point.run_dir / 'grid.log'}" if log is not None else ""
+                    print(f"{point.label} FAILED (exit {process.returncode}) after {minutes:.1f} min{where}",
+                          file=sys.stderr, flush=True)
+    finally:
+        for process, (point, _, log) in running.items():
+            stop_child(process)
+            if log is not None:
+                log.close()
+            release(point.run_dir)
+    for name, count in counts.items():
+        print(f"[grid {name}] {count}", flush=True)
     return counts
+
+
+def point_complete(run_dir: Path) -> bool:
+    """A grid point is complete once its run exited 0 with its registry files (``point.json``
+    is written then). ``metrics.json`` alone is not enough: a run that also scores after its
+    test has written it before scoring, and a run killed while scoring must run again."""
+    return (run_dir / "point.json").is_file() and is_complete(run_dir)
+
+
+def _lock(run_dir: Path) -> Path:
+    return run_dir.parent / f".{run_dir.name}.running"
+
+
+def claim(run_dir: Path) -> bool:
+    """Mark ``run_dir`` as run by this process; False while another live process has it."""
+    lock = _lock(run_dir)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner and _alive(owner):
+                return False
+            lock.unlink(missing_ok=True)  # left by a grid that died
+            continue
+        with os.fdopen(handle, "w") as out:
+            out.write(f"{os.getpid()}\n")
+        return True
+    return False
+
+
+def release(run_dir: Path) -> None:
+    _lock(run_dir).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def completed_points(root: str | Path) -> dict[str, Path]:

@@ -88,12 +88,15 @@ DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SI
                    "NODE_RANK", "GROUP_RANK", "TORCHELASTIC_RUN_ID")
 
 
-def child_env(devices: str | None = None) -> dict[str, str]:
-    """This process's environment for a run child: no rendezvous variables, and with ``devices``
-    (a ``CUDA_VISIBLE_DEVICES`` value) the child sees only those GPUs."""
+def child_env(devices: str | None = None, threads: int | None = None) -> dict[str, str]:
+    """This process's environment for a run child: no rendezvous variables; with ``devices``
+    (a ``CUDA_VISIBLE_DEVICES`` value) the child sees only those GPUs; with ``threads`` its
+    CPU thread pools (OpenMP, MKL, torch's intra-op) get that many threads."""
     env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
     if devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = devices
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     return env
 
 
@@ -106,22 +109,35 @@ def _die_with_parent() -> None:
 _LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
 
 
+def start_child(args: list[str], devices: str | None = None, threads: int | None = None,
+                output=None) -> subprocess.Popen:
+    """Start ``python -m dep_lightning <args>`` as a child process (see :func:`run_child`);
+    ``output``: a file its stdout and stderr go to (default: this process's)."""
+    return subprocess.Popen([sys.executable, "-m", "dep_lightning", *args], env=child_env(devices, threads),
+                            start_new_session=True, stdout=output, stderr=subprocess.STDOUT if output else None,
+                            preexec_fn=_die_with_parent if _LIBC is not None else None)
+
+
+def stop_child(process: subprocess.Popen) -> None:
+    """Kill a child's whole process group if it still runs, and reap it."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def run_child(args: list[str], devices: str | None = None) -> int:
     """Run ``python -m dep_lightning <args>`` as a child process; its exit code.
 
     The child leads its own process group (a DDP launch adds its other ranks there) and its
     own torch.distributed group (fresh rendezvous, see :data:`DISTRIBUTED_ENV`). When this
-    process stops waiting (Ctrl-C, SIGTERM turned into SystemExit) the whole group is killed.
+    process stops waiting (Ctrl-C, SIGTERM turned into SystemExit) the whole group is killed;
+    so is the child when the thread that started it ends (``PR_SET_PDEATHSIG``).
     """
-    process = subprocess.Popen([sys.executable, "-m", "dep_lightning", *args], env=child_env(devices),
-                               start_new_session=True,
-                               preexec_fn=_die_with_parent if _LIBC is not None else None)
+    process = start_child(args, devices)
     try:
         return process.wait()
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_child(process)
 
 
 _PARSERS: dict[str, Any] = {}
