@@ -61,9 +61,12 @@ class DEPDataModule(L.LightningDataModule):
         test_order: ``length`` batches test / predict prompts of similar length together
             (longest first; less left padding to prefill), ``file`` keeps the split's order.
             Either way every sample is generated for once; the outputs differ between the
-            two because sampling is seeded per batch. Validation keeps the file order, so a
-            capped validation generation (``GenerationEvaluator.max_samples``) sees the
-            same first samples whatever their length.
+            two because sampling is seeded per batch.
+        val_order: ``file`` keeps the validation split's order, so a capped validation
+            generation (``GenerationEvaluator.max_samples``) sees the same first samples
+            whatever their length; ``length`` batches samples of similar full length (prompt +
+            target) together, longest first: less right padding in the teacher-forced forward
+            pass, and ``val/nll`` (a token-weighted mean) equal up to float rounding.
         num_workers: DataLoader worker processes.
         on_error: ``raise`` or ``skip`` bad input records (see ``data/errors.py``).
         context: attach each sample's :class:`~dep_lightning.data.context.SampleContext`
@@ -103,6 +106,7 @@ class DEPDataModule(L.LightningDataModule):
         eval_batch_size: int = 8,
         bucket_by_length: bool = True,
         test_order: Literal["length", "file"] = "length",
+        val_order: Literal["length", "file"] = "file",
         num_workers: int = 0,
         on_error: Literal["raise", "skip"] = "raise",
         context: bool = False,
@@ -125,9 +129,10 @@ class DEPDataModule(L.LightningDataModule):
         self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.bucket_by_length, self.num_workers, self.on_error = bucket_by_length, num_workers, on_error
-        if test_order not in ("length", "file"):
-            raise ConfigError("test_order", test_order, "must be 'length' or 'file'")
-        self.test_order = test_order
+        for name, order in (("test_order", test_order), ("val_order", val_order)):
+            if order not in ("length", "file"):
+                raise ConfigError(name, order, "must be 'length' or 'file'")
+        self.test_order, self.val_order = test_order, val_order
         self.context = context
         if condition not in CONDITIONS:
             raise ConfigError("condition", condition, f"must be one of {', '.join(CONDITIONS)}")
@@ -357,6 +362,8 @@ class DEPDataModule(L.LightningDataModule):
         order = None
         if split == "test" and self.test_order == "length":
             order = longest_first([e.prompt_length for e in examples])
+        if split == "val" and self.val_order == "length":
+            order = longest_first([len(e.input_ids) for e in examples])
         pad = split == "val"  # its steps log a synchronised loss: every process runs as many steps
         if split == "test":
             examples, order = self._unfinished(examples, order)
