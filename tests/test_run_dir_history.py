@@ -2,6 +2,7 @@
 keeps it too; every command records its stages' wall time."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -25,13 +26,8 @@ def test_a_directory_without_a_fit_is_left_alone(tmp_path):
     assert (tmp_path / "metrics.csv").exists() and not (tmp_path / "metrics-fit.csv").exists()
 
 
-def test_a_resumed_fit_keeps_the_history_up_to_its_checkpoint(tmp_path, capsys):
-    """``fit --ckpt_path last --run_dir D``: the CSV logger deletes ``D/metrics.csv`` when it
-    starts; the rows logged up to the checkpoint's step come back, those after it are retrained."""
-    import csv
-    from pathlib import Path
-
-    from dep_lightning.cli import main
+def fit_args(tmp_path) -> tuple[list[str], Path]:
+    """A tiny fit into one run directory: every step logged, validation and a checkpoint every 2 steps."""
     from tests.helpers import tiny_override
 
     root = Path(__file__).resolve().parents[1]
@@ -41,8 +37,28 @@ def test_a_resumed_fit_keeps_the_history_up_to_its_checkpoint(tmp_path, capsys):
                      "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
                      "      init_args: {every_n_train_steps: 2, save_top_k: -1, save_last: true}\n")
     run = tmp_path / "runs" / "study" / "point"
-    args = ["--config", str(root / "configs" / "quickstart.yaml"), "--config", str(tiny), "--config", str(steps),
-            "--run_dir", str(run), "--data.init_args.batch_size=1", "--trainer.accumulate_grad_batches=1"]
+    return ["--config", str(root / "configs" / "quickstart.yaml"), "--config", str(tiny), "--config", str(steps),
+            "--run_dir", str(run), "--data.init_args.batch_size=1", "--trainer.accumulate_grad_batches=1"], run
+
+
+def test_fit_time_is_written_per_validation_and_after_the_last_one(tmp_path):
+    from dep_lightning.cli import main
+
+    args, run = fit_args(tmp_path)
+    main(["fit", *args, "--trainer.max_steps=3"])
+    timing = [json.loads(line) for line in (run / "timing.jsonl").read_text().splitlines()]
+    assert [(t["stage"], t.get("steps"), t.get("validations"), t.get("global_step")) for t in timing] == \
+        [("fit", 2, 1, 2), ("fit", 1, 0, 3), ("test", None, None, None)]
+
+
+def test_a_resumed_fit_keeps_the_history_up_to_its_checkpoint(tmp_path, capsys):
+    """``fit --ckpt_path last --run_dir D``: the CSV logger deletes ``D/metrics.csv`` when it
+    starts; the rows logged up to the checkpoint's step come back, those after it are retrained."""
+    import csv
+
+    from dep_lightning.cli import main
+
+    args, run = fit_args(tmp_path)
 
     def rows() -> list[dict]:
         with (run / "metrics.csv").open(newline="") as handle:

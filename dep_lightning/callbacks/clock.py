@@ -1,17 +1,19 @@
-"""Wall time of a run's stages, appended to ``<run dir>/timing.jsonl`` (one line per stage per command).
+"""Wall time of a run's stages, appended to ``<run dir>/timing.jsonl`` (one line per stage).
 
 A study's cost is stated per optimizer step, per validation and per scored or generated
 sample (docs/results.md); the numbers come from here, measured by the run itself:
 
     {"stage": "fit", "steps": 54, "seconds": 1291.0, "train_seconds": 1190.2, "seconds_per_step": 22.04,
-     "validations": 1, "validation_seconds": 100.8, "threads": 1, "device": "cpu", "cpu": "AMD EPYC"}
+     "validations": 1, "validation_seconds": 100.8, "threads": 1, "device": "cpu", "cpu": "AMD EPYC", ...}
     {"stage": "test", "seconds": 277.0, "batches": 12, "samples": 96, ...}
     {"stage": "score", "seconds": 1800.5, "batches": 2607, "samples": 2607, ...}
 
-A ``fit`` line covers the steps of that command only: a fit resumed from a checkpoint writes a
-second line with its own steps (a command killed before its end writes none, and its steps are
-trained again after the resume). Validation inside fit is timed apart from training; the sanity
-check before it is in neither. Global rank zero writes; with several processes ``samples``
+Fit is written in segments: one line at the end of every validation (the steps and seconds
+since the previous line, that validation included) and one at the end of training for any
+steps after the last validation. A command killed mid-run loses only its last segment, whose
+steps are trained again after the resume (the checkpoint ``--ckpt_path last`` resumes from
+is saved at a validation), so summing the lines counts every step once. The sanity check
+before training is in no line. Global rank zero writes; with several processes ``samples``
 counts rank zero's share. ``DEPLightningCLI`` adds it to every trainer (``trainer_defaults``).
 """
 
@@ -34,8 +36,7 @@ class RunClock(L.Callback):
 
     # -- fit ------------------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
-        self._fit = {"start": time.perf_counter(), "step": trainer.global_step, "validations": 0,
-                     "validation_seconds": 0.0}
+        self._fit = {"start": time.perf_counter(), "step": trainer.global_step}
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if self._fit is not None and not trainer.sanity_checking:
@@ -43,20 +44,24 @@ class RunClock(L.Callback):
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if self._fit is not None and "validation_start" in self._fit:
-            self._fit["validation_seconds"] += time.perf_counter() - self._fit.pop("validation_start")
-            self._fit["validations"] += 1
+            self._segment(trainer, pl_module, time.perf_counter() - self._fit.pop("validation_start"))
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if self._fit is None:
-            return
-        fit, self._fit = self._fit, None
-        seconds = time.perf_counter() - fit["start"]
-        steps = trainer.global_step - fit["step"]
-        train = seconds - fit["validation_seconds"]
+        if self._fit is not None and trainer.global_step > self._fit["step"]:
+            self._segment(trainer, pl_module, None)
+        self._fit = None
+
+    def _segment(self, trainer, pl_module, validation: float | None) -> None:
+        """Write the steps and seconds since the previous fit line; start the next segment."""
+        now = time.perf_counter()
+        seconds, steps = now - self._fit["start"], trainer.global_step - self._fit["step"]
+        train = seconds - (validation or 0.0)
         self._write(trainer, pl_module, {
             "stage": "fit", "steps": steps, "seconds": round(seconds, 3), "train_seconds": round(train, 3),
             "seconds_per_step": round(train / steps, 4) if steps else None,
-            "validations": fit["validations"], "validation_seconds": round(fit["validation_seconds"], 3)})
+            "validations": int(validation is not None), "validation_seconds": round(validation or 0.0, 3),
+            "global_step": trainer.global_step})
+        self._fit = {"start": now, "step": trainer.global_step}
 
     # -- test and score -------------------------------------------------------------------
     def on_test_start(self, trainer, pl_module) -> None:
