@@ -202,13 +202,34 @@ def set_history_aside(run_dir: str) -> Path | None:
 
 class ResumedHistory(Callback):
     """Put an interrupted fit's logged rows (set aside by :func:`set_history_aside`) back into
-    the resumed fit's ``metrics.csv``: the rows of the steps the restored checkpoint holds. Rows after
-    it were logged by steps the resumed fit trains again; they are dropped, and counted."""
+    the resumed fit's ``metrics.csv``: the rows logged before the restored checkpoint. Rows
+    logged after it come from steps the resumed fit trains again; they are dropped, and counted.
+
+    Lightning labels a row with its count of optimizer steps (``_batches_that_stepped``) read
+    before the current batch's step is counted: a training row of the N-th step reads N - 1,
+    and so does a validation that batch triggers; a validation after a batch that only
+    accumulated reads N. The resumed fit's count, once its loop has restored it (at its first
+    batch or validation), is S: training rows before the checkpoint read less than S, those
+    after it S or more; validation rows reading S are kept, which is right for the validation
+    a checkpoint was saved at. (A later validation can read S too, if the run stopped after it
+    and before its checkpoint was written; with ``save_last`` at every validation, as the
+    study configures, that is the moment between the two.)
+    """
 
     def __init__(self, aside: Path):
         self.aside = aside
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._merge(trainer)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._merge(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._merge(trainer)
+
+    def _merge(self, trainer) -> None:
         import csv
 
         from lightning.pytorch.loggers import CSVLogger
@@ -222,16 +243,15 @@ class ResumedHistory(Callback):
         with self.aside.open(newline="") as handle:
             rows = [{key: value for key, value in row.items() if value not in ("", None)}
                     for row in csv.DictReader(handle)]
-        # Lightning labels a row with the optimizer steps done before it: a training step's row
-        # and the validation after N steps both read N - 1, so the restored fit logs from N on.
-        step = trainer.global_step
-        kept = [row for row in rows if int(row["step"]) < step]
+        steps = trainer.fit_loop.epoch_loop._batches_that_stepped  # what the next row will read
+        kept = [row for row in rows if int(row["step"]) < steps
+                or (int(row["step"]) == steps and any(key.startswith("val/") for key in row))]
         writer = loggers[0].experiment
         writer.metrics[:0] = kept
         writer.save()
         self.aside.unlink()
-        print(f"[fit] history: {len(kept)} logged row(s) of the {step} step(s) before the checkpoint kept in "
-              f"{writer.metrics_file_path}; {len(rows) - len(kept)} logged after it are retrained", flush=True)
+        print(f"[fit] history: {len(kept)} row(s) logged before the checkpoint ({trainer.global_step} steps) kept "
+              f"in {writer.metrics_file_path}; {len(rows) - len(kept)} logged after it are retrained", flush=True)
 
 
 def run_seed(seed_everything) -> int:

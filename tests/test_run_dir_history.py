@@ -76,7 +76,7 @@ def test_a_resumed_fit_keeps_the_history_up_to_its_checkpoint(tmp_path, capsys):
     main(["fit", *args, "--trainer.max_steps=4", "--ckpt_path", "last"])
     out = capsys.readouterr().out
     assert f"[fit] resuming from {run / 'checkpoints' / 'last.ckpt'}" in out
-    assert f"[fit] history: {len(first)} logged row(s) of the 2 step(s) before the checkpoint kept in " \
+    assert f"[fit] history: {len(first)} row(s) logged before the checkpoint (2 steps) kept in " \
         f"{run / 'metrics.csv'}; 1 logged after it are retrained" in out
     resumed = rows()
     assert resumed[:len(first)] == first  # the first run's rows, value for value
