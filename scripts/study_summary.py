@@ -58,11 +58,27 @@ def training_steps(folder: Path) -> dict:
     with log.open() as handle:
         rows = [{k: v for k, v in row.items() if v not in (None, "")} for row in csv.DictReader(handle)]
     tested = [int(r["step"]) for r in rows if any(k.startswith("test/") for k in r)]
-    trained = [int(r["step"]) + 1 for r in rows if any(k.startswith(("train/", "val/")) for k in r)]
-    curve = [[int(r["step"]) + 1, float(r["val/nll"])] for r in rows if "val/nll" in r]
+    trained = [int(r["step"]) + 1 for r in rows if any(k.startswith("train/") for k in r)]
+    values = [float(r["val/nll"]) for r in rows if "val/nll" in r]
+    # The steps done at each validation: exact from timing.jsonl (a line per validation with its
+    # global step); else the row's label + 1, exact when the validating batch stepped (one step
+    # early when it only accumulated: Lightning labels that validation with the count itself).
+    at = validation_steps(folder)
+    if len(at) != len(values):
+        at = [int(r["step"]) + 1 for r in rows if "val/nll" in r]
+    curve = [[step, value] for step, value in zip(at, values)]
     best = min(curve, key=lambda point: point[1]) if curve else [None, None]
     steps = max(tested) if tested else (max(trained) if trained else None)
     return {"steps": steps, "best_step": best[0], "best_val_nll": best[1], "val_curve": curve}
+
+
+def validation_steps(folder: Path) -> list[int]:
+    """The global step of every validation in ``timing.jsonl`` (callbacks/clock.py), in order."""
+    path = folder / "timing.jsonl"
+    if not path.is_file():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [t["global_step"] for t in lines if t["stage"] == "fit" and t.get("validations") and "global_step" in t]
 
 
 def timing(folder: Path) -> dict | None:
