@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dep_lightning.training import keep_fit_history
+from dep_lightning.callbacks.history import keep_fit_history
 
 
 def test_a_fits_metrics_csv_is_kept_once(tmp_path):
