@@ -84,7 +84,10 @@ class RunClock(L.Callback):
     # -------------------------------------------------------------------------------------
     @staticmethod
     def _write(trainer, pl_module, record: dict) -> None:
-        if not trainer.is_global_zero or trainer.log_dir is None:
+        # Every process reads log_dir: under DDP it is a broadcast from rank zero, so rank zero
+        # alone would wait for the others forever.
+        log_dir = trainer.log_dir
+        if not trainer.is_global_zero or log_dir is None:
             return
         from dep_lightning.models.backbone import cpu_model
 
@@ -92,7 +95,7 @@ class RunClock(L.Callback):
         record |= {"threads": torch.get_num_threads(),
                    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
                    "cpu": cpu_model(), "processes": trainer.world_size}
-        path = Path(trainer.log_dir) / TIMING_FILE
+        path = Path(log_dir) / TIMING_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
