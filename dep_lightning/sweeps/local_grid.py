@@ -200,7 +200,7 @@ def claim(run_dir: Path) -> bool:
     lock.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
         try:
-            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             try:
                 owner = int(lock.read_text().strip() or 0)
