@@ -19,7 +19,8 @@ optimizer steps trained (the step of the rows the test after fit logs; else the 
 training or validation row + 1), ``best_step`` and ``best_val_nll``, where ``val/nll`` was best,
 and ``val_curve``, every validation as [steps, val/nll]. ``timing`` sums the run's
 ``timing.jsonl`` (callbacks/clock.py): training seconds per optimizer step, seconds per
-validation, and the test (generation) and scoring seconds per sample, with the threads and CPU.
+validation, and the test (generation) and scoring seconds per sample, with the threads and CPU;
+where recorded, the fit's wall and CPU seconds side by side (a pause shows as a gap).
 
     python scripts/study_summary.py docs/results/v2/runs --out docs/results/v2/summary.json \
         --figure docs/results/v2/figure_learning_curve.png
@@ -93,6 +94,11 @@ def timing(folder: Path) -> dict | None:
     out = {"steps_timed": steps, "seconds_per_step": round(train / steps, 3) if steps else None,
            "validations": validations,
            "seconds_per_validation": round(validating / validations, 1) if validations else None}
+    # CPU time of the fit (training and validation together), where every segment has it: a
+    # paused or crowded process shows wall seconds well above CPU seconds / threads.
+    if fits and all("cpu_seconds" in t for t in fits):
+        out["fit_cpu_seconds"] = round(sum(t["cpu_seconds"] for t in fits), 1)
+        out["fit_seconds"] = round(sum(t["seconds"] for t in fits), 1)
     for stage in ("test", "score"):
         found = [t for t in lines if t["stage"] == stage]
         if found:

@@ -81,7 +81,12 @@ def test_timing_sums_the_commands_of_a_resumed_run(summary, tmp_path):
     (folder / "timing.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert summary.training_steps(folder) == {"steps": 108, "best_step": 108, "best_val_nll": 3.7,
                                               "val_curve": [[54, 3.9], [108, 3.7]]}
+    assert "fit_cpu_seconds" not in summary.timing(folder)  # lines written before CPU time was recorded
+    for line, cpu in zip(lines[:2], (1190.0, 2390.0)):
+        line["cpu_seconds"] = cpu
+    (folder / "timing.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert summary.timing(folder) == {
+        "fit_cpu_seconds": 3580.0, "fit_seconds": 3900.0,
         "steps_timed": 162, "seconds_per_step": round(3600 / 162, 3), "validations": 3, "seconds_per_validation": 100.0,
         "test_seconds": 300.0, "test_seconds_per_sample": 3.125, "score_seconds": 2607.0,
         "score_seconds_per_sample": 1.0, "threads": [1], "cpu": ["AMD EPYC"]}

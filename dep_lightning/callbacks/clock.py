@@ -14,7 +14,9 @@ steps after the last validation. A command killed mid-run loses only its last se
 steps are trained again after the resume (the checkpoint ``--ckpt_path last`` resumes from
 is saved at a validation), so summing the lines counts every step once. The sanity check
 before training is in no line. Global rank zero writes; with several processes ``samples``
-counts rank zero's share. ``DEPLightningCLI`` adds it to every trainer (``trainer_defaults``).
+counts rank zero's share. ``cpu_seconds`` is the process's CPU time over the same span (all
+its threads): a process that was paused (``kill -STOP``) or shared its cores shows wall
+seconds well above CPU seconds / threads. ``DEPLightningCLI`` adds it to every trainer.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class RunClock(L.Callback):
 
     # -- fit ------------------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
-        self._fit = {"start": time.perf_counter(), "step": trainer.global_step}
+        self._fit = {"start": time.perf_counter(), "cpu": time.process_time(), "step": trainer.global_step}
 
     def on_validation_start(self, trainer, pl_module) -> None:
         if self._fit is not None and not trainer.sanity_checking:
@@ -53,19 +55,19 @@ class RunClock(L.Callback):
 
     def _segment(self, trainer, pl_module, validation: float | None) -> None:
         """Write the steps and seconds since the previous fit line; start the next segment."""
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         seconds, steps = now - self._fit["start"], trainer.global_step - self._fit["step"]
         train = seconds - (validation or 0.0)
         self._write(trainer, pl_module, {
             "stage": "fit", "steps": steps, "seconds": round(seconds, 3), "train_seconds": round(train, 3),
             "seconds_per_step": round(train / steps, 4) if steps else None,
             "validations": int(validation is not None), "validation_seconds": round(validation or 0.0, 3),
-            "global_step": trainer.global_step})
-        self._fit = {"start": now, "step": trainer.global_step}
+            "cpu_seconds": round(cpu - self._fit["cpu"], 3), "global_step": trainer.global_step})
+        self._fit = {"start": now, "cpu": cpu, "step": trainer.global_step}
 
     # -- test and score -------------------------------------------------------------------
     def on_test_start(self, trainer, pl_module) -> None:
-        self._eval = {"start": time.perf_counter(), "batches": 0, "samples": 0,
+        self._eval = {"start": time.perf_counter(), "cpu": time.process_time(), "batches": 0, "samples": 0,
                       "stage": "score" if getattr(pl_module, "scoring_conditions", None) else "test"}
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
@@ -78,8 +80,9 @@ class RunClock(L.Callback):
         if self._eval is None:
             return
         run, self._eval = self._eval, None
-        seconds = time.perf_counter() - run.pop("start")
-        self._write(trainer, pl_module, {"stage": run.pop("stage"), "seconds": round(seconds, 3), **run})
+        seconds, cpu = time.perf_counter() - run.pop("start"), time.process_time() - run.pop("cpu")
+        self._write(trainer, pl_module, {"stage": run.pop("stage"), "seconds": round(seconds, 3),
+                                         "cpu_seconds": round(cpu, 3), **run})
 
     # -------------------------------------------------------------------------------------
     @staticmethod
