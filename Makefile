@@ -77,7 +77,8 @@ STUDY_V2_SWEEPS := sweeps/study_v2/seed0.yaml sweeps/study_v2/prompting.yaml swe
 
 study: setup
 	$(BIN)/dep-lightning prepare --config configs/prepare/musical_instruments.yaml
-	$(BIN)/dep-lightning grid $(STUDY_V2_SWEEPS) --root runs/study_v2 --jobs $(JOBS); status=$$?; \
+	$(BIN)/dep-lightning grid $(STUDY_V2_SWEEPS) --root runs/study_v2 --exported docs/results/v2/runs \
+	    --jobs $(JOBS); status=$$?; \
 	$(BIN)/dep-lightning export --runs runs/study_v2 --out docs/results/v2/runs && \
 	$(BIN)/dep-lightning tables --runs docs/results/v2/runs --out docs/results/v2/tables --reference no_user && \
 	$(BIN)/python scripts/study_summary.py docs/results/v2/runs --out docs/results/v2/summary.json \

@@ -4,7 +4,7 @@ Every test sample's reference review is scored by teacher forcing under each
 counterfactual condition (``data/conditions.py``): its negative log-likelihood in nats,
 summed and per target token. One forward pass per sample and condition, so the whole
 test split is cheap compared with generation, and the same instrument applies to every
-method that defines ``score_batch`` (DEP, the no-user control, PPlug, Non-Perso, RAG).
+method that defines ``score_batch`` (DEP, the no-user control, PPlug, Non-Perso, RAG, PAG, DPL).
 
 The personalization gain of a run is, per sample, ``nll_swap - nll_true`` in nats per
 token (positive: the user's own history makes the reference more likely than another

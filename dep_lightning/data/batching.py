@@ -19,7 +19,9 @@ from dep_lightning.data.types import Batch, Example, PromptBatch, Slots
 IGNORE_INDEX = -100
 
 
-def _pad(rows: Sequence[Sequence[int]], value: int, left: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def pad_rows(rows: Sequence[Sequence[int]], value: int, left: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """``rows`` padded with ``value`` to one width (on the left or the right): ids, attention
+    mask and each row's offset."""
     width = max((len(r) for r in rows), default=0)
     ids = torch.full((len(rows), width), value, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -102,12 +104,12 @@ class Collator:
         self.prefix_length = prefix_length
 
     def __call__(self, examples: Sequence[Example]) -> Batch:
-        ids, mask, offsets = _pad([ex.input_ids for ex in examples], self.pad_id, left=False)
-        labels, _, _ = _pad([ex.labels for ex in examples], IGNORE_INDEX, left=False)
+        ids, mask, offsets = pad_rows([ex.input_ids for ex in examples], self.pad_id, left=False)
+        labels, _, _ = pad_rows([ex.labels for ex in examples], IGNORE_INDEX, left=False)
         prompt = None
         if self.generation:
             prompts = [ex.input_ids[: ex.prompt_length] for ex in examples]
-            p_ids, p_mask, p_offsets = _pad(prompts, self.pad_id, left=True)
+            p_ids, p_mask, p_offsets = pad_rows(prompts, self.pad_id, left=True)
             prompt = PromptBatch(input_ids=p_ids, attention_mask=p_mask, slots=_slots(examples, p_offsets, self.dim),
                                  prefix_length=self.prefix_length)
         # SampleContext objects when the examples have them (data.init_args.context: true).

@@ -16,8 +16,13 @@ generated in left-padded batches of ``stage_batch_size``. The final prompt is th
 DataModule's prompt (the same :class:`~dep_lightning.data.prompt.PromptBuilder` and
 settings, carried by each sample's context) plus a ``[User Profile]`` section.
 
-Each test run writes ``analysis/stages.json`` into the run directory: per stage, how many
-texts came from the cache and how many were generated.
+Each test run writes ``analysis/stages.json`` into the run directory (a scoring run
+``analysis/stages_score.json``): per stage, how many texts came from the cache and how many
+were generated.
+
+Likelihood scoring (``dep-lightning score``, ``fit --score_after_fit``) scores the reference
+after the same final prompt, its profile written from the history of the condition: the
+user's own (``true``), another user's (``swap``: the profile moves with the reviews) or none.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ from typing import Any, Sequence
 import torch
 
 from dep_lightning.atomic import atomic_write
+from dep_lightning.data.batching import IGNORE_INDEX, pad_rows
 from dep_lightning.data.context import SampleContext
-from dep_lightning.data.prompt import PromptBuilder, PromptConfig
+from dep_lightning.data.prompt import EncodedPrompt, PromptBuilder, PromptConfig
 from dep_lightning.data.schema import Item, Review
 from dep_lightning.data.types import Batch, PromptBatch, Slots
 from dep_lightning.models.backbone import BackboneOptions
@@ -111,12 +117,7 @@ def recent_reviews(context: SampleContext, max_chars: int) -> str:
 
 def left_padded(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> PromptBatch:
     """A generation batch of token id rows (left padding), without soft-prompt slots."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for b, row in enumerate(rows):
-        ids[b, width - len(row):] = torch.as_tensor(list(row), dtype=torch.long)
-        mask[b, width - len(row):] = 1
+    ids, mask, _ = pad_rows(rows, pad_id, left=True)
     return PromptBatch(input_ids=ids.to(device), attention_mask=mask.to(device), slots=Slots.empty(device))
 
 
@@ -233,26 +234,30 @@ class StagedPromptingModule(PromptingModule):
             self._builders[config] = PromptBuilder(self.tokenizer, config)
         return self._builders[config]
 
-    def final_prompts(self, contexts: Sequence[SampleContext], profiles: Sequence[str]):
-        """The DataModule's prompt plus the profile, left-padded; and the review texts shown."""
-        rows, shown = [], []
+    def encoded_prompts(self, contexts: Sequence[SampleContext], profiles: Sequence[str]) -> list[EncodedPrompt]:
+        """Each sample's final prompt (the DataModule's prompt plus its profile) with its reference
+        appended. Which reviews fit is decided blind to the reference (``blind_budget``), so the
+        prompt is the one generation sees whatever the reference's length."""
+        encoded = []
         for context, profile in zip(contexts, profiles):
             builder = self._builder(context.prompt)
-            encoded = builder.encode(context.sample, context.retrieved, context.item, profile=profile,
-                                     blind_budget=True)
-            if encoded.slots:
+            one = builder.encode(context.sample, context.retrieved, context.item, profile=profile, blind_budget=True)
+            if one.slots:
                 raise ValueError(f"{self.method} prompts the LLM with text only, but the prompt has soft-prompt "
                                  f"slots: set data.init_args.prompt.embeddings: none")
-            rows.append(encoded.input_ids[:encoded.prompt_length])  # the budget reserves max_target_tokens
-            shown.append([context.retrieved[i].text for i in encoded.kept])
+            encoded.append(one)
+        return encoded
+
+    def final_prompts(self, contexts: Sequence[SampleContext], profiles: Sequence[str]):
+        """The final prompts, left-padded for generation; and the review texts each shows."""
+        encoded = self.encoded_prompts(contexts, profiles)
+        rows = [e.input_ids[:e.prompt_length] for e in encoded]  # the budget reserves max_target_tokens
+        shown = [[c.retrieved[i].text for i in e.kept] for c, e in zip(contexts, encoded)]
         return left_padded(rows, self.tokenizer.pad_token_id, self.device), shown
 
     # -- steps ----------------------------------------------------------------------------
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        contexts = batch.context
-        if contexts is None:
-            raise ValueError(f"{self.method} reads each sample's reviews and peers: set data.init_args.context: "
-                             f"true (configs/baselines/{self.method}.yaml does)")
+        contexts = self._contexts(batch)
         profiles = self.profiles(contexts)
         prompt, shown = self.final_prompts(contexts, profiles)
         rows = prediction_rows(batch, self.generate_outputs(prompt, key=batch.sample_id[0]))
@@ -261,10 +266,29 @@ class StagedPromptingModule(PromptingModule):
             row["profile"] = profile
         return rows
 
-    def score_batch(self, batch: Batch):
-        raise NotImplementedError(f"likelihood scoring of {self.method!r} would have to score the final prompt "
-                                  f"with the written profile; it is not implemented yet (score non_perso, rag, "
-                                  f"pplug, dep, no_user)")
+    def _contexts(self, batch: Batch) -> list[SampleContext]:
+        if batch.context is None:
+            raise ValueError(f"{self.method} reads each sample's reviews and peers: set data.init_args.context: "
+                             f"true (configs/baselines/{self.method}.yaml does)")
+        return batch.context
+
+    @torch.no_grad()
+    def score_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed NLL and target-token count of each reference under the final prompt, with the
+        profile written from the batch's history (under ``swap`` another user's, so the profile
+        moves with the reviews; under ``none`` the profile of no reviews).
+
+        The stages run as for generation and share its cache: a profile depends only on its
+        stage prompt, so a swapped sample reuses its donor's profile. Rows are right-padded
+        and scored in one forward pass (no shared prefix: the system prompt differs from the
+        DataModule's once a profile is added).
+        """
+        contexts = self._contexts(batch)
+        encoded = self.encoded_prompts(contexts, self.profiles(contexts))
+        ids, mask, _ = pad_rows([e.input_ids for e in encoded], self.tokenizer.pad_token_id, left=False)
+        labels, _, _ = pad_rows([e.labels for e in encoded], IGNORE_INDEX, left=False)
+        ids, mask, labels = ids.to(self.device), mask.to(self.device), labels.to(self.device)
+        return self.lm_nll(self.backbone.get_input_embeddings()(ids), mask, labels)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Nothing to validate (Lightning's sanity check still calls this): the method is untrained."""
@@ -301,7 +325,9 @@ class StagedPromptingModule(PromptingModule):
             total = trainer.strategy.reduce(local, reduce_op="sum") if trainer.world_size > 1 else local
             report[stage] = {"cached": int(total[0]), "generated": int(total[1])}
         if trainer.is_global_zero:
-            write_json(Path(run_dir(trainer)) / "analysis" / "stages.json",
+            # Scoring (dep-lightning score) reports its own counts beside the generation's.
+            name = "stages.json" if self.scoring_conditions is None else "stages_score.json"
+            write_json(Path(run_dir(trainer)) / "analysis" / name,
                        {"method": self.method, "stages": report, "cache": str(self.stage_cache.root)})
             print("stages: " + ", ".join(f"{s} {c['generated']} generated, {c['cached']} from cache"
                                          for s, c in report.items()))

@@ -48,7 +48,7 @@ def expand(spec_path: str | Path, root: str | Path = "runs/sweeps", extra: Seque
 
 
 def grid(spec: list[str], root: str = "runs/sweeps", dry_run: bool = False, extra: Sequence[str] = (),
-         jobs: int = 1, threads: int | None = None) -> None:
+         jobs: int = 1, threads: int | None = None, exported: Sequence[str] = ()) -> None:
     """Run W&B grid sweep files here, without a W&B server: the points of all files in order,
     ``--jobs`` of them at once.
 
@@ -68,18 +68,22 @@ def grid(spec: list[str], root: str = "runs/sweeps", dry_run: bool = False, extr
         threads: CPU threads of each point (OMP_NUM_THREADS / MKL_NUM_THREADS). Default: the
             environment's with one job; with several, the environment's OMP_NUM_THREADS if set,
             else the CPU count divided by jobs.
+        exported: folders of exported runs (``dep-lightning export``): a point whose
+            configuration completed in one of them is not run again. ``make study`` passes the
+            committed export, so a fresh clone resumes the study where its last export left it.
     """
     if jobs < 1:
         raise ConfigError("--jobs", jobs, "run at least one point at a time")
-    counts = run_grids(spec, root=root, dry_run=dry_run, extra=extra, jobs=jobs, threads=threads)
+    counts = run_grids(spec, root=root, dry_run=dry_run, extra=extra, jobs=jobs, threads=threads,
+                       exported=exported)
     if sum(c["failed"] for c in counts.values()):
         raise SystemExit(1)
 
 
 def run_grid(spec_path: str, root: str = "runs/sweeps", dry_run: bool = False,
-             extra: Sequence[str] = ()) -> dict[str, int]:
+             extra: Sequence[str] = (), exported: Sequence[str] = ()) -> dict[str, int]:
     """Run every grid point of one sweep file not yet complete; counts of done / skipped / failed points."""
-    return next(iter(run_grids([spec_path], root=root, dry_run=dry_run, extra=extra).values()))
+    return next(iter(run_grids([spec_path], root=root, dry_run=dry_run, extra=extra, exported=exported).values()))
 
 
 @dataclass
@@ -97,8 +101,10 @@ class Point:
 
 
 def run_grids(spec_paths: Sequence[str], root: str = "runs/sweeps", dry_run: bool = False,
-              extra: Sequence[str] = (), jobs: int = 1, threads: int | None = None) -> dict[str, dict[str, int]]:
-    """Run the points of every sweep file, in order, ``jobs`` at once; counts per sweep."""
+              extra: Sequence[str] = (), jobs: int = 1, threads: int | None = None,
+              exported: Sequence[str] = ()) -> dict[str, dict[str, int]]:
+    """Run the points of every sweep file, in order, ``jobs`` at once; counts per sweep. A point
+    complete under ``root`` or under one of the ``exported`` folders is skipped."""
     if jobs > 1 and threads is None and "OMP_NUM_THREADS" not in os.environ:
         threads = max(1, (os.cpu_count() or 1) // jobs)
     queue: deque[Point] = deque()
@@ -118,7 +124,9 @@ def run_grids(spec_paths: Sequence[str], root: str = "runs/sweeps", dry_run: boo
     if jobs > 1:
         print(f"[grid] {jobs} points at once, {threads or 'default'} CPU thread(s) each; each point's output "
               f"in <run dir>/grid.log", flush=True)
-    done = completed_points(root)
+    done = {}
+    for folder in [*exported, root]:  # a run under root wins over an exported copy of it
+        done.update(completed_points(folder))
     running: dict[subprocess.Popen, tuple[Point, float, Any]] = {}
     try:
         while queue or running:

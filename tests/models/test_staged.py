@@ -1,6 +1,7 @@
 """Multi-stage prompting (PAG, DPL): the stage cache, the sample contexts, the final prompt."""
 
 import json
+import math
 
 import pytest
 
@@ -131,3 +132,94 @@ def test_dpl_compares_each_review_with_representative_peers(datamodule, batch, t
     analyses = [p for p in prompts if "[Other Users' Reviews]" in p]
     assert len(analyses) == with_peers
     assert all("Writing style" in p and "Emotional tone" in p and "Semantics" in p for p in analyses)
+
+
+# -- likelihood scoring -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    dm = small_datamodule(tmp_path_factory.mktemp("embeddings"), context=True, prompt=RAG, k=2, score_limit=12)
+    dm.setup("fit")
+    return dm
+
+
+def test_pag_scores_the_reference_after_its_final_prompt(scored, tmp_path):
+    """The NLL of each reference, recomputed by hand from the final prompt and the
+    backbone's logits: the profile is in the prompt, the reference alone is scored."""
+    import torch
+
+    pag = PAGModule(backbone="tiny", stage_cache_dir=str(tmp_path), stage_generation=GREEDY)
+    batch = next(iter(scored.score_loader("true")))
+    nll, tokens = pag.score_batch(batch)
+    profiles = pag.profiles(batch.context)
+    prompt, _ = pag.final_prompts(batch.context, profiles)
+    examples = {e.sample_id: e for e in scored.split_examples("score", "true")}
+    for b, context in enumerate(batch.context):
+        shown = prompt.input_ids[b][prompt.attention_mask[b].bool()].tolist()
+        example = examples[context.sample.sample_id]
+        target = example.input_ids[example.prompt_length:]  # the reference, as the DataModule encodes it
+        assert int(tokens[b]) == len(target)
+        ids = torch.tensor([shown + target])
+        with torch.no_grad():
+            logits = pag.backbone(input_ids=ids).logits[0, len(shown) - 1:-1].float()
+        expected = torch.nn.functional.cross_entropy(logits, torch.tensor(target), reduction="sum")
+        # The same fp32 terms summed in another order and batch shape: rounding only.
+        torch.testing.assert_close(nll[b], expected, rtol=1e-5, atol=0)
+        assert f"[User Profile]: {profiles[b].strip()}" in scored.tokenizer.decode(shown)
+
+
+def test_pag_swap_moves_the_profile_with_the_reviews(scored, tmp_path):
+    """Under ``swap`` a sample is scored with its donor's reviews and the profile written from
+    them: no new profile is written for a donor that is itself scored (the stage cache serves
+    the donor's own), and ``none`` writes the profile of no reviews once."""
+    from dep_lightning.scoring import DEPTrainer
+
+    pag = PAGModule(backbone="tiny", stage_cache_dir=str(tmp_path / "stages"), stage_generation=GREEDY)
+    trainer = DEPTrainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path))
+    summary = trainer.score(pag, scored, conditions=["true", "swap", "none"])
+    n = len(scored.scored_samples())
+    assert summary["overall"]["n"] == n == 12
+    true_prompts, swap_prompts = _keys(pag, scored, "true"), _keys(pag, scored, "swap")
+    assert swap_prompts <= true_prompts  # every donor is scored too: its profile is reused
+    none_prompts = _keys(pag, scored, "none")
+    assert len(none_prompts) == 1  # one prompt without reviews, for everyone
+    stored = {p.stem for p in (tmp_path / "stages").rglob("*.json")}
+    assert stored == true_prompts | none_prompts
+    report = json.loads((tmp_path / "analysis" / "stages_score.json").read_text())
+    assert report["stages"]["profile"]["generated"] == len(stored)
+    gains = summary["overall"]["gains"]
+    assert gains["swap"]["gain"] != 0.0 and gains["none"]["gain"] != 0.0  # the profile and reviews reach the NLL
+
+
+def _profile_messages(pag, datamodule, condition):
+    from dep_lightning.models.pag import profile_messages
+
+    clean = pag._builder(PromptConfig()).clean
+    return [[{**m, "content": clean(m["content"])} for m in profile_messages(e.context, pag.max_review_chars)]
+            for e in datamodule.split_examples("score", condition)]
+
+
+def _keys(pag, datamodule, condition):
+    from dep_lightning.models.staged import StageCache
+
+    return {StageCache.key(pag.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True),
+                           pag.backbone_fingerprint, pag._decoding())
+            for m in _profile_messages(pag, datamodule, condition)}
+
+
+def test_dpl_scores_every_condition(scored, tmp_path):
+    from dep_lightning.scoring import DEPTrainer
+
+    dpl = DPLModule(backbone="tiny", stage_cache_dir=str(tmp_path / "stages"), stage_generation=GREEDY,
+                    representatives=2)
+    trainer = DEPTrainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path))
+    summary = trainer.score(dpl, scored, conditions=["true", "swap"])
+    assert summary["overall"]["n"] == 12 and math.isfinite(summary["overall"]["nll_swap"])
+    report = json.loads((tmp_path / "analysis" / "stages_score.json").read_text())
+    assert report["stages"]["summary"]["generated"] == len(_distinct_summaries(tmp_path / "stages"))
+
+
+def _distinct_summaries(root):
+    return [p for p in root.rglob("*.json") if json.loads(p.read_text())["stage"] == "summary"]

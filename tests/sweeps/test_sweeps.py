@@ -143,10 +143,19 @@ def test_local_grid_runs_each_point_once_and_resumes(tmp_path, capsys):
     assert run_grid(str(path), root=str(root)) == {"done": 2, "skipped": 0, "failed": 0}
     assert len(completed_points(root)) == 2
     assert run_grid(str(path), root=str(root)) == {"done": 0, "skipped": 2, "failed": 0}
-    import json
-
     methods = sorted(json.loads(p.read_text())["method"] for p in root.rglob("manifest.json"))
     assert methods == ["copy_concat", "copy_recent"]
+
+    # A fresh clone holds the committed export, not the run root: the exported points are not
+    # run again, and without the export they would be.
+    from dep_lightning.results.export import export_runs
+
+    exported = tmp_path / "exported"
+    export_runs([str(root)], str(exported))
+    fresh = tmp_path / "fresh"
+    assert run_grid(str(path), root=str(fresh), exported=[str(exported)]) == {"done": 0, "skipped": 2, "failed": 0}
+    assert not fresh.exists() or not list(fresh.rglob("manifest.json"))  # nothing ran there
+    assert len(completed_points(exported)) == 2 and len(completed_points(fresh)) == 0
 
 
 @pytest.mark.slow
