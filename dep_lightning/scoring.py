@@ -213,8 +213,10 @@ class DEPTrainer(L.Trainer):
             writer = ScoreWriter()
             self.callbacks.append(writer)
         model.scoring_conditions = datamodule.scoring_conditions = conditions
+        model.scored_inputs = {}  # batches identical to an earlier condition's are scored once
         try:
             self.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only)
         finally:
             model.scoring_conditions = datamodule.scoring_conditions = None
+            model.scored_inputs = None
         return writer.summary

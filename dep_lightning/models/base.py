@@ -131,6 +131,26 @@ class MethodMixin:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
+SLOT_INPUTS = ("positions", "kinds", "ranks", "vectors", "has_peers", "user_history", "user_history_mask",
+               "target_item")
+
+
+def inputs_digest(batch: Batch, ignore: frozenset[str] = frozenset()) -> str:
+    """A digest of the tensors of a teacher-forced batch (token ids, mask, labels, the shared
+    prefix length and each soft-prompt slot input but those named in ``ignore``), bit for bit."""
+    digest = hashlib.sha256(str(batch.prefix_length).encode())
+    tensors = [batch.input_ids, batch.attention_mask, batch.labels]
+    tensors += [getattr(batch.slots, name) for name in SLOT_INPUTS if name not in ignore]
+    for tensor in tensors:
+        if tensor is None:
+            digest.update(b"none")
+            continue
+        tensor = tensor.detach().contiguous().cpu()
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 class GenerativeModule(MethodMixin, L.LightningModule):
     """A frozen causal LM that generates from the DataModule's prompts.
 
@@ -438,9 +458,30 @@ class GenerativeModule(MethodMixin, L.LightningModule):
         embeds, _ = self.input_embeddings(batch.input_ids, batch.slots)
         return self.lm_nll(embeds, batch.attention_mask, batch.labels, batch.input_ids, batch.prefix_length)
 
+    #: Set by ``Trainer.score`` for one scoring run: inputs digest -> (nll, tokens) of the
+    #: batches scored so far; ``None`` outside scoring.
+    scored_inputs: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+    #: Slot inputs (``SLOT_INPUTS``) the method's likelihood does not depend on.
+    score_ignores: frozenset[str] = frozenset()
+
     def score_rows(self, batch: Batch, condition: str) -> list[dict[str, Any]]:
-        """``scores/test.jsonl`` rows of one teacher-forced batch (docs/runs.md)."""
-        nll, tokens = self.score_batch(batch)
+        """``scores/test.jsonl`` rows of one teacher-forced batch (docs/runs.md).
+
+        A batch whose inputs are identical to a batch of an earlier condition (every tensor the
+        model reads, equal bit for bit; slot inputs in ``score_ignores`` left out) is not run
+        again: its scores are those of the earlier batch. Where a condition changes nothing a
+        method sees (Non-Perso's prompt has no history; the no-user control without text takes
+        no user input under ``swap``), this scores it once. Batches with sample contexts (PAG,
+        DPL: the stages read the reviews themselves) are always run.
+        """
+        scoring = self.scored_inputs is not None and batch.context is None
+        key = inputs_digest(batch, self.score_ignores) if scoring else None
+        if key is not None and key in self.scored_inputs:
+            nll, tokens = self.scored_inputs[key]
+        else:
+            nll, tokens = self.score_batch(batch)
+            if key is not None:
+                self.scored_inputs[key] = (nll, tokens)
         return [{"sample_id": batch.sample_id[i], "user_id": batch.user_id[i],
                  "category": batch.category[i], "condition": condition,
                  "nll": float(nll[i]), "tokens": int(tokens[i])} for i in range(len(batch.sample_id))]

@@ -393,6 +393,10 @@ class NoUserControl(DEPModule):
             already gives each rank its own input).
     """
 
+    #: The slots' review vectors never reach the prompt (the table replaces them), and the peer
+    #: flags only the refiner's losses: under ``swap`` without text the scored inputs are ``true``'s.
+    score_ignores = frozenset({"vectors", "has_peers"})
+
     def __init__(self, max_slots: int = 8, per_rank: bool = True, **kwargs):
         super().__init__(max_slots=max_slots, slot_offset=False, **kwargs)
         # The hyperparameters are this class's arguments: a checkpoint's are parsed back as them

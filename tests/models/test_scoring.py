@@ -158,3 +158,49 @@ def test_scoring_reads_the_shared_prefix_from_the_cache_without_changing_the_nll
     # The prompt runs in two pieces instead of one: other matmul shapes, so rounding only
     # (a sum of ~100 fp32 token NLLs of ~10 nats each, relative 1e-5, as above).
     torch.testing.assert_close(with_prefix, whole, rtol=1e-5, atol=0)
+
+
+class CountedDEP(DEPModule):
+    """DEP that counts the batches it actually runs."""
+
+    runs = 0
+
+    def score_batch(self, batch):
+        type(self).runs += 1
+        return super().score_batch(batch)
+
+
+def test_a_condition_with_identical_inputs_is_scored_once(tmp_path):
+    """The no-user control without text sees nothing of the user under ``swap``: its batches
+    are bit-identical to ``true``'s and are not run again, with the same rows as a run that
+    scores every condition; ``none`` (no slots) and DEP's ``swap`` do run."""
+    dm = small_datamodule(tmp_path / "embeddings", prompt=SLOTS_ONLY, score_limit=24)
+    dm.setup("fit")
+    batches = len(dm.score_loader("true"))
+
+    class CountedControl(NoUserControl):
+        runs = 0
+
+        def score_batch(self, batch):
+            type(self).runs += 1
+            return super().score_batch(batch)
+
+    torch.manual_seed(0)
+    control = CountedControl(backbone="tiny", embedding_dim=dm.embedding_dim, latent_dim=16)
+    once = tmp_path / "once"
+    trainer(once, callbacks=[ScoreWriter(resamples=50)]).score(control, dm, conditions=["true", "swap", "none"])
+    assert CountedControl.runs == 2 * batches  # true and none; swap reused true's
+    # Every condition run in full (no reuse: scoring each on its own) gives the same rows.
+    rows = {}
+    for condition in ("true", "swap", "none"):
+        out = tmp_path / condition
+        trainer(out, callbacks=[ScoreWriter(resamples=50)]).score(control, dm, conditions=[condition])
+        rows.update({(r["sample_id"], condition): r for r in map(json.loads, (out / "scores" / "test.jsonl").open())})
+    assert CountedControl.runs == 5 * batches
+    reused = {(r["sample_id"], r["condition"]): r for r in map(json.loads, (once / "scores" / "test.jsonl").open())}
+    assert reused == rows
+
+    torch.manual_seed(0)
+    dep = CountedDEP(backbone="tiny", embedding_dim=dm.embedding_dim, latent_dim=16)
+    trainer(tmp_path / "dep", callbacks=[ScoreWriter(resamples=50)]).score(dep, dm, conditions=["true", "swap"])
+    assert CountedDEP.runs == 2 * batches  # the user's slots differ: nothing reused
