@@ -82,10 +82,11 @@ study: setup
 	$(BIN)/dep-lightning export --runs runs/study_v2 --out docs/results/v2/runs && \
 	$(BIN)/dep-lightning tables --runs docs/results/v2/runs --out docs/results/v2/tables --reference no_user && \
 	$(BIN)/python scripts/study_summary.py docs/results/v2/runs --out docs/results/v2/summary.json \
-	    --figure docs/results/v2/figure_learning_curve.png; \
+	    --figure docs/results/v2/figure_learning_curve.png && \
+	$(BIN)/python scripts/results_doc.py docs/results.md --write; \
 	exit $$(( status || $$? ))
 
-# The first edition of the real-data study (docs/results.md): every method and the table 2 / 3
+# The first edition of the real-data study (docs/results/first_edition.md): every method and the table 2 / 3
 # grids on the 2014 Amazon 5-core Musical Instruments reviews (../shared/data), SmolLM2,
 # 2 CPU cores (hours). Resumable like `ablation`. The exported runs (no checkpoints) and tables
 # land in docs/results/; the longer-training comparison (sweeps/study/long.yaml) in docs/results/long/.
