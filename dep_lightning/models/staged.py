@@ -187,17 +187,24 @@ class StagedPromptingModule(PromptingModule):
             decoding["run_seed"] = self.hparams.seed  # sampling also depends on the run's seed
         return decoding
 
+    def stage_prompt(self, messages: Messages) -> str:
+        """The rendered stage prompt of one conversation (what the stage cache is keyed by)."""
+        # Data text (reviews, earlier stage outputs) must not turn into chat control tokens.
+        clean = self._builder(PromptConfig()).clean
+        return self.tokenizer.apply_chat_template([{**m, "content": clean(m["content"])} for m in messages],
+                                                  tokenize=False, add_generation_prompt=True)
+
+    def stage_key(self, text: str) -> str:
+        """The stage cache key of a rendered stage prompt under this backbone and decoding."""
+        return self.stage_cache.key(text, self.backbone_fingerprint, self._decoding())
+
     def run_stage(self, stage: str, conversations: Sequence[Messages]) -> list[str]:
         """Generated text for each conversation (system + user messages), cached on disk."""
         if not conversations:
             return []
-        # Data text (reviews, earlier stage outputs) must not turn into chat control tokens.
-        clean = self._builder(PromptConfig()).clean
-        texts = [self.tokenizer.apply_chat_template([{**m, "content": clean(m["content"])} for m in messages],
-                                                    tokenize=False, add_generation_prompt=True)
-                 for messages in conversations]
+        texts = [self.stage_prompt(messages) for messages in conversations]
         decoding = self._decoding()
-        keys = [self.stage_cache.key(t, self.backbone_fingerprint, decoding) for t in texts]
+        keys = [self.stage_key(t) for t in texts]
         counts = self.stage_counts.setdefault(stage, Counter())
         outputs: dict[str, str] = {}
         todo: dict[str, str] = {}

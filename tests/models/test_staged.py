@@ -192,20 +192,12 @@ def test_pag_swap_moves_the_profile_with_the_reviews(scored, tmp_path):
     assert gains["swap"]["gain"] != 0.0 and gains["none"]["gain"] != 0.0  # the profile and reviews reach the NLL
 
 
-def _profile_messages(pag, datamodule, condition):
+def _keys(pag, datamodule, condition):
+    """The stage cache keys of the profile prompts of the scored samples under ``condition``."""
     from dep_lightning.models.pag import profile_messages
 
-    clean = pag._builder(PromptConfig()).clean
-    return [[{**m, "content": clean(m["content"])} for m in profile_messages(e.context, pag.max_review_chars)]
-            for e in datamodule.split_examples("score", condition)]
-
-
-def _keys(pag, datamodule, condition):
-    from dep_lightning.models.staged import StageCache
-
-    return {StageCache.key(pag.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True),
-                           pag.backbone_fingerprint, pag._decoding())
-            for m in _profile_messages(pag, datamodule, condition)}
+    return {pag.stage_key(pag.stage_prompt(profile_messages(e.context, pag.max_review_chars)))
+            for e in datamodule.split_examples("score", condition)}
 
 
 def test_dpl_scores_every_condition(scored, tmp_path):
