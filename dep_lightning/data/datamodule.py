@@ -460,16 +460,22 @@ class DEPDataModule(L.LightningDataModule):
 
         names = {cls: name for name, cls in RETRIEVERS.items()}
         data = self.load_data()
+        described = {"source": self.source.describe(), "categories": self.categories or data.categories,
+                     "limits": dict(self.limits),
+                     "n": {split: len(self.samples[split]) for split in ("train", "val", "test")
+                           if split in self.samples}}
+        if self.condition != "true":
+            # Test prompts (the generations the metrics score) showed another condition's history:
+            # a different configuration, never a seed of the ordinary run. Recorded only when set,
+            # so manifests of ordinary runs, older ones included, stay as they were.
+            described["condition"] = self.condition
         return {
             "ablation": {"embeddings": self.prompt.embeddings if self.prompt.history or self.prompt.user_slot
                          else "none",
                          "with_text": self.prompt.with_text and self.prompt.history,
                          "guidance": self.prompt.guidance, "history": self.prompt.history, "k": self.k,
                          "retriever": names.get(type(self.retriever), type(self.retriever).__name__)},
-            "data": {"source": self.source.describe(), "categories": self.categories or data.categories,
-                     "limits": dict(self.limits),
-                     "n": {split: len(self.samples[split]) for split in ("train", "val", "test")
-                           if split in self.samples}},
+            "data": described,
         }
 
     def uniqueness(self):

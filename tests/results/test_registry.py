@@ -190,3 +190,20 @@ def test_registry_copies_inside_a_run_are_not_a_second_run(tmp_path):
         shutil.copy(run / name, copy / name)
     found, _ = find_run_dirs([tmp_path / "runs"])
     assert found == [run]
+
+
+def test_generations_under_another_condition_are_another_configuration(tmp_path):
+    """A run whose test prompts showed a donor's history (``data.init_args.condition: swap``)
+    records the condition, so it never averages with the ordinary run as a seed."""
+    from dep_lightning.data.datamodule import DEPDataModule
+    from tests.helpers import small_datamodule
+
+    assert "condition" not in small_datamodule(tmp_path).describe()["data"]
+    swapped = small_datamodule(tmp_path, condition="swap").describe()["data"]
+    assert swapped["condition"] == "swap"
+    assert set(swapped) - {"condition"} == set(DEPDataModule.describe(small_datamodule(tmp_path))["data"])
+    write_run(tmp_path / "runs" / "true", SCORES, seed=0)
+    write_run(tmp_path / "runs" / "swap", SCORES, seed=1)
+    edit_json(tmp_path / "runs" / "swap" / "manifest.json", lambda m: m["data"].update(condition="swap"))
+    groups = load_registry([tmp_path / "runs"]).groups
+    assert sorted(len(g.runs) for g in groups) == [1, 1]
