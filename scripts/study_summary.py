@@ -49,8 +49,17 @@ def per_token_true(folder: Path) -> dict[str, float]:
     return {i: r["nll"] / max(1, r["tokens"]) for i, r in zip(ids, by["true"])}
 
 
-def training_steps(folder: Path) -> dict:
-    """Optimizer steps trained, the best ``val/nll`` and where, and the validation curve."""
+def timing_lines(folder: Path) -> list[dict]:
+    """The lines of the run's ``timing.jsonl`` (callbacks/clock.py); none when it has no file."""
+    path = folder / "timing.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def training_steps(folder: Path, lines: list[dict]) -> dict:
+    """Optimizer steps trained, the best ``val/nll`` and where, and the validation curve
+    (``lines``: the run's :func:`timing_lines`)."""
     log = folder / "metrics-fit.csv"
     if not log.is_file():
         log = folder / "metrics.csv"
@@ -64,7 +73,7 @@ def training_steps(folder: Path) -> dict:
     # The steps done at each validation: exact from timing.jsonl (a line per validation with its
     # global step); else the row's label + 1, exact when the validating batch stepped (one step
     # early when it only accumulated: Lightning labels that validation with the count itself).
-    at = validation_steps(folder)
+    at = validation_steps(lines)
     if len(at) != len(values):
         at = [int(r["step"]) + 1 for r in rows if "val/nll" in r]
     curve = [[step, value] for step, value in zip(at, values)]
@@ -73,21 +82,15 @@ def training_steps(folder: Path) -> dict:
     return {"steps": steps, "best_step": best[0], "best_val_nll": best[1], "val_curve": curve}
 
 
-def validation_steps(folder: Path) -> list[int]:
-    """The global step of every validation in ``timing.jsonl`` (callbacks/clock.py), in order."""
-    path = folder / "timing.jsonl"
-    if not path.is_file():
-        return []
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def validation_steps(lines: list[dict]) -> list[int]:
+    """The global step of every validation in the timing lines, in order."""
     return [t["global_step"] for t in lines if t["stage"] == "fit" and t.get("validations") and "global_step" in t]
 
 
-def timing(folder: Path) -> dict | None:
-    """The run's stages' wall time (``timing.jsonl``), per optimizer step and per sample."""
-    path = folder / "timing.jsonl"
-    if not path.is_file():
+def timing(lines: list[dict]) -> dict | None:
+    """The run's stages' wall time (its :func:`timing_lines`), per optimizer step and per sample."""
+    if not lines:
         return None
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     fits = [t for t in lines if t["stage"] == "fit"]
     steps, train = sum(t["steps"] for t in fits), sum(t["train_seconds"] for t in fits)
     validations, validating = sum(t["validations"] for t in fits), sum(t["validation_seconds"] for t in fits)
@@ -117,6 +120,7 @@ def summarize_run(folder: Path) -> dict:
     swap = overall["gains"].get("swap", {})
     config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else {}
     limit = ((config.get("data") or {}).get("init_args") or {}).get("score_limit")
+    lines = timing_lines(folder)
     entry = {
         "run": str(folder), "method": manifest["method"], "ablation": manifest.get("ablation", {}),
         "options": manifest.get("options", {}), "seed": manifest.get("seed"), "n": overall["n"],
@@ -124,8 +128,8 @@ def summarize_run(folder: Path) -> dict:
         **{f"nll_{c}": overall[f"nll_{c}"] for c in likelihood["conditions"]},
         "gain": swap.get("gain"), "gain_ci95": swap.get("gain_ci95"), "p_value": swap.get("p_value"),
         "gains": {c: {k: g[k] for k in ("gain", "gain_ci95", "p_value")} for c, g in overall["gains"].items()},
-        **training_steps(folder),
-        "timing": timing(folder),
+        **training_steps(folder, lines),
+        "timing": timing(lines),
     }
     return entry
 

@@ -71,21 +71,27 @@ def test_timing_sums_the_commands_of_a_resumed_run(summary, tmp_path):
         {"stage": "score", "seconds": 2607.0, "batches": 327, "samples": 2607, "threads": 1, "cpu": "AMD EPYC"},
     ]
     (folder / "timing.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    def steps():
+        return summary.training_steps(folder, summary.timing_lines(folder))
+
+    def timed():
+        return summary.timing(summary.timing_lines(folder))
+
     # Validations after a batch that only accumulated: Lightning labels them with the step count
     # itself (54, 108), not count - 1; the validations' global steps in timing.jsonl are exact.
     (folder / "metrics.csv").write_text("epoch,step,train/loss,val/nll\n0,51,4.0,\n0,54,,3.9\n0,107,3.5,\n"
                                         "0,108,,3.7\n")
-    assert summary.training_steps(folder)["val_curve"] == [[55, 3.9], [109, 3.7]]  # no global steps yet
+    assert steps()["val_curve"] == [[55, 3.9], [109, 3.7]]  # no global steps yet
     for line, step in zip(lines[:2], (54, 108)):
         line["global_step"] = step
     (folder / "timing.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    assert summary.training_steps(folder) == {"steps": 108, "best_step": 108, "best_val_nll": 3.7,
-                                              "val_curve": [[54, 3.9], [108, 3.7]]}
-    assert "fit_cpu_seconds" not in summary.timing(folder)  # lines written before CPU time was recorded
+    assert steps() == {"steps": 108, "best_step": 108, "best_val_nll": 3.7, "val_curve": [[54, 3.9], [108, 3.7]]}
+    assert "fit_cpu_seconds" not in timed()  # lines written before CPU time was recorded
     for line, cpu in zip(lines[:2], (1190.0, 2390.0)):
         line["cpu_seconds"] = cpu
     (folder / "timing.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    assert summary.timing(folder) == {
+    assert timed() == {
         "fit_cpu_seconds": 3580.0, "fit_seconds": 3900.0,
         "steps_timed": 162, "seconds_per_step": round(3600 / 162, 3), "validations": 3, "seconds_per_validation": 100.0,
         "test_seconds": 300.0, "test_seconds_per_sample": 3.125, "score_seconds": 2607.0,
