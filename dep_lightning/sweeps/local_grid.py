@@ -117,78 +117,102 @@ def run_grids(spec_paths: Sequence[str], root: str = "runs/sweeps", dry_run: boo
         if dry_run:
             for point in points:
                 print("dep-lightning " + " ".join(point[1]))
-    if dry_run:
-        for name, count in counts.items():
-            print(f"[grid {name}] {count}", flush=True)
-        return counts
-    if jobs > 1:
-        print(f"[grid] {jobs} points at once, {threads or 'default'} CPU thread(s) each; each point's output "
-              f"in <run dir>/grid.log", flush=True)
-    done = {}
-    for folder in [*exported, root]:  # a run under root wins over an exported copy of it
-        done.update(completed_points(folder))
-    running: dict[subprocess.Popen, tuple[Point, float, Any]] = {}
-    try:
-        while queue or running:
-            for point in list(queue):
-                if len(running) >= jobs:
-                    break
-                if point.key is None:
-                    try:
-                        point.key = point_key(point.args)
-                    except ValueError as error:  # the CLI would reject this line: report it, go on
-                        queue.remove(point)
-                        counts[point.sweep]["failed"] += 1
-                        print(f"{point.label} FAILED: {error}", file=sys.stderr, flush=True)
-                        continue
-                if point.key in {p.key for p, _, _ in running.values()}:
-                    continue  # the same configuration runs under another point: wait for it
-                queue.remove(point)
-                if point_complete(point.run_dir) or point.key in done:
-                    counts[point.sweep]["skipped"] += 1
-                    where = point.run_dir if point_complete(point.run_dir) else done[point.key]
-                    print(f"{point.label} already complete: {where}", flush=True)
-                    continue
-                if not claim(point.run_dir):
-                    counts[point.sweep]["skipped"] += 1
-                    print(f"{point.label} running under another grid command now: {point.run_dir}", flush=True)
-                    continue
-                print(f"{point.label}: dep-lightning " + " ".join(point.args), flush=True)
-                log = None
-                if jobs > 1:
-                    point.run_dir.mkdir(parents=True, exist_ok=True)
-                    log = (point.run_dir / "grid.log").open("a")
-                running[start_child(point.args, threads=threads, output=log)] = (point, time.monotonic(), log)
-            finished = [process for process in running if process.poll() is not None]
-            if not finished:
-                time.sleep(0.5)
-                continue
-            for process in finished:
-                point, start, log = running.pop(process)
-                if log is not None:
-                    log.close()
-                release(point.run_dir)
-                minutes = (time.monotonic() - start) / 60
-                if process.returncode == 0 and is_complete(point.run_dir):
-                    (point.run_dir / "point.json").write_text(json.dumps({"key": point.key, "args": point.args},
-                                                                         indent=2) + "\n")
-                    done[point.key] = point.run_dir
-                    counts[point.sweep]["done"] += 1
-                    print(f"{point.label} done in {minutes:.1f} min: {point.run_dir}", flush=True)
-                else:
-                    counts[point.sweep]["failed"] += 1
-                    where = f"; its output: {point.run_dir / 'grid.log'}" if log is not None else ""
-                    print(f"{point.label} FAILED (exit {process.returncode}) after {minutes:.1f} min{where}",
-                          file=sys.stderr, flush=True)
-    finally:
-        for process, (point, _, log) in running.items():
-            stop_child(process)
-            if log is not None:
-                log.close()
-            release(point.run_dir)
+    if not dry_run:
+        if jobs > 1:
+            print(f"[grid] {jobs} points at once, {threads or 'default'} CPU thread(s) each; each point's output "
+                  f"in <run dir>/grid.log", flush=True)
+        done = {}
+        for folder in [*exported, root]:  # a run under root wins over an exported copy of it
+            done.update(completed_points(folder))
+        Scheduler(counts, done, jobs, threads).run(queue)
     for name, count in counts.items():
         print(f"[grid {name}] {count}", flush=True)
     return counts
+
+
+class Scheduler:
+    """Runs queued points as child processes, ``jobs`` at once, in queue order, and counts each
+    point's outcome in ``counts`` (per sweep: done / skipped / failed).
+
+    ``done`` maps configuration identities (``point_key``) to the run directory where they
+    completed; a point whose configuration is there, or runs now under another point, or under
+    another grid command (its lock), is not started. Children still running when :meth:`run`
+    leaves (an interrupt) are stopped and their locks released.
+    """
+
+    def __init__(self, counts: dict[str, dict[str, int]], done: dict[str, Path], jobs: int, threads: int | None):
+        self.counts, self.done, self.jobs, self.threads = counts, done, jobs, threads
+        self.running: dict[subprocess.Popen, tuple[Point, float, Any]] = {}
+
+    def run(self, queue: deque[Point]) -> None:
+        try:
+            while queue or self.running:
+                self.start_ready(queue)
+                finished = [process for process in self.running if process.poll() is not None]
+                if not finished:
+                    time.sleep(0.5)
+                for process in finished:
+                    self.finish(process)
+        finally:
+            for process, (point, _, log) in self.running.items():
+                stop_child(process)
+                if log is not None:
+                    log.close()
+                release(point.run_dir)
+
+    def start_ready(self, queue: deque[Point]) -> None:
+        """Start queued points, in order, while fewer than ``jobs`` run; settle the ones that
+        need no run. A point whose configuration runs now under another point waits."""
+        for point in list(queue):
+            if len(self.running) >= self.jobs:
+                return
+            if point.key is None:
+                try:
+                    point.key = point_key(point.args)
+                except ValueError as error:  # the CLI would reject this line: report it, go on
+                    queue.remove(point)
+                    self.counts[point.sweep]["failed"] += 1
+                    print(f"{point.label} FAILED: {error}", file=sys.stderr, flush=True)
+                    continue
+            if point.key in {p.key for p, _, _ in self.running.values()}:
+                continue
+            queue.remove(point)
+            if point_complete(point.run_dir) or point.key in self.done:
+                self.counts[point.sweep]["skipped"] += 1
+                where = point.run_dir if point_complete(point.run_dir) else self.done[point.key]
+                print(f"{point.label} already complete: {where}", flush=True)
+            elif not claim(point.run_dir):
+                self.counts[point.sweep]["skipped"] += 1
+                print(f"{point.label} running under another grid command now: {point.run_dir}", flush=True)
+            else:
+                self.start(point)
+
+    def start(self, point: Point) -> None:
+        print(f"{point.label}: dep-lightning " + " ".join(point.args), flush=True)
+        log = None
+        if self.jobs > 1:
+            point.run_dir.mkdir(parents=True, exist_ok=True)
+            log = (point.run_dir / "grid.log").open("a")
+        self.running[start_child(point.args, threads=self.threads, output=log)] = (point, time.monotonic(), log)
+
+    def finish(self, process: subprocess.Popen) -> None:
+        """Settle a point whose child exited: done (``point.json`` written) or failed."""
+        point, start, log = self.running.pop(process)
+        if log is not None:
+            log.close()
+        release(point.run_dir)
+        minutes = (time.monotonic() - start) / 60
+        if process.returncode == 0 and is_complete(point.run_dir):
+            (point.run_dir / "point.json").write_text(json.dumps({"key": point.key, "args": point.args},
+                                                                 indent=2) + "\n")
+            self.done[point.key] = point.run_dir
+            self.counts[point.sweep]["done"] += 1
+            print(f"{point.label} done in {minutes:.1f} min: {point.run_dir}", flush=True)
+        else:
+            self.counts[point.sweep]["failed"] += 1
+            where = f"; its output: {point.run_dir / 'grid.log'}" if log is not None else ""
+            print(f"{point.label} FAILED (exit {process.returncode}) after {minutes:.1f} min{where}",
+                  file=sys.stderr, flush=True)
 
 
 def point_complete(run_dir: Path) -> bool:
