@@ -22,8 +22,8 @@ import argparse
 import torch
 from _common import DATA, Timer, load_note, load_smollm2, machine_line, musical_instruments, table
 
-from dep_lightning.models.base import left_padded_positions
 from dep_lightning.models.decoding import decode
+from dep_lightning.models.generation import left_padded_positions
 
 
 def generate(model, prompt, new_tokens: int, backend: str = "hf") -> list[list[int]]:

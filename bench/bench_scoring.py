@@ -44,7 +44,7 @@ import argparse
 import torch
 from _common import Timer, load_note, machine_line, table
 
-from dep_lightning.models.base import left_padded_positions
+from dep_lightning.models.generation import left_padded_positions
 
 
 def datamodule(samples: int, batch_size: int, k: int, with_text: bool):
@@ -72,7 +72,7 @@ def score(model, batches: list[dict]) -> tuple[int, int, float]:
 
 def generate_stopping(model, batches: list[dict], new_tokens: int) -> tuple[int, int, int]:
     """(samples, new tokens up to the stop token, samples that hit the limit) of test-time generation."""
-    from dep_lightning.models.base import GenerationConfig
+    from dep_lightning.models.generation import GenerationConfig
 
     config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False)
     n = tokens = full = 0

@@ -35,7 +35,7 @@ from _common import Timer, load_note, machine_line, matmul_peak, musical_instrum
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from dep_lightning.models.base import left_padded_positions
+from dep_lightning.models.generation import left_padded_positions
 
 
 def top_table(prof, top: int) -> str:

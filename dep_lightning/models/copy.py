@@ -18,7 +18,8 @@ import torch
 
 from dep_lightning.data.types import Batch
 from dep_lightning.methods import MethodSpec, register
-from dep_lightning.models.base import Generated, GenerationConfig, MethodMixin, prediction_rows
+from dep_lightning.models.base import MethodMixin
+from dep_lightning.models.generation import Generated, GenerationConfig, prediction_rows
 
 
 @register(MethodSpec("copy_recent", "Copy-Recent", row="reference", order=10),

@@ -57,8 +57,9 @@ from dep_lightning.data.prompt import DIFF, HIS
 from dep_lightning.data.types import Batch, Example, Slots
 from dep_lightning.methods import MethodSpec, register
 from dep_lightning.models.backbone import BackboneOptions
-from dep_lightning.models.base import TINY, GenerationConfig, GenerativeModule  # noqa: F401 (TINY, GenerationConfig re-exported)
+from dep_lightning.models.base import TINY, GenerativeModule  # noqa: F401 (TINY re-exported)
 from dep_lightning.models.components import REFINERS, Projector, Refiner, RefinerFactory, splice_soft_prompts
+from dep_lightning.models.generation import GenerationConfig
 from dep_lightning.models.optim import LRSchedulerCallable, Optimization, OptimizerCallable
 
 Refinement = Literal["sae", "ae", "none"]

@@ -26,7 +26,7 @@ from dep_lightning.data.schema import Review
 from dep_lightning.embeddings.representatives import representatives as pick_representatives
 from dep_lightning.methods import MethodSpec, register
 from dep_lightning.models.backbone import BackboneOptions
-from dep_lightning.models.base import GenerationConfig, stable_seed
+from dep_lightning.models.generation import GenerationConfig, stable_seed
 from dep_lightning.models.staged import Messages, StagedPromptingModule, clip, recent_reviews, review_block
 
 ANALYSIS_SYSTEM = "You compare how different people review the same item."

@@ -15,7 +15,7 @@ from typing import Sequence
 from dep_lightning.data.context import SampleContext
 from dep_lightning.methods import MethodSpec, register
 from dep_lightning.models.backbone import BackboneOptions
-from dep_lightning.models.base import GenerationConfig
+from dep_lightning.models.generation import GenerationConfig
 from dep_lightning.models.staged import Messages, StagedPromptingModule, recent_reviews
 
 PROFILE_SYSTEM = "You write short profiles of reviewers from the product reviews they wrote."

@@ -30,8 +30,9 @@ from dep_lightning.data.prompt import INSTRUCTION, USER
 from dep_lightning.data.types import Batch, Slots
 from dep_lightning.methods import MethodSpec, register
 from dep_lightning.models.backbone import BackboneOptions
-from dep_lightning.models.base import GenerationConfig, GenerativeModule
+from dep_lightning.models.base import GenerativeModule
 from dep_lightning.models.components import Projector, splice_soft_prompts
+from dep_lightning.models.generation import GenerationConfig
 from dep_lightning.models.optim import LRSchedulerCallable, Optimization, OptimizerCallable
 
 

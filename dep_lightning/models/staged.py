@@ -45,7 +45,8 @@ from dep_lightning.data.prompt import EncodedPrompt, PromptBuilder, PromptConfig
 from dep_lightning.data.schema import Item, Review
 from dep_lightning.data.types import Batch, PromptBatch, Slots
 from dep_lightning.models.backbone import BackboneOptions
-from dep_lightning.models.base import GenerationConfig, PromptingModule, as_generation_config, prediction_rows
+from dep_lightning.models.base import PromptingModule
+from dep_lightning.models.generation import GenerationConfig, as_generation_config, prediction_rows
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from dep_lightning.models.base import left_padded_positions
+from dep_lightning.models.generation import left_padded_positions
 
 
 def test_positions_start_at_each_rows_first_real_token():

@@ -7,8 +7,8 @@ import pytest
 
 from dep_lightning.data.features import review_key
 from dep_lightning.data.prompt import PromptBuilder, PromptConfig
-from dep_lightning.models.base import GenerationConfig
 from dep_lightning.models.dpl import DPLModule
+from dep_lightning.models.generation import GenerationConfig
 from dep_lightning.models.pag import PAGModule
 from dep_lightning.models.staged import StageCache
 from tests.helpers import small_datamodule
