@@ -38,6 +38,13 @@ def small_datamodule(cache_dir, source: ReviewSource | None = None, **overrides)
     return DEPDataModule(**settings)
 
 
+def set_up(stage: str, cache_dir, source: ReviewSource | None = None, **overrides):
+    """:func:`small_datamodule` after ``setup(stage)``."""
+    datamodule = small_datamodule(cache_dir, source, **overrides)
+    datamodule.setup(stage)
+    return datamodule
+
+
 def tiny_override(path, cache_dir, limits: tuple[int, int, int] = (4, 2, 4), max_new_tokens: int = 8,
                   save_dir=None):
     """Write a config layered on configs/quickstart.yaml that swaps in the tiny models and

@@ -6,15 +6,13 @@ import torch.utils.checkpoint
 
 from dep_lightning.models.backbone import BackboneOptions, load_backbone, tiny_backbone
 from dep_lightning.models.dep_module import DEPModule, GenerationConfig
-from tests.helpers import small_datamodule
+from tests.helpers import set_up
 from tests.models.test_lm_loss import LOSS_RTOL, grad_atol
 
 
 @pytest.fixture(scope="module")
 def datamodule(tmp_path_factory):
-    dm = small_datamodule(tmp_path_factory.mktemp("embeddings"))
-    dm.setup("fit")
-    return dm
+    return set_up("fit", tmp_path_factory.mktemp("embeddings"))
 
 
 @pytest.fixture(scope="module")

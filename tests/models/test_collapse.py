@@ -17,7 +17,7 @@ import torch
 from dep_lightning.data.prompt import PromptConfig
 from dep_lightning.data.sources import EmbeddedSource
 from dep_lightning.models.dep_module import DEPModule, GenerationConfig
-from tests.helpers import small_datamodule
+from tests.helpers import set_up
 
 FORMS = {
     "paper": {"input_norm": "none", "prompt_norm": "none"},
@@ -31,11 +31,9 @@ FORMS = {
 def planted(tmp_path_factory):
     source = EmbeddedSource(num_users=60, num_items=36, seed=0, style_groups=4, user_signal=1.0,
                             review_sentences=[2, 5])
-    dm = small_datamodule(tmp_path_factory.mktemp("planted"), source=source, k=4, batch_size=4, limit_train=None,
-                          limit_val=8, limit_test=16,
-                          prompt=PromptConfig(with_text=False, metadata=False, max_target_tokens=64))
-    dm.setup("fit")
-    return dm
+    return set_up("fit", tmp_path_factory.mktemp("planted"), source=source, k=4, batch_size=4, limit_train=None,
+                         limit_val=8, limit_test=16,
+                         prompt=PromptConfig(with_text=False, metadata=False, max_target_tokens=64))
 
 
 def trained_diagnostics(dm, **form) -> dict[str, float]:

@@ -14,7 +14,7 @@ import torch
 
 from dep_lightning.models.decoding import PreallocatedCache, Sampling, decode, next_tokens
 from dep_lightning.models.dep_module import DEPModule, GenerationConfig
-from tests.helpers import small_datamodule
+from tests.helpers import set_up
 from tests.tolerances import F32_EPS
 
 NEW_TOKENS = 10
@@ -22,9 +22,7 @@ NEW_TOKENS = 10
 
 @pytest.fixture(scope="module")
 def datamodule(tmp_path_factory):
-    dm = small_datamodule(tmp_path_factory.mktemp("embeddings"), limit_test=6, eval_batch_size=6)
-    dm.setup("test")
-    return dm
+    return set_up("test", tmp_path_factory.mktemp("embeddings"), limit_test=6, eval_batch_size=6)
 
 
 @pytest.fixture(scope="module")

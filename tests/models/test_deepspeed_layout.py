@@ -11,24 +11,20 @@ import torch
 from dep_lightning.data.prompt import PromptConfig
 from dep_lightning.models.dep_module import DEPModule, GenerationConfig, NoUserControl
 from dep_lightning.models.pplug import PPlugModule
-from tests.helpers import small_datamodule
+from tests.helpers import set_up
 
 GENERATION = GenerationConfig(max_new_tokens=4, do_sample=False)
 
 
 @pytest.fixture(scope="module")
 def dep_data(tmp_path_factory):
-    dm = small_datamodule(tmp_path_factory.mktemp("dep"))
-    dm.setup("fit")
-    return dm
+    return set_up("fit", tmp_path_factory.mktemp("dep"))
 
 
 @pytest.fixture(scope="module")
 def pplug_data(tmp_path_factory):
-    dm = small_datamodule(tmp_path_factory.mktemp("pplug"), prompt=PromptConfig(
+    return set_up("fit", tmp_path_factory.mktemp("pplug"), prompt=PromptConfig(
         embeddings="user", history=False, with_text=False, max_target_tokens=16))
-    dm.setup("fit")
-    return dm
 
 
 def build(name: str, dm, **kwargs):

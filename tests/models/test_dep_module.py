@@ -6,14 +6,12 @@ import torch
 
 from dep_lightning.data.prompt import PromptConfig
 from dep_lightning.models.dep_module import DEPModule, GenerationConfig
-from tests.helpers import small_datamodule
+from tests.helpers import set_up, small_datamodule
 
 
 @pytest.fixture(scope="module")
 def datamodule(tmp_path_factory):
-    dm = small_datamodule(tmp_path_factory.mktemp("embeddings"))
-    dm.setup("fit")
-    return dm
+    return set_up("fit", tmp_path_factory.mktemp("embeddings"))
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,12 @@ import torch
 from dep_lightning.data.prompt import DIFF, HIS, PromptConfig
 from dep_lightning.data.types import Slots
 from dep_lightning.models.dep_module import DEPModule, NoUserControl
-from tests.helpers import small_datamodule
+from tests.helpers import set_up
 
 
 @pytest.fixture(scope="module")
 def datamodule(tmp_path_factory):
-    dm = small_datamodule(tmp_path_factory.mktemp("embeddings"), prompt=PromptConfig(with_text=False, metadata=False))
-    dm.setup("fit")
-    return dm
+    return set_up("fit", tmp_path_factory.mktemp("embeddings"), prompt=PromptConfig(with_text=False, metadata=False))
 
 
 def module(dm, **kwargs):

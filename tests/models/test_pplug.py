@@ -7,7 +7,7 @@ import torch
 
 from dep_lightning.data.prompt import INSTRUCTION, USER, PromptConfig
 from dep_lightning.models.pplug import InputAwareAttention, PPlugModule
-from tests.helpers import small_datamodule
+from tests.helpers import set_up, small_datamodule
 from tests.tolerances import F32_EPS
 
 
@@ -42,11 +42,9 @@ def test_weights_depend_on_the_target_item():
 
 @pytest.fixture(scope="module")
 def datamodule(tmp_path_factory):
-    dm = small_datamodule(tmp_path_factory.mktemp("embeddings"), batch_size=2,
-                          prompt=PromptConfig(embeddings="user", history=False, with_text=False,
-                                              max_target_tokens=16))
-    dm.setup("fit")
-    return dm
+    return set_up("fit", tmp_path_factory.mktemp("embeddings"), batch_size=2,
+                         prompt=PromptConfig(embeddings="user", history=False, with_text=False,
+                                             max_target_tokens=16))
 
 
 def model(dm, **kwargs):

@@ -18,7 +18,7 @@ from dep_lightning.data.prompt import PromptConfig
 from dep_lightning.models.base import GenerativeModule
 from dep_lightning.models.dep_module import DEPModule, NoUserControl
 from dep_lightning.scoring import DEPTrainer, ScoreWriter, aligned, summarize
-from tests.helpers import small_datamodule
+from tests.helpers import set_up, small_datamodule
 
 SLOTS_ONLY = PromptConfig(with_text=False, metadata=False)
 
@@ -32,9 +32,7 @@ def trainer(tmp_path, **kwargs) -> DEPTrainer:
 
 @pytest.fixture(scope="module")
 def slots_only(tmp_path_factory):
-    dm = small_datamodule(tmp_path_factory.mktemp("embeddings"), prompt=SLOTS_ONLY, score_limit=24)
-    dm.setup("fit")
-    return dm
+    return set_up("fit", tmp_path_factory.mktemp("embeddings"), prompt=SLOTS_ONLY, score_limit=24)
 
 
 def test_per_sample_nll_adds_up_to_the_training_loss(slots_only):

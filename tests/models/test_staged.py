@@ -11,7 +11,7 @@ from dep_lightning.models.dpl import DPLModule
 from dep_lightning.models.generation import GenerationConfig
 from dep_lightning.models.pag import PAGModule
 from dep_lightning.models.staged import StageCache
-from tests.helpers import small_datamodule
+from tests.helpers import set_up
 
 RAG = PromptConfig(history=True, with_text=True, embeddings="none", guidance=False)
 GREEDY = GenerationConfig(max_new_tokens=4, do_sample=False)
@@ -34,9 +34,7 @@ def test_stage_cache_keys_files_and_atomic_writes(tmp_path, caplog):
 
 @pytest.fixture(scope="module")
 def datamodule(tmp_path_factory):
-    dm = small_datamodule(tmp_path_factory.mktemp("embeddings"), context=True, prompt=RAG, k=2)
-    dm.setup("test")
-    return dm
+    return set_up("test", tmp_path_factory.mktemp("embeddings"), context=True, prompt=RAG, k=2)
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +136,7 @@ def test_dpl_compares_each_review_with_representative_peers(datamodule, batch, t
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
-    dm = small_datamodule(tmp_path_factory.mktemp("embeddings"), context=True, prompt=RAG, k=2, score_limit=12)
-    dm.setup("fit")
-    return dm
+    return set_up("fit", tmp_path_factory.mktemp("embeddings"), context=True, prompt=RAG, k=2, score_limit=12)
 
 
 def test_pag_scores_the_reference_after_its_final_prompt(scored, tmp_path):

@@ -15,14 +15,12 @@ import torch
 from dep_lightning.models.backbone import BackboneOptions
 from dep_lightning.models.dep_module import DEPModule, GenerationConfig
 from dep_lightning.models.vllm_backend import VLLMGenerator, unpadded_prompt_embeds
-from tests.helpers import small_datamodule
+from tests.helpers import set_up
 
 
 @pytest.fixture(scope="module")
 def datamodule(tmp_path_factory):
-    dm = small_datamodule(tmp_path_factory.mktemp("embeddings"), limit_test=6, eval_batch_size=6)
-    dm.setup("test")
-    return dm
+    return set_up("test", tmp_path_factory.mktemp("embeddings"), limit_test=6, eval_batch_size=6)
 
 
 @pytest.fixture(scope="module")
