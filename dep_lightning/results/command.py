@@ -140,8 +140,8 @@ def make_tables(
         if figures:
             from dep_lightning.results.figures import k_sweep_figure, uniqueness_figure
 
-            categories = ordered_categories(registry.groups)
-            notes += k_sweep_figure(registry.groups, resolved, categories, folder / "figure_k_sweep.png")
+            categories = ordered_categories(registry.ordinary_groups)
+            notes += k_sweep_figure(registry.ordinary_groups, resolved, categories, folder / "figure_k_sweep.png")
             notes += uniqueness_figure(tables[0].rows, folder / "figure_uniqueness.png")
             written += [folder / "figure_k_sweep.png", folder / "figure_uniqueness.png"]
             if personalization is not None:

@@ -370,6 +370,20 @@ class Run:
         configuration = {k: v for k, v in self.manifest.items() if k not in RUN_IDENTITY}
         return json.dumps(configuration, sort_keys=True, default=str)
 
+    @property
+    def condition(self) -> str:
+        """Whose history the test prompts showed (``data.condition`` of the manifest): ``true``
+        for ordinary runs, another condition for a counterfactual-generation run."""
+        return (self.manifest.get("data") or {}).get("condition", "true")
+
+    @property
+    def plain_key(self) -> str:
+        """The configuration without its generation condition: a counterfactual-generation
+        run shares it with the ordinary run of the same configuration."""
+        configuration = {k: v for k, v in self.manifest.items() if k not in RUN_IDENTITY}
+        configuration["data"] = {k: v for k, v in (configuration.get("data") or {}).items() if k != "condition"}
+        return json.dumps(configuration, sort_keys=True, default=str)
+
     def score(self, category: str | None, metric: str) -> float | None:
         """A metric from ``metrics.json`` (``category=None``: overall); None when absent."""
         if metric in HYGIENE_METRICS:
@@ -465,6 +479,10 @@ class RunGroup:
         return self.first.manifest
 
     @property
+    def condition(self) -> str:
+        return self.first.condition
+
+    @property
     def seeds(self) -> list[int | None]:
         return [run.seed for run in self.runs]
 
@@ -556,6 +574,12 @@ class Registry:
     def groups(self) -> list[RunGroup]:
         """Groups of the runs with text metrics (score-only runs are in the personalization table only)."""
         return group_runs(run for run in self.runs if not run.score_only)
+
+    @property
+    def ordinary_groups(self) -> list[RunGroup]:
+        """The groups whose test prompts showed the user's own history (``condition`` true):
+        the methods' results, as the paper's tables and figures show them."""
+        return [group for group in self.groups if group.condition == "true"]
 
     @property
     def score_only(self) -> list[Run]:

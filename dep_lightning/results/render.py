@@ -189,13 +189,14 @@ def to_csv(table: Table) -> str:
         else table.p_reference or ""
     for row in table.rows:
         runs = ";".join(row.group.sources) if row.group is not None else ""
+        against = row.reference.key if row.reference is not None else reference
         for cell, (category, metric) in zip(row.cells, table.columns):
             writer.writerow([
                 table.name, row.label, row.key, row.kind, category if category is not None else "overall", metric,
                 _csv_number(cell.mean), _csv_number(cell.std),
                 "" if row.kind == "difference" else (row.seeds or 0),
                 _csv_number(cell.low), _csv_number(cell.high), _csv_number(cell.ci_n), _csv_number(cell.p_value),
-                reference if cell.p_value is not None else "", cell.rank or "", cell.empty or "", cell.note or "",
+                against if cell.p_value is not None else "", cell.rank or "", cell.empty or "", cell.note or "",
                 runs,
             ])
     return out.getvalue()

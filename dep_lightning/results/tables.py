@@ -186,6 +186,7 @@ class Row:
     missing: str | None = None  # why there is no run group
     cells: list[Cell] = field(default_factory=list)
     operands: tuple["Row", "Row"] | None = None  # a difference row: (plus, minus)
+    reference: "Row | None" = None  # p-values against this row instead of the table's reference
 
     @property
     def seeds(self) -> int | None:
@@ -333,7 +334,7 @@ class _CellFiller:
         ids, samples = mine
         interval = bootstrap_ci(samples, self.options.resamples, self.options.seed)
         cell.low, cell.high, cell.ci_n = interval.low, interval.high, interval.n
-        reference = table.reference
+        reference = row.reference if row.reference is not None else table.reference
         if table.tested and reference is not None and reference is not row and reference.group is not None:
             theirs = self.per_sample(reference.group, category, metric)
             if isinstance(theirs, str):
@@ -457,6 +458,38 @@ def _ablation_table(name, title, caption, groups, defaults, categories, metrics,
     return table
 
 
+def conditions_table(counterfactual: Sequence[RunGroup], ordinary: Sequence[RunGroup], categories: Sequence[str],
+                     options: Options) -> Table:
+    """Generations under counterfactual conditions (``data.init_args.condition``): per
+    configuration, its ordinary run (``true``) and a row per other condition, each tested
+    against the ``true`` row (paired by sample). How much a method's text scores owe to the
+    user's own history rather than to any user's of the same category."""
+    order = {method: i for i, method in enumerate(method_order({g.method for g in counterfactual}))}
+    by_plain: dict[str, list[RunGroup]] = {}
+    for group in sorted(counterfactual, key=lambda g: (order[g.method], CONDITIONS.index(g.condition))):
+        by_plain.setdefault(group.first.plain_key, []).append(group)
+    plain_groups = {g.first.plain_key: g for g in ordinary}
+    rows: list[Row] = []
+    for number, (key, others) in enumerate(by_plain.items(), 1):
+        label = method_label(others[0].method)
+        base = plain_groups.get(key)
+        plain = Row(f"{label} (true)", f"{others[0].method}@{number}:true", "method", base,
+                    None if base is not None else f"no {others[0].method} run of the same configuration under true")
+        rows.append(plain)
+        for group in others:
+            rows.append(Row(f"{label} ({group.condition})", f"{group.method}@{number}:{group.condition}", "method",
+                            group, reference=plain))
+    caption = ("The same configuration generating from the user's own history (true) and from another "
+               "condition's: swap shows another user's reviews of the same category, none no history.")
+    table = Table("conditions", "Generations under counterfactual conditions", caption,
+                  _quality_columns(categories, THREE_METRICS), rows, ranked=False)
+    if options.intervals:
+        table.notes.append(f"† p < {SIGNIFICANCE} vs the row's configuration under true; p-values: two-sided "
+                           f"paired bootstrap over the samples both rows share ({options.resamples} resamples, seed "
+                           f"{options.seed}); seeds averaged per sample first")
+    return table
+
+
 # Ablation rows from the axes (dep_lightning/axes.py); table 2 crosses two of them.
 EMBEDDING_SPECS = [(f"{text_label}: {label}", {"embeddings": value, "with_text": with_text})
                    for with_text, text_label in AXES["with_text"].rows
@@ -470,7 +503,10 @@ def build_tables(registry: Registry, options: Options | None = None, defaults: d
                  ) -> tuple[list[Table], dict[str, Any]]:
     """Every table, filled; returns the tables and the defaults used."""
     options = options or Options()
-    groups = registry.groups
+    # Runs whose test prompts showed another condition's history are counterfactuals of a
+    # configuration, not a method's result: they appear in the conditions table only.
+    groups = registry.ordinary_groups
+    counterfactual = [g for g in registry.groups if g.condition != "true"]
     defaults = resolve_defaults(groups, defaults)
     categories = ordered_categories(groups)
     embed_caption = ("DEP with his_emb / diff_emb / both, without and with the retrieved review texts in the "
@@ -526,6 +562,11 @@ def build_tables(registry: Registry, options: Options | None = None, defaults: d
         if not any(row.group for row in table.rows):
             table.notes.insert(0, "no runs for this table yet: every cell is empty")
         filler.fill(table)
+
+    if counterfactual:
+        conditions = conditions_table(counterfactual, groups, categories, options)
+        filler.fill(conditions)
+        tables.append(conditions)
 
     from dep_lightning.results.personalization import personalization_table
 

@@ -30,6 +30,7 @@ def test_committed_tables_regenerate_from_the_committed_runs(tmp_path, runs, opt
           "--no-figures"])
     committed = sorted(p.name for p in folder.glob("*.md"))
     assert "table1.md" in committed
+    assert sorted(p.name for p in tmp_path.glob("*.md")) == committed  # no table left uncommitted
     for name in committed:
         assert (tmp_path / name).read_text() == (folder / name).read_text(), name
     for folder_of_runs in runs:

@@ -260,3 +260,48 @@ def test_values_that_look_equal_share_the_mark(tmp_path):
     assert rows["DEP (ref.)"][:3] == ["**0.3100**", "**0.2000**", "**5.0000**"]
     assert rows["RAG"][:3] == ["**0.3100**", "<u>0.1000</u>", "**5.0000**"]
     assert rows["Non-Perso"][:3] == ["<u>0.2000</u>", "<u>0.1000</u>", "<u>4.0000</u>"]
+
+
+def test_counterfactual_generations_leave_table1_for_the_conditions_table(tmp_path):
+    """A copy baseline run again under ``swap`` (its manifest's ``data.condition``) is neither
+    a second seed nor a second table 1 row: the conditions table pairs it with the same
+    configuration under true, with a paired test against that row."""
+    import json
+
+    write_run(tmp_path / "copy", {"Books": quality(0.40, 0.30, 9.0)}, method="copy_recent", refinement=None,
+              embeddings="none")
+    write_run(tmp_path / "copy_swap", {"Books": quality(0.20, 0.10, 2.0)}, method="copy_recent", refinement=None,
+              embeddings="none", predictions="garbage")
+    path = tmp_path / "copy_swap" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["data"]["condition"] = "swap"
+    path.write_text(json.dumps(manifest))
+    # A counterfactual whose configuration has no run under true still gets its row.
+    write_run(tmp_path / "rag_none", {"Books": quality(0.10, 0.05, 1.0)}, method="rag", refinement=None,
+              embeddings="none", predictions=None)
+    path = tmp_path / "rag_none" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["data"]["condition"] = "none"
+    path.write_text(json.dumps(manifest))
+    tables = make_tables([str(tmp_path)], out=tmp_path / "tables", echo=lambda line: None)
+    by_name = {table.name: table for table in tables}
+    copy_rows = [row for row in by_name["table1"].rows if row.key.startswith("copy_recent")]
+    assert [(row.label, row.seeds) for row in copy_rows] == [("Copy-Recent", 1)]
+    assert copy_rows[0].cells[1].mean == pytest.approx(0.30)
+    assert not [row for row in by_name["table1"].rows if row.key.startswith("rag") and row.group is not None]
+    conditions = by_name["conditions"]
+    labels = [row.label for row in conditions.rows]
+    assert labels == ["RAG (true)", "RAG (none)", "Copy-Recent (true)", "Copy-Recent (swap)"]
+    rag_true, rag_none, copy_true, copy_swap = conditions.rows
+    assert rag_true.group is None and "no rag run" in rag_true.missing and rag_none.cells[1].mean == pytest.approx(0.05)
+    assert copy_swap.reference is copy_true and copy_true.group is copy_rows[0].group
+    columns = [metric for _, metric in conditions.columns]
+    meteor = columns.index("meteor")
+    assert copy_true.cells[meteor].p_value is None
+    # Per-sample METEOR is 0.10 under swap and 0.30 under true for all 8 samples: p = 1/1001.
+    assert copy_swap.cells[meteor].mean == pytest.approx(0.10)
+    assert copy_swap.cells[meteor].p_value == pytest.approx(1 / 1001)
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "tables" / "conditions.csv").read_text())))
+    tested = [r for r in rows if r["p_value"]]
+    assert tested and {r["reference"] for r in tested} == {copy_true.key}
+    assert "vs the row's configuration under true" in (tmp_path / "tables" / "conditions.md").read_text()
