@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 WORDNET := $(VENV)/nltk_data/corpora/wordnet/lexnames
 
-.PHONY: setup lint test test-fast test-cpu-kinds demo ablation study study-v1 clean
+.PHONY: setup lint test test-fast test-cpu-kinds demo ablation study study-status study-v1 clean
 
 setup: $(STAMP) $(WORDNET)
 
@@ -85,6 +85,11 @@ study: setup
 	    --figure docs/results/v2/figure_learning_curve.png && \
 	$(BIN)/python scripts/results_doc.py docs/results.md --write; \
 	exit $$(( status || $$? ))
+
+# Where every point of the study stands (complete, running, interrupted at which step, not
+# started); runs nothing.
+study-status: setup
+	$(BIN)/dep-lightning grid $(STUDY_V2_SWEEPS) --root runs/study_v2 --exported docs/results/v2/runs --status
 
 # The first edition of the real-data study (docs/results/first_edition.md): every method and the table 2 / 3
 # grids on the 2014 Amazon 5-core Musical Instruments reviews (../shared/data), SmolLM2,

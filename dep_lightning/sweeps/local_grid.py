@@ -48,7 +48,7 @@ def expand(spec_path: str | Path, root: str | Path = "runs/sweeps", extra: Seque
 
 
 def grid(spec: list[str], root: str = "runs/sweeps", dry_run: bool = False, extra: Sequence[str] = (),
-         jobs: int = 1, threads: int | None = None, exported: Sequence[str] = ()) -> None:
+         jobs: int = 1, threads: int | None = None, exported: Sequence[str] = (), status: bool = False) -> None:
     """Run W&B grid sweep files here, without a W&B server: the points of all files in order,
     ``--jobs`` of them at once.
 
@@ -71,9 +71,16 @@ def grid(spec: list[str], root: str = "runs/sweeps", dry_run: bool = False, extr
         exported: folders of exported runs (``dep-lightning export``): a point whose
             configuration completed in one of them is not run again. ``make study`` passes the
             committed export, so a fresh clone resumes the study where its last export left it.
+        status: print where each point stands and run nothing: complete (here or in an export),
+            running (the grid command's pid), interrupted (the optimizer step and validations
+            its last checkpoint holds, where it resumes), started without a checkpoint, or not
+            started.
     """
     if jobs < 1:
         raise ConfigError("--jobs", jobs, "run at least one point at a time")
+    if status:
+        grid_status(spec, root=root, extra=extra, exported=exported)
+        return
     counts = run_grids(spec, root=root, dry_run=dry_run, extra=extra, jobs=jobs, threads=threads,
                        exported=exported)
     if sum(c["failed"] for c in counts.values()):
@@ -121,10 +128,7 @@ def run_grids(spec_paths: Sequence[str], root: str = "runs/sweeps", dry_run: boo
         if jobs > 1:
             print(f"[grid] {jobs} points at once, {threads or 'default'} CPU thread(s) each; each point's output "
                   f"in <run dir>/grid.log", flush=True)
-        done = {}
-        for folder in [*exported, root]:  # a run under root wins over an exported copy of it
-            done.update(completed_points(folder))
-        Scheduler(counts, done, jobs, threads).run(queue)
+        Scheduler(counts, completed_anywhere(root, exported), jobs, threads).run(queue)
     for name, count in counts.items():
         print(f"[grid {name}] {count}", flush=True)
     return counts
@@ -226,6 +230,15 @@ def _lock(run_dir: Path) -> Path:
     return run_dir.parent / f".{run_dir.name}.running"
 
 
+def lock_owner(run_dir: Path) -> int | None:
+    """The pid of the live process that claimed ``run_dir`` (:func:`claim`), else None."""
+    try:
+        owner = int(_lock(run_dir).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    return owner if owner and _alive(owner) else None
+
+
 def claim(run_dir: Path) -> bool:
     """Mark ``run_dir`` as run by this process; False while another live process has it."""
     lock = _lock(run_dir)
@@ -234,11 +247,7 @@ def claim(run_dir: Path) -> bool:
         try:
             handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                owner = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                owner = 0
-            if owner and _alive(owner):
+            if lock_owner(run_dir) is not None:
                 return False
             lock.unlink(missing_ok=True)  # left by a grid that died
             continue
@@ -269,3 +278,79 @@ def completed_points(root: str | Path) -> dict[str, Path]:
         if is_complete(marker.parent):
             found[json.loads(marker.read_text())["key"]] = marker.parent
     return found
+
+
+def completed_anywhere(root: str | Path, exported: Sequence[str | Path] = ()) -> dict[str, Path]:
+    """:func:`completed_points` of the exported folders and of ``root``; a run under ``root``
+    wins over an exported copy of it."""
+    done: dict[str, Path] = {}
+    for folder in [*exported, root]:
+        done.update(completed_points(folder))
+    return done
+
+
+def fit_progress(run_dir: Path) -> str:
+    """How far a point's fit got: the optimizer step of its newest validation (``timing.jsonl``,
+    the step its newest checkpoint holds when it saves at every validation, as the study
+    does), its validations and the best ``val/nll`` logged (``metrics.csv``, with the rows an
+    unfinished resume set aside); empty when nothing is recorded."""
+    import csv
+
+    from dep_lightning.callbacks.history import HISTORY_ASIDE
+
+    parts = []
+    timing = run_dir / "timing.jsonl"
+    if timing.is_file():
+        lines = [json.loads(line) for line in timing.read_text().splitlines() if line.strip()]
+        steps = [line["global_step"] for line in lines if line.get("stage") == "fit" and "global_step" in line]
+        if steps:
+            parts.append(f"step {max(steps)}")
+    values = {}
+    for name in (HISTORY_ASIDE, "metrics.csv"):
+        if (run_dir / name).is_file():
+            with (run_dir / name).open(newline="") as handle:
+                for row in csv.DictReader(handle):
+                    if row.get("val/nll"):
+                        values[(row["step"], row["val/nll"])] = float(row["val/nll"])
+    if values:
+        parts.append(f"{len(values)} validation(s), best val/nll {min(values.values()):.4f}")
+    return ", ".join(parts)
+
+
+def point_state(point: Point, done: dict[str, Path]) -> str:
+    """Where one grid point stands (``grid --status``)."""
+    run_dir = point.run_dir
+    if point_complete(run_dir):
+        return f"complete: {run_dir}"
+    if point.key in done:
+        return f"complete in {done[point.key]}"
+    progress = fit_progress(run_dir)
+    owner = lock_owner(run_dir)
+    if owner is not None:
+        return f"running (grid pid {owner}){', ' + progress if progress else ''}: {run_dir}"
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return f"interrupted{' at ' + progress if progress else ''}; resumes from checkpoints/last.ckpt: {run_dir}"
+    if run_dir.exists():
+        return f"started, no checkpoint (runs again from the start): {run_dir}"
+    return "not started"
+
+
+def grid_status(spec_paths: Sequence[str], root: str = "runs/sweeps", extra: Sequence[str] = (),
+                exported: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Print and return each point's state per sweep (see :func:`grid`'s ``status``)."""
+    done = completed_anywhere(root, exported)
+    states: dict[str, list[str]] = {}
+    for path in spec_paths:
+        spec, points = expand(path, root, extra)
+        states[spec.name] = []
+        for number, (run_dir, args) in enumerate(points, 1):
+            point = Point(spec.name, number, len(points), run_dir, args)
+            try:
+                point.key = point_key(args)
+            except ValueError as error:
+                state = f"invalid: {error}"
+            else:
+                state = point_state(point, done)
+            states[spec.name].append(state)
+            print(f"{point.label} {state}", flush=True)
+    return states

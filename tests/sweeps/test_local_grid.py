@@ -92,3 +92,45 @@ def test_a_point_killed_while_scoring_is_not_complete(tmp_path):
     assert not point_complete(run_dir)
     (run_dir / "point.json").write_text("{}")
     assert point_complete(run_dir)
+
+
+def test_grid_status_tells_where_each_point_stands(tmp_path, capsys):
+    """``grid --status``: complete here, complete in an export, running under a live grid,
+    interrupted with the step and validations of its checkpoint, started without one, not
+    started; nothing runs."""
+    from dep_lightning.sweeps.local_grid import claim, expand, grid, point_key, release
+
+    names = ("copy_recent", "copy_concat", "non_perso", "rag", "pag", "dpl")
+    path = write_sweep(tmp_path, "  config:\n    values:\n"
+                       + "".join(f"      - {ROOT / 'configs/baselines' / name}.yaml\n" for name in names),
+                       metric="test/rouge1")
+    root, exported = tmp_path / "runs", tmp_path / "exported"
+    _, points = expand(path, root)
+    complete, _, running, interrupted, started, _ = (run_dir for run_dir, _ in points)
+    for folder, key in ((complete, "here"), (exported / "copied", point_key(points[1][1]))):
+        folder.mkdir(parents=True)
+        for name in ("manifest.json", "metrics.json"):
+            (folder / name).write_text("{}")
+        (folder / "point.json").write_text(json.dumps({"key": key}))
+    assert claim(running)
+    (interrupted / "checkpoints").mkdir(parents=True)
+    (interrupted / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (interrupted / "timing.jsonl").write_text("".join(json.dumps({"stage": "fit", "global_step": step}) + "\n"
+                                                      for step in (54, 108)))
+    (interrupted / "metrics.csv").write_text("epoch,step,train/loss,val/nll\n0,53,4.1,\n0,53,,3.9\n0,107,,3.7\n")
+    started.mkdir(parents=True)
+    try:
+        grid([str(path)], root=str(root), exported=[str(exported)], status=True)
+    finally:
+        release(running)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[grid tiny]")]
+    assert lines == [
+        f"[grid tiny] 1/6 complete: {complete}",
+        f"[grid tiny] 2/6 complete in {exported / 'copied'}",
+        f"[grid tiny] 3/6 running (grid pid {os.getpid()}): {running}",
+        f"[grid tiny] 4/6 interrupted at step 108, 2 validation(s), best val/nll 3.7000; resumes from "
+        f"checkpoints/last.ckpt: {interrupted}",
+        f"[grid tiny] 5/6 started, no checkpoint (runs again from the start): {started}",
+        "[grid tiny] 6/6 not started",
+    ]
+    assert [p.parent for p in root.rglob("metrics.json")] == [complete]  # nothing ran
