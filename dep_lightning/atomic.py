@@ -25,6 +25,7 @@ its hidden ``.tmp-`` file behind; no reader looks at such names.
   given: ``np.save`` and ``np.savez`` append ``.npy`` / ``.npz`` to a path that lacks it,
   so give them the file object from :func:`atomic_open` instead.
 * :func:`atomic_folder` does the same for a whole folder (a saved model), published once.
+* :func:`write_json` writes a JSON object (indented), creating the folder.
 
 Files are created with mode ``0o666`` minus the umask, like ``open(path, "w")``, so a
 replaced target gets the permissions a plain write would have given it.
@@ -32,12 +33,13 @@ replaced target gets the permissions a plain write would have given it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 __all__ = ["atomic_folder", "atomic_open", "atomic_path", "atomic_write"]
 
@@ -46,6 +48,13 @@ def atomic_write(target: str | os.PathLike, data: str | bytes) -> None:
     """Replace ``target`` with ``data`` (a ``str`` is written as UTF-8), atomically."""
     with atomic_open(target, "wb") as handle:
         handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as indented JSON atomically, creating the folder: an interrupted run
+    leaves the old file or none."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(payload, indent=2) + "\n")
 
 
 @contextmanager

@@ -150,7 +150,8 @@ class ScoreWriter(L.Callback):
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         if not self.active(pl_module):
             return
-        from dep_lightning.callbacks.evaluation import build_manifest, write_json
+        from dep_lightning.atomic import write_json
+        from dep_lightning.callbacks.evaluation import build_manifest
         from dep_lightning.callbacks.predictions import all_rows, run_dir, write_jsonl
 
         # One row per sample and condition: a process without a batch of its own scored a copy

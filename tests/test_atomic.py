@@ -251,7 +251,7 @@ def test_atomic_folder_over_an_unfinished_folder_is_an_error(tmp_path):
 
 
 def test_the_package_writers_keep_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):
-    from dep_lightning.callbacks.evaluation import write_json
+    from dep_lightning.atomic import write_json
     from dep_lightning.callbacks.predictions import write_jsonl
     from dep_lightning.models.staged import StageCache
 

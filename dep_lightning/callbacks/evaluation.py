@@ -5,14 +5,13 @@ N epochs and logs ``val/rouge1``, ``val/meteor``, ``val/bleu`` (and ``val/bertsc
 ``ModelCheckpoint(monitor="val/meteor", mode="max")`` keeps the best checkpoint by METEOR
 as the paper did. Metric states are synced across processes and deduplicated by sample id.
 
-:func:`build_manifest`, :func:`config_hash` and :func:`metrics_table` are shared by the
-test run's recorder (``callbacks/recorder.py``), likelihood scoring and ``evaluate``.
+:func:`build_manifest` and :func:`metrics_table` are shared by the test run's recorder
+(``callbacks/recorder.py``), likelihood scoring and ``evaluate``; the config hash comes from
+``callbacks/predictions.py``, next to the run directory it reads.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 from datetime import datetime, timezone
@@ -21,9 +20,8 @@ from typing import Any
 
 import lightning as L
 
-from dep_lightning.atomic import atomic_write
 from dep_lightning.axes import BY_KEY
-from dep_lightning.callbacks.predictions import run_dir
+from dep_lightning.callbacks.predictions import config_hash
 from dep_lightning.manifest import RunManifest
 from dep_lightning.metrics import TextMetrics
 
@@ -62,23 +60,6 @@ class GenerationEvaluator(L.Callback):
         for name, value in self.metrics.compute().items():
             pl_module.log(f"val/{name}", float(value), sync_dist=False, prog_bar=name == "meteor")
         self.metrics = None
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically (:mod:`dep_lightning.atomic`): an interrupted run leaves the old file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps(payload, indent=2) + "\n")
-
-
-def config_hash(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path | None = None) -> str:
-    """sha256 (16 hex) of the run's saved config.yaml, else of the model hyperparameters.
-
-    Pass ``folder`` (the run directory) when calling on one process of a multi-process run:
-    looking it up from the trainer is a collective."""
-    saved = Path(folder or run_dir(trainer)) / "config.yaml"
-    payload = saved.read_bytes() if saved.is_file() else json.dumps(dict(pl_module.hparams), sort_keys=True,
-                                                                    default=str).encode()
-    return hashlib.sha256(payload).hexdigest()[:16]
 
 
 def code_version() -> str:

@@ -36,12 +36,23 @@ from typing import Any, Iterable, Protocol
 import lightning as L
 import torch
 
-from dep_lightning.atomic import atomic_open
+from dep_lightning.atomic import atomic_open, write_json
 
 
 def run_dir(trainer: L.Trainer) -> Path:
     """The run directory: the logger's version folder, else ``default_root_dir``."""
     return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def config_hash(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path | None = None) -> str:
+    """sha256 (16 hex) of the run's saved config.yaml, else of the model hyperparameters.
+
+    Pass ``folder`` (the run directory) when calling on one process of a multi-process run:
+    looking it up from the trainer is a collective."""
+    saved = Path(folder or run_dir(trainer)) / "config.yaml"
+    payload = saved.read_bytes() if saved.is_file() else json.dumps(dict(pl_module.hparams), sort_keys=True,
+                                                                    default=str).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
 
 
 def all_rows(trainer: L.Trainer, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -227,7 +238,6 @@ class PredictionWriter(L.Callback):
         return set(done)
 
     def _open(self, trainer, pl_module, stage: str) -> list[str]:
-        from dep_lightning.callbacks.evaluation import config_hash, write_json
 
         key = {"config_hash": config_hash(trainer, pl_module, self.folder), "weights": weights_fingerprint(pl_module)}
         path = self._progress(stage)
@@ -301,7 +311,6 @@ class PredictionWriter(L.Callback):
         """Mark the final file complete, then remove the part files (all processes have
         written their last rows: they took part in the gather). A kill in between leaves
         rows in both places, which a resume unites."""
-        from dep_lightning.callbacks.evaluation import write_json
 
         path = self._progress(stage)
         if path.is_file():

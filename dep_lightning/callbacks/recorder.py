@@ -30,9 +30,9 @@ from typing import Any, Collection, Sequence
 import lightning as L
 import numpy as np
 
-from dep_lightning.atomic import atomic_open
-from dep_lightning.callbacks.evaluation import build_manifest, config_hash, metrics_table, write_json
-from dep_lightning.callbacks.predictions import PredictionWriter, WrittenPredictions
+from dep_lightning.atomic import atomic_open, write_json
+from dep_lightning.callbacks.evaluation import build_manifest, metrics_table
+from dep_lightning.callbacks.predictions import PredictionWriter, WrittenPredictions, config_hash
 from dep_lightning.metrics import hygiene, per_sample_scores, score_predictions
 
 #: The files a W&B run gets, so that tables can be rebuilt from W&B alone (``results/wandb_source.py``).

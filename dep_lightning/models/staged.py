@@ -322,7 +322,7 @@ class StagedPromptingModule(PromptingModule):
 
     def _report_stages(self) -> None:
         """Print the stage counts and write them to ``<run>/analysis/stages.json`` (summed over processes)."""
-        from dep_lightning.callbacks.evaluation import write_json
+        from dep_lightning.atomic import write_json
         from dep_lightning.callbacks.predictions import run_dir
 
         trainer = self.trainer

@@ -42,6 +42,7 @@ from typing import Any, Iterator, Literal
 from dep_lightning.data.errors import ConfigError
 from dep_lightning.sweeps.runner import child_env, metric_value, run_child, run_dir_args
 from dep_lightning.sweeps.spec import Parameter, SweepSpec, load_spec
+from dep_lightning.sweeps.storage import default_storage, make_pruner, make_storage
 
 FINISHED_OR_ACTIVE = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
 
@@ -85,22 +86,6 @@ class SweepOptions:
     extra: tuple[str, ...] = ()
 
 
-def default_storage(root: str | Path) -> str:
-    return f"sqlite:///{Path(root).resolve() / 'optuna.db'}"
-
-
-def make_storage(url: str, heartbeat_interval: int = 30, grace_period: int | None = None):
-    import optuna
-
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-        # Several worker processes share the file: wait for locks instead of failing at once.
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
-    return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval,
-                                      grace_period=grace_period or 2 * heartbeat_interval, **kwargs)
-
-
 def _sampler(spec: SweepSpec, seed: int):
     import optuna
 
@@ -109,16 +94,6 @@ def _sampler(spec: SweepSpec, seed: int):
     if spec.method == "bayes":
         return optuna.samplers.TPESampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)  # grid: every trial is enqueued, the sampler is unused
-
-
-def make_pruner(name: str):
-    import optuna
-
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise ValueError(f"pruner must be 'median' or 'none', got {name!r}")
 
 
 def suggest(trial, parameter: Parameter) -> Any:

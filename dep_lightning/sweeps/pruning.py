@@ -41,7 +41,7 @@ class TrialPruning(L.Callback):
         if self._trial is None:
             import optuna
 
-            from dep_lightning.sweeps.optuna_sweep import make_pruner, make_storage
+            from dep_lightning.sweeps.storage import make_pruner, make_storage
 
             storage = make_storage(self.storage)
             study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=make_pruner(self.pruner))

@@ -41,7 +41,7 @@ def _waiting_study(url: str, name: str, n: int):
     """A study holding ``n`` WAITING trials; the raw RDB storage and the study."""
     import optuna
 
-    from dep_lightning.sweeps.optuna_sweep import make_storage
+    from dep_lightning.sweeps.storage import make_storage
 
     rdb = make_storage(url)
     study = optuna.create_study(storage=rdb, study_name=name)
@@ -68,7 +68,8 @@ def test_a_trial_claimed_by_a_worker_that_dies_at_once_goes_stale(storage):
     beat once) used to leave its trial RUNNING for good (seen in CI under load)."""
     import optuna
 
-    from dep_lightning.sweeps.optuna_sweep import _claim_waiting, make_storage
+    from dep_lightning.sweeps.optuna_sweep import _claim_waiting
+    from dep_lightning.sweeps.storage import make_storage
 
     url, name = storage
     _, study = _waiting_study(url, name, n=1)
@@ -85,7 +86,8 @@ def test_a_trial_claimed_by_a_worker_that_dies_at_once_goes_stale(storage):
 CLAIMER = """
 import sys, time
 from pathlib import Path
-from dep_lightning.sweeps.optuna_sweep import claim, make_storage
+from dep_lightning.sweeps.optuna_sweep import claim
+from dep_lightning.sweeps.storage import make_storage
 url, ids, folder = sys.argv[1], [int(i) for i in sys.argv[2].split(",")], Path(sys.argv[3])
 storage = make_storage(url)
 storage.engine.connect().close()
@@ -177,9 +179,10 @@ def test_pruning_reaches_the_trial_from_its_child_process(tmp_path):
 
     import optuna
 
-    from dep_lightning.sweeps.optuna_sweep import _record, make_pruner, make_storage
+    from dep_lightning.sweeps.optuna_sweep import _record
     from dep_lightning.sweeps.pruning import PRUNED_AT, TrialPruning, pruning_args
     from dep_lightning.sweeps.runner import parse_point
+    from dep_lightning.sweeps.storage import make_pruner, make_storage
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     rdb = make_storage(url)
