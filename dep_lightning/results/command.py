@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from dep_lightning.data.errors import ConfigError
+from dep_lightning.results.personalization import personalization_table
 from dep_lightning.results.registry import Registry, load_registry
 from dep_lightning.results.render import to_csv, to_latex, to_markdown
 from dep_lightning.results.tables import Options, Table, build_tables, ordered_categories, parse_assignments
@@ -114,6 +115,9 @@ def make_tables(
     overrides = parse_assignments(defaults) if isinstance(defaults, str) else dict(defaults or {})
     options = Options(resamples=resamples, seed=seed, reference=reference, intervals=intervals)
     tables, resolved = build_tables(registry, options, overrides)
+    personalization = personalization_table(registry.runs, resolved, options)
+    if personalization is not None:  # only when some run has a likelihood block
+        tables.append(personalization)
 
     score_only = len(registry.score_only)  # likelihoods only: in the personalization table alone
     echo(f"{len(registry.runs) - score_only} run(s) in {len(registry.groups)} configuration(s)"
@@ -123,7 +127,6 @@ def make_tables(
         echo(to_markdown(table, options))
     written: list[Path] = []
     notes = registry.all_notes()
-    personalization = next((table for table in tables if table.name == "personalization"), None)
     if personalization is None:
         notes.append("personalization: no run has a likelihood block (dep-lightning score), so no personalization "
                      "table or figure")

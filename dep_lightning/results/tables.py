@@ -501,7 +501,8 @@ GUIDANCE_SPECS = AXES["guidance"].specs()
 
 def build_tables(registry: Registry, options: Options | None = None, defaults: dict[str, Any] | None = None
                  ) -> tuple[list[Table], dict[str, Any]]:
-    """Every table, filled; returns the tables and the defaults used."""
+    """Every table of the runs' text metrics, filled; returns the tables and the defaults used.
+    (The personalization table of their likelihoods: ``results/personalization.py``.)"""
     options = options or Options()
     # Runs whose test prompts showed another condition's history are counterfactuals of a
     # configuration, not a method's result: they appear in the conditions table only.
@@ -567,10 +568,4 @@ def build_tables(registry: Registry, options: Options | None = None, defaults: d
         conditions = conditions_table(counterfactual, groups, categories, options)
         filler.fill(conditions)
         tables.append(conditions)
-
-    from dep_lightning.results.personalization import personalization_table
-
-    personalization = personalization_table(registry.runs, defaults, options)
-    if personalization is not None:  # only when some run has a likelihood block
-        tables.append(personalization)
     return tables, defaults
