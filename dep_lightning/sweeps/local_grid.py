@@ -231,12 +231,35 @@ def _lock(run_dir: Path) -> Path:
 
 
 def lock_owner(run_dir: Path) -> int | None:
-    """The pid of the live process that claimed ``run_dir`` (:func:`claim`), else None."""
+    """The pid of the live process that claimed ``run_dir`` (:func:`claim`), else None.
+
+    The lock holds the claimant's pid and, where ``/proc`` tells them, the boot and the
+    process's start time: a lock left by a grid that died before a reboot, whose pid now
+    belongs to another process, is then seen as stale. (A lock with a pid alone, or on a
+    system without ``/proc``, counts while that pid is alive.)"""
     try:
-        owner = int(_lock(run_dir).read_text().strip() or 0)
+        fields = _lock(run_dir).read_text().split()
+        owner = int(fields[0]) if fields else 0
     except (OSError, ValueError):
         return None
-    return owner if owner and _alive(owner) else None
+    if not owner or not _alive(owner):
+        return None
+    recorded = " ".join(fields[1:])
+    if recorded and _process_identity(owner) not in (None, recorded):
+        return None  # the pid was reused: another process, not the grid that claimed it
+    return owner
+
+
+def _process_identity(pid: int) -> str | None:
+    """``<boot id> <start time in clock ticks>`` of a live process (Linux ``/proc``), else None."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces, in parentheses): state is field 3,
+    # starttime field 22.
+    return f"{boot} {stat.rsplit(')', 1)[1].split()[19]}"
 
 
 def claim(run_dir: Path) -> bool:
@@ -251,8 +274,9 @@ def claim(run_dir: Path) -> bool:
                 return False
             lock.unlink(missing_ok=True)  # left by a grid that died
             continue
+        identity = _process_identity(os.getpid())
         with os.fdopen(handle, "w") as out:
-            out.write(f"{os.getpid()}\n")
+            out.write(f"{os.getpid()}{' ' + identity if identity else ''}\n")
         return True
     return False
 

@@ -69,15 +69,38 @@ def test_a_point_another_live_grid_runs_is_left_to_it(tmp_path):
     run_dir = tmp_path / "sweep" / "point"
     assert claim(run_dir)
     lock = tmp_path / "sweep" / ".point.running"
-    assert lock.read_text() == f"{os.getpid()}\n"
+    mine = lock.read_text()
+    assert mine.split()[0] == str(os.getpid())
     assert not claim(run_dir)  # held by a live process (this one)
     release(run_dir)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     lock.write_text(f"{dead.pid}\n")  # left by a grid that died
-    assert claim(run_dir) and lock.read_text() == f"{os.getpid()}\n"
+    assert claim(run_dir) and lock.read_text() == mine
     release(run_dir)
     assert not lock.exists()
+    # A lock written with only a pid (older grids, systems without /proc) counts while it lives.
+    lock.write_text(f"{os.getpid()}\n")
+    assert not claim(run_dir)
+    lock.unlink()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="process start times come from Linux /proc")
+def test_a_lock_whose_pid_now_belongs_to_another_process_is_stale(tmp_path):
+    """After a reboot the pid of a grid that died can belong to another process: the boot id
+    and start time recorded beside it tell them apart."""
+    from dep_lightning.sweeps.local_grid import claim, lock_owner, release
+
+    run_dir = tmp_path / "sweep" / "point"
+    lock = tmp_path / "sweep" / ".point.running"
+    assert claim(run_dir)
+    pid, boot, start = lock.read_text().split()
+    assert lock_owner(run_dir) == os.getpid() == int(pid)
+    lock.write_text(f"{pid} {boot} {int(start) + 1}\n")  # this pid, started at another time
+    assert lock_owner(run_dir) is None
+    lock.write_text(f"{pid} another-boot {start}\n")  # this pid, in another boot
+    assert lock_owner(run_dir) is None and claim(run_dir) and lock_owner(run_dir) == os.getpid()
+    release(run_dir)
 
 
 def test_a_point_killed_while_scoring_is_not_complete(tmp_path):
