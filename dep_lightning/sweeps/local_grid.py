@@ -30,6 +30,7 @@ from dep_lightning.sweeps.runner import (
     point_key,
     point_version,
     run_dir_args,
+    sigterm_as_exit,
     start_child,
     stop_child,
 )
@@ -149,6 +150,10 @@ class Scheduler:
         self.running: dict[subprocess.Popen, tuple[Point, float, Any]] = {}
 
     def run(self, queue: deque[Point]) -> None:
+        with sigterm_as_exit():
+            self._run(queue)
+
+    def _run(self, queue: deque[Point]) -> None:
         try:
             while queue or self.running:
                 self.start_ready(queue)

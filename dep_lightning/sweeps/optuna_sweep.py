@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from dep_lightning.data.errors import ConfigError
-from dep_lightning.sweeps.runner import child_env, metric_value, run_child, run_dir_args
+from dep_lightning.sweeps.runner import child_env, metric_value, run_child, run_dir_args, sigterm_as_exit
 from dep_lightning.sweeps.spec import Parameter, SweepSpec, load_spec
 from dep_lightning.sweeps.storage import default_storage, make_pruner, make_storage
 
@@ -228,7 +227,7 @@ def run_worker(spec: SweepSpec, options: SweepOptions, target: int, devices: str
     storage = make_storage(options.storage, options.heartbeat)
     study = open_study(spec, storage, study_name, options.seed, pruner)
     ran = 0
-    with _sigterm_as_exit():
+    with sigterm_as_exit():
         while (claimed := _next_trial(spec, study, storage, target)) is not None:
             trial, trial_id = claimed
             params = {p.name: suggest(trial, p) for p in spec.parameters}
@@ -280,24 +279,6 @@ def _tell_failed(study, trial, reason: str) -> None:
     trial.set_user_attr("error", reason)
     study.tell(trial, state=TrialState.FAIL)
     print(f"[sweep {study.study_name}] trial {trial.number} failed: {reason}", file=sys.stderr, flush=True)
-
-
-@contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
-    """SIGTERM (``kill``, SLURM preemption) ends the worker like Ctrl-C: the running trial's
-    process group is killed and the trial marked FAIL, instead of the worker vanishing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def visible_gpus() -> list[str]:

@@ -18,8 +18,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def run_dir_args(root: str | Path, name: str, version: str) -> list[str]:
@@ -182,3 +184,24 @@ def point_key(args: list[str]) -> str:
             config[key] = None
     subparser = cli_parser()._subcommands_action._name_parser_map[args[0]]
     return hashlib.sha256(subparser.dump(config, skip_check=True).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM (``kill``, SLURM preemption) ends a sweep process like Ctrl-C (``SystemExit``), so
+    its cleanup runs: the running children's process groups are killed and what they held is
+    released (an Optuna trial marked FAIL, a grid point's lock removed), instead of the
+    process vanishing. Ctrl-C itself does not reach a grid started in the background (``&``
+    ignores SIGINT), so SIGTERM is how such a grid is stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -157,3 +157,33 @@ def test_grid_status_tells_where_each_point_stands(tmp_path, capsys):
         "[grid tiny] 6/6 not started",
     ]
     assert [p.parent for p in root.rglob("metrics.json")] == [complete]  # nothing ran
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_grid_and_its_point_and_releases_the_lock(tmp_path):
+    """A grid started in the background ignores Ctrl-C; ``kill`` (SIGTERM) ends it like one:
+    the running point's process group is killed and its lock removed."""
+    import signal
+    import time
+
+    path = write_sweep(tmp_path, f"  config:\n    values:\n      - {ROOT / 'configs/baselines/copy_recent.yaml'}\n",
+                       metric="test/rouge1")
+    root = tmp_path / "runs"
+    grid = subprocess.Popen([sys.executable, "-m", "dep_lightning", "grid", str(path), "--root", str(root),
+                             "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    locks = []
+    for _ in range(600):  # the point has started once its lock is there
+        locks = list((root / "tiny").glob(".*.running")) if (root / "tiny").is_dir() else []
+        if locks or grid.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert len(locks) == 1 and grid.poll() is None
+    child = int(subprocess.run(["pgrep", "-P", str(grid.pid)], capture_output=True, text=True).stdout.split()[0])
+    grid.send_signal(signal.SIGTERM)
+    output, _ = grid.communicate(timeout=60)
+    assert grid.returncode == 128 + signal.SIGTERM
+    assert not locks[0].exists()
+    assert "[grid tiny] {'done': 0, 'skipped': 0, 'failed': 0}" not in output  # stopped, not finished
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
