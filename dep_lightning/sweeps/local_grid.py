@@ -318,22 +318,40 @@ def completed_anywhere(root: str | Path, exported: Sequence[str | Path] = ()) ->
     return done
 
 
-def fit_progress(run_dir: Path) -> str:
-    """How far a point's fit got: the optimizer step of its newest validation (``timing.jsonl``,
-    the step its newest checkpoint holds when it saves at every validation, as the study
-    does), its validations and the best ``val/nll`` logged (``metrics.csv``, with the rows an
-    unfinished resume set aside); empty when nothing is recorded."""
+def checkpoint_step(path: Path) -> int | None:
+    """The optimizer step a Lightning checkpoint file holds (its ``global_step``); None when
+    there is no such file (a DeepSpeed checkpoint is a folder: its step is not read here)."""
+    if not path.is_file():
+        return None
+    import torch
+
+    # mmap: only the few bytes of the step are read, not the weights.
+    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+
+
+def fit_progress(run_dir: Path, checkpoint: bool = True) -> str:
+    """How far a point's fit got: the optimizer step ``checkpoints/last.ckpt`` holds (where a
+    resume starts; not read with ``checkpoint=False``, for a point whose fit may be writing
+    it), the step of its newest validation (``timing.jsonl``) where that is later, its
+    validations and the best ``val/nll`` logged (``metrics.csv``, with the rows an unfinished
+    resume set aside); empty when nothing is recorded."""
     import csv
 
     from dep_lightning.callbacks.history import HISTORY_ASIDE
 
     parts = []
+    saved = checkpoint_step(run_dir / "checkpoints" / "last.ckpt") if checkpoint else None
+    validated = None
     timing = run_dir / "timing.jsonl"
     if timing.is_file():
         lines = [json.loads(line) for line in timing.read_text().splitlines() if line.strip()]
         steps = [line["global_step"] for line in lines if line.get("stage") == "fit" and "global_step" in line]
-        if steps:
-            parts.append(f"step {max(steps)}")
+        validated = max(steps) if steps else None
+    if saved is not None:
+        parts.append(f"step {saved}" + (f" (validated to step {validated})"
+                                        if validated is not None and validated > saved else ""))
+    elif validated is not None:
+        parts.append(f"step {validated}")
     values = {}
     for name in (HISTORY_ASIDE, "metrics.csv"):
         if (run_dir / name).is_file():
@@ -353,10 +371,11 @@ def point_state(point: Point, done: dict[str, Path]) -> str:
         return f"complete: {run_dir}"
     if point.key in done:
         return f"complete in {done[point.key]}"
-    progress = fit_progress(run_dir)
     owner = lock_owner(run_dir)
     if owner is not None:
+        progress = fit_progress(run_dir, checkpoint=False)
         return f"running (grid pid {owner}){', ' + progress if progress else ''}: {run_dir}"
+    progress = fit_progress(run_dir)
     if (run_dir / "checkpoints" / "last.ckpt").is_file():
         return f"interrupted{' at ' + progress if progress else ''}; resumes from checkpoints/last.ckpt: {run_dir}"
     if run_dir.exists():

@@ -119,8 +119,10 @@ def test_a_point_killed_while_scoring_is_not_complete(tmp_path):
 
 def test_grid_status_tells_where_each_point_stands(tmp_path, capsys):
     """``grid --status``: complete here, complete in an export, running under a live grid,
-    interrupted with the step and validations of its checkpoint, started without one, not
-    started; nothing runs."""
+    interrupted with the step its last.ckpt holds and its validations, started without a
+    checkpoint, not started; nothing runs."""
+    import torch
+
     from dep_lightning.sweeps.local_grid import claim, expand, grid, point_key, release
 
     names = ("copy_recent", "copy_concat", "non_perso", "rag", "pag", "dpl")
@@ -137,10 +139,11 @@ def test_grid_status_tells_where_each_point_stands(tmp_path, capsys):
         (folder / "point.json").write_text(json.dumps({"key": key}))
     assert claim(running)
     (interrupted / "checkpoints").mkdir(parents=True)
-    (interrupted / "checkpoints" / "last.ckpt").write_bytes(b"")
+    # Saved at the first validation; the second (step 108) was not a new best and wrote none.
+    torch.save({"global_step": 54}, interrupted / "checkpoints" / "last.ckpt")
     (interrupted / "timing.jsonl").write_text("".join(json.dumps({"stage": "fit", "global_step": step}) + "\n"
                                                       for step in (54, 108)))
-    (interrupted / "metrics.csv").write_text("epoch,step,train/loss,val/nll\n0,53,4.1,\n0,53,,3.9\n0,107,,3.7\n")
+    (interrupted / "metrics.csv").write_text("epoch,step,train/loss,val/nll\n0,53,4.1,\n0,53,,3.7\n0,107,,3.9\n")
     started.mkdir(parents=True)
     try:
         grid([str(path)], root=str(root), exported=[str(exported)], status=True)
@@ -151,7 +154,8 @@ def test_grid_status_tells_where_each_point_stands(tmp_path, capsys):
         f"[grid tiny] 1/6 complete: {complete}",
         f"[grid tiny] 2/6 complete in {exported / 'copied'}",
         f"[grid tiny] 3/6 running (grid pid {os.getpid()}): {running}",
-        f"[grid tiny] 4/6 interrupted at step 108, 2 validation(s), best val/nll 3.7000; resumes from "
+        f"[grid tiny] 4/6 interrupted at step 54 (validated to step 108), 2 validation(s), best val/nll 3.7000; "
+        f"resumes from "
         f"checkpoints/last.ckpt: {interrupted}",
         f"[grid tiny] 5/6 started, no checkpoint (runs again from the start): {started}",
         "[grid tiny] 6/6 not started",
