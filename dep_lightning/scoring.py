@@ -120,6 +120,56 @@ def once_per_condition(rows: list[dict[str, Any]], world_size: int) -> list[dict
     return list(seen.values())
 
 
+class ScoreCache(dict):
+    """The batches a scoring run has computed (inputs digest -> summed NLL and token counts of
+    the batch's samples), appended to a file as each is computed, so that a scoring run killed
+    part-way and run again on the same weights computes only the batches it lacks.
+
+    :class:`ScoreWriter` opens it in the run's ``scores/`` folder when the test loop starts
+    (the checkpoint is loaded by then) and deletes its files once ``scores/test.jsonl`` is
+    written. One file per weights and process, ``partial-<weights digest>-rank<r>.jsonl``;
+    every process reads all of them. A last line cut short by the kill is ignored; any other
+    line that is not JSON is an error. The values read back are the ones computed, bit for bit.
+    """
+
+    def __init__(self, folder: Path, weights: str, rank: int = 0):
+        super().__init__()
+        self.folder = Path(folder)
+        self.path = self.folder / f"partial-{weights}-rank{rank}.jsonl"
+        for path in sorted(self.folder.glob(f"partial-{weights}-rank*.jsonl")):
+            self._read(path)
+        self.restored = len(self)
+
+    def _read(self, path: Path) -> None:
+        import torch
+
+        lines = path.read_text().split("\n")
+        for number, line in enumerate(lines, 1):
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                if number == len(lines):  # unterminated: the line being written when the run was killed
+                    continue
+                raise ValueError(f"{path}, line {number}: not a JSON line: {line[:80]!r}") from None
+            super().__setitem__(row["inputs"], (torch.tensor(row["nll"], dtype=torch.float64),
+                                                torch.tensor(row["tokens"], dtype=torch.int64)))
+
+    def __setitem__(self, key: str, value) -> None:
+        super().__setitem__(key, value)
+        nll, tokens = value
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"inputs": key, "nll": [float(x) for x in nll],
+                                     "tokens": [int(t) for t in tokens]}) + "\n")
+
+    @staticmethod
+    def remove(folder: Path) -> None:
+        for path in Path(folder).glob("partial-*-rank*.jsonl"):
+            path.unlink()
+
+
 class ScoreWriter(L.Callback):
     """Collects the rows of a scoring test run and writes ``scores/test.jsonl`` and the
     ``likelihood`` block of ``metrics.json`` (merged into an existing one), plus
@@ -139,6 +189,18 @@ class ScoreWriter(L.Callback):
     @staticmethod
     def active(pl_module) -> bool:
         return getattr(pl_module, "scoring_conditions", None) is not None
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        if not self.active(pl_module):
+            return
+        from dep_lightning.callbacks.predictions import run_dir
+        from dep_lightning.models.base import weights_digest
+
+        cache = ScoreCache(run_dir(trainer) / "scores", weights_digest(pl_module), trainer.global_rank)
+        pl_module.scored_inputs = cache
+        if cache.restored:
+            print(f"[score] {cache.restored} batch(es) scored by an interrupted run of these weights restored from "
+                  f"{cache.folder}", flush=True)
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self._buffer = []
@@ -166,6 +228,7 @@ class ScoreWriter(L.Callback):
         self.summary = summarize(rows, pl_module.scoring_conditions, self.resamples, self.seed)
         folder = Path(self.folder)
         write_jsonl(folder / "scores" / "test.jsonl", rows)
+        ScoreCache.remove(folder / "scores")
         metrics_path = folder / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         metrics["likelihood"] = self.summary

@@ -8,6 +8,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from dep_lightning.callbacks.clock import RunClock
 from dep_lightning.callbacks.history import ResumedHistory, keep_fit_history, set_history_aside
+from dep_lightning.callbacks.resume import StoppedStaysStopped
 from dep_lightning.callbacks.summary import RunSummary
 from dep_lightning.checkpoints import is_deepspeed_folder, read_folders_outside_deepspeed
 from dep_lightning.data.datamodule import DEPDataModule
@@ -105,6 +106,8 @@ class DEPLightningCLI(LightningCLI):
             if found is not None:  # RunSummary prints "[fit] resuming from <found>"
                 config["ckpt_path"] = str(found)
                 read_folders_outside_deepspeed(self.trainer, config["ckpt_path"])
+        if config.get("ckpt_path"):
+            self.trainer.callbacks.append(StoppedStaysStopped())
         aside = getattr(self, "_resumed_history", None)
         if aside is not None:
             self.trainer.callbacks.append(ResumedHistory(aside))

@@ -1,46 +1,51 @@
-"""The study's checkpoint callbacks (configs/study/v2.yaml), run on a tiny model whose
-validation metric is scripted: ``last.ckpt`` must follow every validation, new best or not,
-so an interrupted point resumes where it stopped, while the tested checkpoint stays the best."""
+"""The study's checkpoint and early-stopping callbacks (configs/study/v2.yaml), run on a tiny
+model whose validation metric is scripted: ``last.ckpt`` follows every validation, new best
+or not, so an interrupted point resumes where it stopped while the tested checkpoint stays
+the best; a point rerun after early stopping ended its fit trains nothing again."""
 
 from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, Trainer
+from torch.utils.data import DataLoader, TensorDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# val/nll at each validation: a best at the second, then two that do not improve.
-SCRIPT = [3.0, 2.0, 2.5, 2.7]
 
-
-def study_checkpoints(dirpath):
+def study_callbacks(dirpath):
+    """The ModelCheckpoint and EarlyStopping callbacks of configs/study/v2.yaml, checkpoints in ``dirpath``."""
     from jsonargparse import ArgumentParser
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import Callback
     from omegaconf import OmegaConf
 
-    callbacks = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "study" / "v2.yaml").trainer.callbacks)
+    specs = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "study" / "v2.yaml").trainer.callbacks)
     parser = ArgumentParser()
-    parser.add_argument("--callback", type=ModelCheckpoint)
+    parser.add_argument("--callback", type=Callback)
     built = []
-    for spec in callbacks:
-        if spec["class_path"].endswith(".ModelCheckpoint"):
-            spec["init_args"]["dirpath"] = str(dirpath)
+    for spec in specs:
+        if spec["class_path"].endswith((".ModelCheckpoint", ".EarlyStopping")):
+            if spec["class_path"].endswith(".ModelCheckpoint"):
+                spec["init_args"]["dirpath"] = str(dirpath)
             built.append(parser.instantiate_classes(parser.parse_object({"callback": spec})).callback)
     return built
 
 
 class Scripted(LightningModule):
-    def __init__(self):
+    """val/nll at the N-th validation is ``script[N]``; counts its training steps."""
+
+    def __init__(self, script):
         super().__init__()
+        self.script = script
         self.layer = torch.nn.Linear(2, 1)
-        self.validations = 0
+        self.validations = self.steps = 0
 
     def training_step(self, batch, batch_idx):
+        self.steps += 1
         return self.layer(batch[0]).pow(2).mean()
 
     def validation_step(self, batch, batch_idx):
-        self.log("val/nll", SCRIPT[self.validations])
+        self.log("val/nll", self.script[self.validations])
 
     def on_validation_epoch_end(self):
         self.validations += 1
@@ -49,24 +54,49 @@ class Scripted(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
+def fit(tmp_path, script, callbacks, max_steps, ckpt_path=None):
+    model = Scripted(script)
+    trainer = Trainer(max_steps=max_steps, val_check_interval=2, limit_val_batches=1, num_sanity_val_steps=0,
+                      callbacks=callbacks, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      accelerator="cpu", default_root_dir=tmp_path)
+    trainer.fit(model, train_dataloaders=DataLoader(TensorDataset(torch.ones(64, 2)), batch_size=1),
+                val_dataloaders=DataLoader(TensorDataset(torch.ones(1, 2))), ckpt_path=ckpt_path)
+    return trainer, model
+
+
+def step_of(path):
+    return torch.load(path, weights_only=True)["global_step"]
+
+
 @pytest.mark.filterwarnings("ignore")
 def test_last_follows_every_validation_and_best_stays_the_best(tmp_path):
-    from lightning.pytorch import Trainer
-    from torch.utils.data import DataLoader, TensorDataset
-
-    checkpoints = study_checkpoints(tmp_path)
-    assert len(checkpoints) == 2
-    data = DataLoader(TensorDataset(torch.ones(8, 2)), batch_size=1)
-    trainer = Trainer(max_steps=8, val_check_interval=2, limit_val_batches=1, num_sanity_val_steps=0,
-                      callbacks=checkpoints, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                      accelerator="cpu", default_root_dir=tmp_path)
-    trainer.fit(Scripted(), train_dataloaders=data, val_dataloaders=DataLoader(TensorDataset(torch.ones(1, 2))))
+    callbacks = study_callbacks(tmp_path)
+    checkpoints = callbacks[:2]
+    # A best at the second validation, then two that do not improve (patience 3: no stop).
+    trainer, _ = fit(tmp_path, [3.0, 2.0, 2.5, 2.7], callbacks, max_steps=8)
 
     assert trainer.checkpoint_callback is checkpoints[0]  # what `ckpt_path="best"` tests and scores
-    best = torch.load(checkpoints[0].best_model_path, weights_only=False)
-    assert best["global_step"] == 4  # the second validation, the best
-    last = tmp_path / "last.ckpt"
-    assert torch.load(last, weights_only=False)["global_step"] == 8  # the fourth, not a new best
+    assert step_of(checkpoints[0].best_model_path) == 4  # the second validation, the best
+    assert step_of(tmp_path / "last.ckpt") == 8  # the fourth, not a new best
     # Exactly the best, the newest and last: nothing left from earlier validations.
     assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == sorted(
         {Path(checkpoints[0].best_model_path).name, "latest.ckpt", "last.ckpt"})
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_fit_that_early_stopping_ended_is_not_trained_again_when_resumed(tmp_path):
+    from dep_lightning.callbacks.resume import StoppedStaysStopped
+
+    # A best at the second validation, three without (patience 3): the fit stops at step 10.
+    script = [3.0, 2.0, 2.5, 2.7, 2.8, 2.9, 3.0]
+    trainer, _ = fit(tmp_path / "first", script, study_callbacks(tmp_path / "first"), max_steps=40)
+    assert trainer.global_step == 10 and step_of(tmp_path / "first" / "last.ckpt") == 10
+
+    for name, extra, steps in (("plain", [], 12), ("kept", [StoppedStaysStopped()], 10)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "last.ckpt").write_bytes((tmp_path / "first" / "last.ckpt").read_bytes())
+        resumed, model = fit(folder, script, study_callbacks(folder) + extra, max_steps=40,
+                             ckpt_path=folder / "last.ckpt")
+        # Lightning alone trains to the next validation and stops there; the callback trains nothing.
+        assert (resumed.global_step, model.steps) == (steps, steps - 10), name

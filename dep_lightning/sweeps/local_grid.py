@@ -326,7 +326,7 @@ def checkpoint_step(path: Path) -> int | None:
     import torch
 
     # mmap: only the few bytes of the step are read, not the weights.
-    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
 
 
 def fit_progress(run_dir: Path, checkpoint: bool = True) -> str:

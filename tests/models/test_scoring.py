@@ -202,3 +202,68 @@ def test_a_condition_with_identical_inputs_is_scored_once(tmp_path):
     dep = CountedDEP(backbone="tiny", embedding_dim=dm.embedding_dim, latent_dim=16)
     trainer(tmp_path / "dep", callbacks=[ScoreWriter(resamples=50)]).score(dep, dm, conditions=["true", "swap"])
     assert CountedDEP.runs == 2 * batches  # the user's slots differ: nothing reused
+
+
+class Killed(Exception):
+    """Stands for the kill of a scoring run part-way."""
+
+
+def test_a_scoring_run_killed_part_way_computes_only_what_it_lacks_when_rerun(tmp_path):
+    """The batches a killed run computed are kept in ``scores/partial-*.jsonl``: the rerun on
+    the same weights runs only the others and writes the rows of an uninterrupted run, bit
+    for bit; other weights reuse nothing; the partial files go once the rows are written."""
+    dm = small_datamodule(tmp_path / "embeddings", prompt=SLOTS_ONLY, score_limit=24)
+    dm.setup("fit")
+    batches = 2 * len(dm.score_loader("true"))  # true and swap
+    assert batches >= 4
+
+    class KilledAfter(DEPModule):
+        runs, limit = 0, None
+
+        def score_batch(self, batch):
+            if self.limit is not None and type(self).runs == self.limit:
+                raise Killed
+            type(self).runs += 1
+            return super().score_batch(batch)
+
+    torch.manual_seed(0)
+    model = KilledAfter(backbone="tiny", embedding_dim=dm.embedding_dim, latent_dim=16)
+    whole = tmp_path / "whole"
+    trainer(whole, callbacks=[ScoreWriter(resamples=50)]).score(model, dm, conditions=["true", "swap"])
+    assert KilledAfter.runs == batches
+
+    run = tmp_path / "run"
+    KilledAfter.runs, model.limit = 0, batches // 2 + 1
+    with pytest.raises(Killed):
+        trainer(run, callbacks=[ScoreWriter(resamples=50)]).score(model, dm, conditions=["true", "swap"])
+    (partial,) = (run / "scores").glob("partial-*-rank0.jsonl")
+    assert len(partial.read_text().splitlines()) == batches // 2 + 1
+    with partial.open("a") as handle:
+        handle.write('{"inputs": "cut short by the ki')  # the line being written at the kill
+
+    KilledAfter.runs, model.limit = 0, None
+    trainer(run, callbacks=[ScoreWriter(resamples=50)]).score(model, dm, conditions=["true", "swap"])
+    assert KilledAfter.runs == batches - (batches // 2 + 1)
+    assert (run / "scores" / "test.jsonl").read_bytes() == (whole / "scores" / "test.jsonl").read_bytes()
+    assert not list((run / "scores").glob("partial-*"))
+
+    # A line that is not JSON before the end is not a cut: an error naming file and line.
+    KilledAfter.runs, model.limit = 0, 1
+    with pytest.raises(Killed):
+        trainer(run, callbacks=[ScoreWriter(resamples=50)]).score(model, dm, conditions=["true", "swap"])
+    (partial,) = (run / "scores").glob("partial-*-rank0.jsonl")
+    partial.write_text("not json\n" + partial.read_text())
+    model.limit = None
+    with pytest.raises(ValueError, match=rf"{partial.name}, line 1: not a JSON line"):
+        trainer(run, callbacks=[ScoreWriter(resamples=50)]).score(model, dm, conditions=["true", "swap"])
+    partial.unlink()
+
+    # Other weights: nothing reused from the first weights' partial file.
+    KilledAfter.runs, model.limit = 0, 1
+    with pytest.raises(Killed):
+        trainer(run, callbacks=[ScoreWriter(resamples=50)]).score(model, dm, conditions=["true", "swap"])
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.requires_grad).add_(0.01)
+    KilledAfter.runs, model.limit = 0, None
+    trainer(run, callbacks=[ScoreWriter(resamples=50)]).score(model, dm, conditions=["true", "swap"])
+    assert KilledAfter.runs == batches
