@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from dep_lightning.callbacks.clock import read_timing
 from dep_lightning.results.stats import MetricSamples, paired_bootstrap
 from dep_lightning.scoring import aligned
 
@@ -49,17 +50,9 @@ def per_token_true(folder: Path) -> dict[str, float]:
     return {i: r["nll"] / max(1, r["tokens"]) for i, r in zip(ids, by["true"])}
 
 
-def timing_lines(folder: Path) -> list[dict]:
-    """The lines of the run's ``timing.jsonl`` (callbacks/clock.py); none when it has no file."""
-    path = folder / "timing.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def training_steps(folder: Path, lines: list[dict]) -> dict:
     """Optimizer steps trained, the best ``val/nll`` and where, and the validation curve
-    (``lines``: the run's :func:`timing_lines`)."""
+    (``lines``: the run's ``read_timing``, callbacks/clock.py)."""
     log = folder / "metrics-fit.csv"
     if not log.is_file():
         log = folder / "metrics.csv"
@@ -88,7 +81,7 @@ def validation_steps(lines: list[dict]) -> list[int]:
 
 
 def timing(lines: list[dict]) -> dict | None:
-    """The run's stages' wall time (its :func:`timing_lines`), per optimizer step and per sample."""
+    """The run's stages' wall time (its ``read_timing`` lines), per optimizer step and per sample."""
     if not lines:
         return None
     fits = [t for t in lines if t["stage"] == "fit"]
@@ -120,7 +113,7 @@ def summarize_run(folder: Path) -> dict:
     swap = overall["gains"].get("swap", {})
     config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else {}
     limit = ((config.get("data") or {}).get("init_args") or {}).get("score_limit")
-    lines = timing_lines(folder)
+    lines = read_timing(folder)
     entry = {
         "run": str(folder), "method": manifest["method"], "ablation": manifest.get("ablation", {}),
         "options": manifest.get("options", {}), "seed": manifest.get("seed"), "n": overall["n"],

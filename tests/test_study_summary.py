@@ -66,27 +66,27 @@ def test_timing_sums_the_commands_of_a_resumed_run(summary, tmp_path):
         {"stage": "fit", "steps": 54, "seconds": 1300.0, "train_seconds": 1200.0, "validations": 1,
          "validation_seconds": 100.0, "threads": 1, "cpu": "AMD EPYC"},
         {"stage": "fit", "steps": 108, "seconds": 2600.0, "train_seconds": 2400.0, "validations": 2,
-         "validation_seconds": 200.0, "threads": 1, "cpu": "AMD EPYC"},
+         "validation_seconds": 200.0, "threads": 1, "cpu": "AMD EPYC"},  # steps 55-162
         {"stage": "test", "seconds": 300.0, "batches": 12, "samples": 96, "threads": 1, "cpu": "AMD EPYC"},
         {"stage": "score", "seconds": 2607.0, "batches": 327, "samples": 2607, "threads": 1, "cpu": "AMD EPYC"},
     ]
     (folder / "timing.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
     def steps():
-        return summary.training_steps(folder, summary.timing_lines(folder))
+        return summary.training_steps(folder, summary.read_timing(folder))
 
     def timed():
-        return summary.timing(summary.timing_lines(folder))
+        return summary.timing(summary.read_timing(folder))
 
     # Validations after a batch that only accumulated: Lightning labels them with the step count
     # itself (54, 108), not count - 1; the validations' global steps in timing.jsonl are exact.
-    (folder / "metrics.csv").write_text("epoch,step,train/loss,val/nll\n0,51,4.0,\n0,54,,3.9\n0,107,3.5,\n"
-                                        "0,108,,3.7\n")
-    assert steps()["val_curve"] == [[55, 3.9], [109, 3.7]]  # no global steps yet
-    for line, step in zip(lines[:2], (54, 108)):
+    (folder / "metrics.csv").write_text("epoch,step,train/loss,val/nll\n0,51,4.0,\n0,54,,3.9\n0,161,3.5,\n"
+                                        "0,162,,3.7\n")
+    assert steps()["val_curve"] == [[55, 3.9], [163, 3.7]]  # no global steps yet
+    for line, step in zip(lines[:2], (54, 162)):
         line["global_step"] = step
     (folder / "timing.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    assert steps() == {"steps": 108, "best_step": 108, "best_val_nll": 3.7, "val_curve": [[54, 3.9], [108, 3.7]]}
+    assert steps() == {"steps": 162, "best_step": 162, "best_val_nll": 3.7, "val_curve": [[54, 3.9], [162, 3.7]]}
     assert "fit_cpu_seconds" not in timed()  # lines written before CPU time was recorded
     for line, cpu in zip(lines[:2], (1190.0, 2390.0)):
         line["cpu_seconds"] = cpu
@@ -96,6 +96,20 @@ def test_timing_sums_the_commands_of_a_resumed_run(summary, tmp_path):
         "steps_timed": 162, "seconds_per_step": round(3600 / 162, 3), "validations": 3, "seconds_per_validation": 100.0,
         "test_seconds": 300.0, "test_seconds_per_sample": 3.125, "score_seconds": 2607.0,
         "score_seconds_per_sample": 1.0, "threads": [1], "cpu": ["AMD EPYC"]}
+
+
+def test_segments_a_resume_trained_again_are_counted_once(summary, tmp_path):
+    """A fit stopped after its step-162 validation resumed from the checkpoint of step 108 (one
+    not saved at every validation): the first step-109-162 segment is superseded by the second."""
+    segment = {"stage": "fit", "steps": 54, "seconds": 600.0, "train_seconds": 500.0, "validations": 1,
+               "validation_seconds": 100.0, "threads": 1, "cpu": "AMD EPYC"}
+    lines = [{**segment, "global_step": step} for step in (54, 108, 162)]
+    lines += [{**segment, "global_step": 162, "seconds": 700.0, "train_seconds": 600.0},
+              {**segment, "global_step": 216}]
+    (tmp_path / "timing.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    kept = summary.read_timing(tmp_path)
+    assert kept == lines[:2] + lines[3:]
+    assert summary.timing(kept)["steps_timed"] == 216  # all five lines would count 270
 
 
 def test_p_vs_rag_and_p_vs_dep_pair_with_the_right_runs(summary, tmp_path):

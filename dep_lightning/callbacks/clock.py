@@ -12,7 +12,9 @@ Fit is written in segments: one line at the end of every validation (the steps a
 since the previous line, that validation included) and one at the end of training for any
 steps after the last validation. A command killed mid-run loses only its last segment, whose
 steps are trained again after the resume (the checkpoint ``--ckpt_path last`` resumes from
-is saved at a validation), so summing the lines counts every step once. The sanity check
+is saved at a validation). A resume from an older checkpoint (one not saved at every
+validation) trains recorded segments again; :func:`read_timing` drops the superseded lines,
+so summing what it returns counts every step once. The sanity check
 before training is in no line. Global rank zero writes; with several processes ``samples``
 counts rank zero's share. ``cpu_seconds`` is the process's CPU time over the same span (all
 its threads): a process that was paused (``kill -STOP``) or shared its cores shows wall
@@ -29,6 +31,24 @@ import lightning as L
 import torch
 
 TIMING_FILE = "timing.jsonl"
+
+
+def read_timing(run_dir: str | Path) -> list[dict]:
+    """The lines of a run's ``timing.jsonl`` in order (none without the file), less the fit
+    segments a resume trained again: a fit line covers the steps from ``global_step - steps``
+    to ``global_step``; a later line starting before an earlier one's end means the run resumed
+    from an earlier checkpoint, and the earlier lines past that start are dropped, so every
+    step is counted once."""
+    path = Path(run_dir) / TIMING_FILE
+    if not path.is_file():
+        return []
+    kept: list[dict] = []
+    for line in (json.loads(text) for text in path.read_text().splitlines() if text.strip()):
+        if line.get("stage") == "fit" and "global_step" in line:
+            start = line["global_step"] - line.get("steps", 0)
+            kept = [k for k in kept if not (k.get("stage") == "fit" and k.get("global_step", -1) > start)]
+        kept.append(line)
+    return kept
 
 
 class RunClock(L.Callback):

@@ -367,8 +367,11 @@ class Run:
 
     @property
     def group_key(self) -> str:
-        configuration = {k: v for k, v in self.manifest.items() if k not in RUN_IDENTITY}
-        return json.dumps(configuration, sort_keys=True, default=str)
+        return json.dumps(self._configuration(), sort_keys=True, default=str)
+
+    def _configuration(self) -> dict[str, Any]:
+        """The manifest without what tells runs of one configuration apart (``RUN_IDENTITY``)."""
+        return {k: v for k, v in self.manifest.items() if k not in RUN_IDENTITY}
 
     @property
     def condition(self) -> str:
@@ -380,7 +383,7 @@ class Run:
     def plain_key(self) -> str:
         """The configuration without its generation condition: a counterfactual-generation
         run shares it with the ordinary run of the same configuration."""
-        configuration = {k: v for k, v in self.manifest.items() if k not in RUN_IDENTITY}
+        configuration = self._configuration()
         configuration["data"] = {k: v for k, v in (configuration.get("data") or {}).items() if k != "condition"}
         return json.dumps(configuration, sort_keys=True, default=str)
 

@@ -337,16 +337,13 @@ def fit_progress(run_dir: Path, checkpoint: bool = True) -> str:
     resume set aside); empty when nothing is recorded."""
     import csv
 
+    from dep_lightning.callbacks.clock import read_timing
     from dep_lightning.callbacks.history import HISTORY_ASIDE
 
     parts = []
     saved = checkpoint_step(run_dir / "checkpoints" / "last.ckpt") if checkpoint else None
-    validated = None
-    timing = run_dir / "timing.jsonl"
-    if timing.is_file():
-        lines = [json.loads(line) for line in timing.read_text().splitlines() if line.strip()]
-        steps = [line["global_step"] for line in lines if line.get("stage") == "fit" and "global_step" in line]
-        validated = max(steps) if steps else None
+    steps = [line["global_step"] for line in read_timing(run_dir) if line["stage"] == "fit" and "global_step" in line]
+    validated = max(steps) if steps else None
     if saved is not None:
         parts.append(f"step {saved}" + (f" (validated to step {validated})"
                                         if validated is not None and validated > saved else ""))
