@@ -285,6 +285,13 @@ def assert_paper_setting(config) -> None:
     assert (data.batch_size, trainer.accumulate_grad_batches) == (1, 2)
 
 
+def assert_last_at_every_validation(checkpoint, last):
+    """The best checkpoint first (the trainer's ``checkpoint_callback``, which ``test`` uses), then
+    an unmonitored one writing ``last.ckpt`` at every validation (test_study_checkpoints.py)."""
+    assert checkpoint.init_args.save_last is False and checkpoint.init_args.save_top_k == 1
+    assert (last.init_args.monitor, last.init_args.save_last, last.init_args.filename) == (None, True, "latest")
+
+
 def test_the_paper_preset_parses_to_the_paper_setting():
     assert {p.stem for p in PAPER} == {"dep", "meteor_validation", "wandb"}
     config = parse_only([PAPER_DIR / "dep.yaml"])
@@ -293,8 +300,9 @@ def test_the_paper_preset_parses_to_the_paper_setting():
     assert model.class_path == "dep_lightning.models.dep_module.DEPModule" and model.init_args.refinement == "sae"
     assert config.data.init_args.retriever.class_path.endswith("RecencyRetriever")
     assert (prompt.with_text, prompt.embeddings, prompt.guidance) == (True, "his+diff", True)
-    [checkpoint] = [c for c in config.trainer.callbacks if c.class_path.endswith("ModelCheckpoint")]
+    checkpoint, last = [c for c in config.trainer.callbacks if c.class_path.endswith("ModelCheckpoint")]
     assert (checkpoint.init_args.monitor, checkpoint.init_args.mode) == ("val/nll", "min")
+    assert_last_at_every_validation(checkpoint, last)
     # No generation during validation (the paper's alternative is meteor_validation.yaml).
     assert not [c for c in config.trainer.callbacks if c.class_path.endswith("GenerationEvaluator")]
     assert config.test_after_fit is True
@@ -338,8 +346,9 @@ def test_the_paper_preset_instantiates_with_tiny_stand_ins(tmp_path, embedder_10
     assert isinstance(trainer.strategy, DDPStrategy) and trainer.world_size == 8 and trainer.num_nodes == 1
     assert trainer.precision == "bf16-mixed" and trainer.max_epochs == 5
     assert data.batch_size * trainer.world_size * trainer.accumulate_grad_batches == 16
-    [checkpoint] = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
-    assert (checkpoint.monitor, checkpoint.mode) == ("val/nll", "min")
+    checkpoint, last = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    assert (checkpoint.monitor, checkpoint.mode) == ("val/nll", "min") and trainer.checkpoint_callback is checkpoint
+    assert last.monitor is None and last.save_last is True
 
 
 def test_the_paper_prompt_cap_is_3072_tokens_at_test(tokenizer):
@@ -372,8 +381,9 @@ def test_the_paper_meteor_validation_overlay_selects_by_validation_meteor_on_all
     callbacks = config.trainer.callbacks
     [evaluator] = [c for c in callbacks if c.class_path.endswith("GenerationEvaluator")]
     assert evaluator.init_args.max_samples is None and evaluator.init_args.every_n_epochs == 1
-    [checkpoint] = [c for c in callbacks if c.class_path.endswith("ModelCheckpoint")]
+    checkpoint, last = [c for c in callbacks if c.class_path.endswith("ModelCheckpoint")]
     assert (checkpoint.init_args.monitor, checkpoint.init_args.mode) == ("val/meteor", "max")
+    assert_last_at_every_validation(checkpoint, last)
     # Only the checkpoint criterion changes: the other callbacks, the model and the data stay.
     others = [c for c in callbacks if not c.class_path.endswith(("GenerationEvaluator", "ModelCheckpoint"))]
     assert others == [c for c in base.trainer.callbacks if not c.class_path.endswith("ModelCheckpoint")]
