@@ -138,7 +138,7 @@ class ScoreCache(dict):
         self.path = self.folder / f"partial-{weights}-rank{rank}.jsonl"
         for path in sorted(self.folder.glob(f"partial-{weights}-rank*.jsonl")):
             self._read(path)
-        self.restored = len(self)
+        self.restored, self.computed = len(self), 0
 
     def _read(self, path: Path) -> None:
         import torch
@@ -158,6 +158,7 @@ class ScoreCache(dict):
 
     def __setitem__(self, key: str, value) -> None:
         super().__setitem__(key, value)
+        self.computed += 1
         nll, tokens = value
         self.folder.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as handle:

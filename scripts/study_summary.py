@@ -101,6 +101,9 @@ def timing(lines: list[dict]) -> dict | None:
             seconds, samples = sum(t["seconds"] for t in found), sum(t["samples"] for t in found)
             out[f"{stage}_seconds"] = round(seconds, 1)
             out[f"{stage}_seconds_per_sample"] = round(seconds / samples, 3) if samples else None
+            restored = sum(t.get("batches_restored", 0) for t in found)
+            if restored:  # scored by an interrupted run: its seconds are not in these
+                out[f"{stage}_batches_restored"] = restored
     out["threads"] = sorted({t["threads"] for t in lines})
     out["cpu"] = sorted({t["cpu"] for t in lines})
     return out

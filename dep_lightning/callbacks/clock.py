@@ -101,6 +101,11 @@ class RunClock(L.Callback):
             return
         run, self._eval = self._eval, None
         seconds, cpu = time.perf_counter() - run.pop("start"), time.process_time() - run.pop("cpu")
+        cache = getattr(pl_module, "scored_inputs", None)
+        if run["stage"] == "score" and hasattr(cache, "restored"):
+            # Batches this command ran, and those an interrupted run of the same weights had
+            # computed (scoring.ScoreCache): the seconds are the first's alone.
+            run |= {"batches_computed": cache.computed, "batches_restored": cache.restored}
         self._write(trainer, pl_module, {"stage": run.pop("stage"), "seconds": round(seconds, 3),
                                          "cpu_seconds": round(cpu, 3), **run})
 

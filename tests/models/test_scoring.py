@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from dep_lightning.callbacks.clock import RunClock
 from dep_lightning.data.batching import IGNORE_INDEX
 from dep_lightning.data.prompt import PromptConfig
 from dep_lightning.models.base import GenerativeModule
@@ -242,8 +243,11 @@ def test_a_scoring_run_killed_part_way_computes_only_what_it_lacks_when_rerun(tm
         handle.write('{"inputs": "cut short by the ki')  # the line being written at the kill
 
     KilledAfter.runs, model.limit = 0, None
-    trainer(run, callbacks=[ScoreWriter(resamples=50)]).score(model, dm, conditions=["true", "swap"])
+    trainer(run, callbacks=[ScoreWriter(resamples=50), RunClock()]).score(model, dm, conditions=["true", "swap"])
     assert KilledAfter.runs == batches - (batches // 2 + 1)
+    # The timing line tells the batches run from those restored (its seconds are the first's).
+    (line,) = [json.loads(t) for t in (run / "timing.jsonl").read_text().splitlines()]
+    assert (line["batches_computed"], line["batches_restored"]) == (batches - (batches // 2 + 1), batches // 2 + 1)
     assert (run / "scores" / "test.jsonl").read_bytes() == (whole / "scores" / "test.jsonl").read_bytes()
     assert not list((run / "scores").glob("partial-*"))
 
