@@ -329,12 +329,13 @@ def checkpoint_step(path: Path) -> int | None:
     return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
 
 
-def fit_progress(run_dir: Path, checkpoint: bool = True) -> str:
-    """How far a point's fit got: the optimizer step ``checkpoints/last.ckpt`` holds (where a
+def point_progress(run_dir: Path, checkpoint: bool = True) -> str:
+    """How far a point got: the optimizer step ``checkpoints/last.ckpt`` holds (where a
     resume starts; not read with ``checkpoint=False``, for a point whose fit may be writing
     it), the step of its newest validation (``timing.jsonl``) where that is later, its
     validations and the best ``val/nll`` logged (``metrics.csv``, with the rows an unfinished
-    resume set aside); empty when nothing is recorded."""
+    resume set aside), and the batches an unfinished scoring run kept; empty when nothing is
+    recorded."""
     import csv
 
     from dep_lightning.callbacks.clock import read_timing
@@ -358,6 +359,10 @@ def fit_progress(run_dir: Path, checkpoint: bool = True) -> str:
                         values[(row["step"], row["val/nll"])] = float(row["val/nll"])
     if values:
         parts.append(f"{len(values)} validation(s), best val/nll {min(values.values()):.4f}")
+    # Batches an unfinished scoring run computed (scoring.ScoreCache): a rerun keeps them.
+    kept = sum(len(path.read_text().splitlines()) for path in (run_dir / "scores").glob("partial-*-rank*.jsonl"))
+    if kept:
+        parts.append(f"{kept} scored batch(es) kept")
     return ", ".join(parts)
 
 
@@ -370,9 +375,9 @@ def point_state(point: Point, done: dict[str, Path]) -> str:
         return f"complete in {done[point.key]}"
     owner = lock_owner(run_dir)
     if owner is not None:
-        progress = fit_progress(run_dir, checkpoint=False)
+        progress = point_progress(run_dir, checkpoint=False)
         return f"running (grid pid {owner}){', ' + progress if progress else ''}: {run_dir}"
-    progress = fit_progress(run_dir)
+    progress = point_progress(run_dir)
     if (run_dir / "checkpoints" / "last.ckpt").is_file():
         return f"interrupted{' at ' + progress if progress else ''}; resumes from checkpoints/last.ckpt: {run_dir}"
     if run_dir.exists():

@@ -143,6 +143,8 @@ def test_grid_status_tells_where_each_point_stands(tmp_path, capsys):
     torch.save({"global_step": 54}, interrupted / "checkpoints" / "last.ckpt")
     (interrupted / "timing.jsonl").write_text("".join(json.dumps({"stage": "fit", "global_step": step}) + "\n"
                                                       for step in (54, 108)))
+    (interrupted / "scores").mkdir()
+    (interrupted / "scores" / "partial-0123456789abcdef-rank0.jsonl").write_text('{"inputs": "a"}\n{"inputs": "b"}\n')
     (interrupted / "metrics.csv").write_text("epoch,step,train/loss,val/nll\n0,53,4.1,\n0,53,,3.7\n0,107,,3.9\n")
     started.mkdir(parents=True)
     try:
@@ -154,7 +156,8 @@ def test_grid_status_tells_where_each_point_stands(tmp_path, capsys):
         f"[grid tiny] 1/6 complete: {complete}",
         f"[grid tiny] 2/6 complete in {exported / 'copied'}",
         f"[grid tiny] 3/6 running (grid pid {os.getpid()}): {running}",
-        f"[grid tiny] 4/6 interrupted at step 54 (validated to step 108), 2 validation(s), best val/nll 3.7000; "
+        f"[grid tiny] 4/6 interrupted at step 54 (validated to step 108), 2 validation(s), best val/nll 3.7000, "
+        f"2 scored batch(es) kept; "
         f"resumes from "
         f"checkpoints/last.ckpt: {interrupted}",
         f"[grid tiny] 5/6 started, no checkpoint (runs again from the start): {started}",
