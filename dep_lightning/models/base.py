@@ -334,9 +334,10 @@ class GenerativeModule(MethodMixin, GenerationMixin, L.LightningModule):
         A batch whose inputs are identical to a batch of an earlier condition (every tensor the
         model reads, equal bit for bit; slot inputs in ``score_ignores`` left out) is not run
         again: its scores are those of the earlier batch. Where a condition changes nothing a
-        method sees (Non-Perso's prompt has no history; the no-user control without text takes
-        no user input under ``swap``), this scores it once. Batches with sample contexts (PAG,
-        DPL: the stages read the reviews themselves) are always run.
+        method sees (Non-Perso's prompt has no history; the no-user control without text or
+        metadata takes no user input under ``swap``), this scores it once. Batches with sample
+        contexts (PAG, DPL: the stages read the reviews themselves) are looked up by their
+        final inputs in their own ``score_batch``.
         """
         scoring = self.scored_inputs is not None and batch.context is None
         key = inputs_digest(batch, self.score_ignores) if scoring else None

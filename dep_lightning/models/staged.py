@@ -45,7 +45,7 @@ from dep_lightning.data.prompt import EncodedPrompt, PromptBuilder, PromptConfig
 from dep_lightning.data.schema import Item, Review
 from dep_lightning.data.types import Batch, PromptBatch, Slots
 from dep_lightning.models.backbone import BackboneOptions
-from dep_lightning.models.base import PromptingModule
+from dep_lightning.models.base import PromptingModule, update_digest
 from dep_lightning.models.generation import GenerationConfig, as_generation_config, prediction_rows
 
 log = logging.getLogger(__name__)
@@ -295,8 +295,21 @@ class StagedPromptingModule(PromptingModule):
         encoded = self.encoded_prompts(contexts, self.profiles(contexts))
         ids, mask, _ = pad_rows([e.input_ids for e in encoded], self.tokenizer.pad_token_id, left=False)
         labels, _, _ = pad_rows([e.labels for e in encoded], IGNORE_INDEX, left=False)
+        # The final inputs are known only now: batches scored before (an interrupted run of
+        # these weights, scoring.ScoreCache) are looked up by them.
+        key = None
+        if self.scored_inputs is not None:
+            digest = hashlib.sha256(b"staged")
+            for tensor in (ids, mask, labels):
+                update_digest(digest, tensor)
+            key = digest.hexdigest()
+            if key in self.scored_inputs:
+                return self.scored_inputs[key]
         ids, mask, labels = ids.to(self.device), mask.to(self.device), labels.to(self.device)
-        return self.lm_nll(self.backbone.get_input_embeddings()(ids), mask, labels)
+        scores = self.lm_nll(self.backbone.get_input_embeddings()(ids), mask, labels)
+        if key is not None:
+            self.scored_inputs[key] = scores
+        return scores
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Nothing to validate (Lightning's sanity check still calls this): the method is untrained."""

@@ -211,3 +211,39 @@ def test_dpl_scores_every_condition(scored, tmp_path):
 
 def _distinct_summaries(root):
     return [p for p in root.rglob("*.json") if json.loads(p.read_text())["stage"] == "summary"]
+
+
+def test_pag_scoring_killed_part_way_runs_only_the_batches_it_lacks(scored, tmp_path):
+    """PAG's prompts are built inside ``score_batch`` (the profile first): the batches a killed
+    run scored are looked up by their final inputs, and the rerun writes the same rows."""
+    from dep_lightning.scoring import DEPTrainer, ScoreWriter
+
+    class Killed(Exception):
+        pass
+
+    class Counted(PAGModule):
+        runs, limit = 0, None
+
+        def lm_nll(self, *args, **kwargs):
+            if self.limit is not None and type(self).runs == self.limit:
+                raise Killed
+            type(self).runs += 1
+            return super().lm_nll(*args, **kwargs)
+
+    def score(model, folder):
+        trainer = DEPTrainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                             default_root_dir=str(folder), callbacks=[ScoreWriter(resamples=20)])
+        return trainer.score(model, scored, conditions=["true", "swap"])
+
+    pag = Counted(backbone="tiny", stage_cache_dir=str(tmp_path / "stages"), stage_generation=GREEDY)
+    score(pag, tmp_path / "whole")
+    batches, Counted.runs = Counted.runs, 0
+    assert batches >= 2
+    pag.limit = 1
+    with pytest.raises(Killed):
+        score(pag, tmp_path / "run")
+    Counted.runs, pag.limit = 0, None
+    score(pag, tmp_path / "run")
+    assert Counted.runs == batches - 1
+    assert (tmp_path / "run" / "scores" / "test.jsonl").read_bytes() == \
+        (tmp_path / "whole" / "scores" / "test.jsonl").read_bytes()
