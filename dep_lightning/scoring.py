@@ -28,6 +28,8 @@ import lightning as L
 import numpy as np
 
 from dep_lightning.data.conditions import CONDITIONS, check_conditions
+from dep_lightning.data.errors import required_field
+from dep_lightning.journal import append_jsonl, drop_torn_tail, read_jsonl_prefix
 
 DEFAULT_CONDITIONS = ("true", "swap", "none")
 
@@ -129,41 +131,31 @@ class ScoreCache(dict):
     (the checkpoint is loaded by then) and deletes its files once ``scores/test.jsonl`` is
     written. One file per weights and process, ``partial-<weights digest>-rank<r>.jsonl``;
     every process reads all of them. A last line cut short by the kill is ignored; any other
-    line that is not JSON is an error. The values read back are the ones computed, bit for bit.
+    line that is not JSON is an error naming the file and line (delete the file to score
+    those batches again). The values read back are the ones computed, bit for bit.
     """
 
     def __init__(self, folder: Path, weights: str, rank: int = 0):
+        import torch
+
         super().__init__()
         self.folder = Path(folder)
         self.path = self.folder / f"partial-{weights}-rank{rank}.jsonl"
         for path in sorted(self.folder.glob(f"partial-{weights}-rank*.jsonl")):
-            self._read(path)
+            for number, row in enumerate(read_jsonl_prefix(path), 1):
+                where = f"{path}:{number}"
+                key = required_field(row, "inputs", where)
+                nll, tokens = required_field(row, "nll", where), required_field(row, "tokens", where)
+                super().__setitem__(key, (torch.tensor(nll, dtype=torch.float64),
+                                          torch.tensor(tokens, dtype=torch.int64)))
+        drop_torn_tail(self.path)  # this process appends here: start after its last complete line
         self.restored, self.computed = len(self), 0
-
-    def _read(self, path: Path) -> None:
-        import torch
-
-        lines = path.read_text().split("\n")
-        for number, line in enumerate(lines, 1):
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                if number == len(lines):  # unterminated: the line being written when the run was killed
-                    continue
-                raise ValueError(f"{path}, line {number}: not a JSON line: {line[:80]!r}") from None
-            super().__setitem__(row["inputs"], (torch.tensor(row["nll"], dtype=torch.float64),
-                                                torch.tensor(row["tokens"], dtype=torch.int64)))
 
     def __setitem__(self, key: str, value) -> None:
         super().__setitem__(key, value)
         self.computed += 1
         nll, tokens = value
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as handle:
-            handle.write(json.dumps({"inputs": key, "nll": [float(x) for x in nll],
-                                     "tokens": [int(t) for t in tokens]}) + "\n")
+        append_jsonl(self.path, [{"inputs": key, "nll": [float(x) for x in nll], "tokens": [int(t) for t in tokens]}])
 
     @staticmethod
     def remove(folder: Path) -> None:
@@ -195,7 +187,7 @@ class ScoreWriter(L.Callback):
         if not self.active(pl_module):
             return
         from dep_lightning.callbacks.predictions import run_dir
-        from dep_lightning.models.base import weights_digest
+        from dep_lightning.fingerprints import weights_digest
 
         cache = ScoreCache(run_dir(trainer) / "scores", weights_digest(pl_module), trainer.global_rank)
         pl_module.scored_inputs = cache

@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Protocol
@@ -37,6 +36,8 @@ import lightning as L
 import torch
 
 from dep_lightning.atomic import atomic_open, write_json
+from dep_lightning.fingerprints import weights_fingerprint
+from dep_lightning.journal import append_jsonl, drop_torn_tail, read_jsonl_prefix
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -87,65 +88,6 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Append rows and make them durable (flush + fsync) before returning.
-
-    One write per batch; a kill during it leaves at most a torn last line, which
-    :func:`read_jsonl_prefix` drops and :func:`drop_torn_tail` cuts before the next append."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def read_jsonl_prefix(path: Path) -> list[dict[str, Any]]:
-    """The complete rows of a file that may have been cut mid-write: a last line without its
-    newline is the torn end of an interrupted append and is left out; any other bad line is
-    an error (the file is damaged, not interrupted)."""
-    if not path.is_file():
-        return []
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    complete = lines[:-1]  # "" after the final newline, or the torn last line
-    rows = []
-    for number, line in enumerate(complete, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not a JSON row ({error.msg}); remove the file to start over") from None
-    return rows
-
-
-def drop_torn_tail(path: Path) -> None:
-    """Cut a torn last line (no newline) so appended rows start on a line of their own."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end != len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(end)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
-def weights_fingerprint(pl_module: L.LightningModule) -> str:
-    """sha256 (16 hex) of the trainable state (what checkpoints hold): a retrained or another
-    checkpoint under the same config gives other predictions, so its rows are not reused."""
-    keys = pl_module.trainable_state_keys() if hasattr(pl_module, "trainable_state_keys") else {
-        n for n, p in pl_module.named_parameters() if p.requires_grad}
-    digest = hashlib.sha256()
-    for name, tensor in sorted(pl_module.state_dict().items()):
-        if name in keys:
-            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import torch
 
 from dep_lightning.data.batching import IGNORE_INDEX
 from dep_lightning.data.types import Batch, Slots
+from dep_lightning.fingerprints import update_digest
 from dep_lightning.methods import MethodSpec, register
 from dep_lightning.models.backbone import (
     BackboneOptions,
@@ -78,16 +79,6 @@ SLOT_INPUTS = ("positions", "kinds", "ranks", "vectors", "has_peers", "user_hist
                "target_item")
 
 
-def update_digest(digest, tensor: torch.Tensor | None) -> None:
-    """Feed one tensor to a hashlib digest, bit for bit (dtype and shape included)."""
-    if tensor is None:
-        digest.update(b"none")
-        return
-    tensor = tensor.detach().contiguous().cpu()
-    digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-    digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-
-
 def inputs_digest(batch: Batch, ignore: frozenset[str] = frozenset()) -> str:
     """A digest of the tensors of a teacher-forced batch (token ids, mask, labels, the shared
     prefix length and each soft-prompt slot input but those named in ``ignore``), bit for bit."""
@@ -97,20 +88,6 @@ def inputs_digest(batch: Batch, ignore: frozenset[str] = frozenset()) -> str:
     for tensor in tensors:
         update_digest(digest, tensor)
     return digest.hexdigest()
-
-
-def weights_digest(module: L.LightningModule) -> str:
-    """sha256 (16 hex) of a method's hyperparameters and of the weights a checkpoint holds (the
-    trainable ones and buffers outside the frozen backbone, whose weights its name fixes)."""
-    import json
-
-    digest = hashlib.sha256(json.dumps(dict(module.hparams), sort_keys=True, default=str).encode())
-    keep = module.trainable_state_keys() if callable(getattr(module, "trainable_state_keys", None)) else None
-    for name, tensor in sorted(module.state_dict().items()):
-        if keep is None or name in keep:
-            digest.update(name.encode())
-            update_digest(digest, tensor)
-    return digest.hexdigest()[:16]
 
 
 class GenerativeModule(MethodMixin, GenerationMixin, L.LightningModule):

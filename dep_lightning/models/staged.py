@@ -44,8 +44,9 @@ from dep_lightning.data.context import SampleContext
 from dep_lightning.data.prompt import EncodedPrompt, PromptBuilder, PromptConfig
 from dep_lightning.data.schema import Item, Review
 from dep_lightning.data.types import Batch, PromptBatch, Slots
+from dep_lightning.fingerprints import update_digest
 from dep_lightning.models.backbone import BackboneOptions
-from dep_lightning.models.base import PromptingModule, update_digest
+from dep_lightning.models.base import PromptingModule
 from dep_lightning.models.generation import GenerationConfig, as_generation_config, prediction_rows
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,9 @@ import torch
 
 from dep_lightning.callbacks.clock import RunClock
 from dep_lightning.data.batching import IGNORE_INDEX
+from dep_lightning.data.errors import InputError
 from dep_lightning.data.prompt import PromptConfig
+from dep_lightning.journal import read_jsonl_prefix
 from dep_lightning.models.base import GenerativeModule
 from dep_lightning.models.dep_module import DEPModule, NoUserControl
 from dep_lightning.scoring import DEPTrainer, ScoreWriter, aligned, summarize
@@ -242,12 +244,19 @@ def test_a_scoring_run_killed_part_way_computes_only_what_it_lacks_when_rerun(tm
     with partial.open("a") as handle:
         handle.write('{"inputs": "cut short by the ki')  # the line being written at the kill
 
+    # Killed again after one more batch: its line starts after the last complete one (the cut
+    # end is dropped first), so the file stays whole.
+    KilledAfter.runs, model.limit = 0, 1
+    with pytest.raises(Killed):
+        trainer(run, callbacks=[ScoreWriter(resamples=50)]).score(model, dm, conditions=["true", "swap"])
+    assert len(read_jsonl_prefix(partial)) == len(partial.read_text().splitlines()) == batches // 2 + 2
+
     KilledAfter.runs, model.limit = 0, None
     trainer(run, callbacks=[ScoreWriter(resamples=50), RunClock()]).score(model, dm, conditions=["true", "swap"])
-    assert KilledAfter.runs == batches - (batches // 2 + 1)
+    assert KilledAfter.runs == batches - (batches // 2 + 2)
     # The timing line tells the batches run from those restored (its seconds are the first's).
     (line,) = [json.loads(t) for t in (run / "timing.jsonl").read_text().splitlines()]
-    assert (line["batches_computed"], line["batches_restored"]) == (batches - (batches // 2 + 1), batches // 2 + 1)
+    assert (line["batches_computed"], line["batches_restored"]) == (batches - (batches // 2 + 2), batches // 2 + 2)
     assert (run / "scores" / "test.jsonl").read_bytes() == (whole / "scores" / "test.jsonl").read_bytes()
     assert not list((run / "scores").glob("partial-*"))
 
@@ -258,7 +267,7 @@ def test_a_scoring_run_killed_part_way_computes_only_what_it_lacks_when_rerun(tm
     (partial,) = (run / "scores").glob("partial-*-rank0.jsonl")
     partial.write_text("not json\n" + partial.read_text())
     model.limit = None
-    with pytest.raises(ValueError, match=rf"{partial.name}, line 1: not a JSON line"):
+    with pytest.raises(InputError, match=rf"{partial.name}:1: malformed JSON, value 'not json'"):
         trainer(run, callbacks=[ScoreWriter(resamples=50)]).score(model, dm, conditions=["true", "swap"])
     partial.unlink()
 

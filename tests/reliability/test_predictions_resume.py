@@ -19,8 +19,9 @@ import lightning as L
 import numpy as np
 import pytest
 
-from dep_lightning.callbacks.predictions import append_jsonl, drop_torn_tail, read_jsonl_prefix
+from dep_lightning.data.errors import InputError
 from dep_lightning.data.types import Example
+from dep_lightning.journal import append_jsonl, drop_torn_tail, read_jsonl_prefix
 from tests.helpers import finish_cli, launch_cli, tiny_override
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +69,7 @@ def test_a_torn_last_line_is_dropped_and_cut_before_the_next_append(tmp_path):
 def test_a_bad_line_before_the_end_is_an_error(tmp_path):
     part = tmp_path / "test.rank0.jsonl.part"
     part.write_text('{"sample_id": "a/test/0"}\nnot json\n{"sample_id": "a/test/1"}\n')
-    with pytest.raises(ValueError, match=r"test.rank0.jsonl.part:2: not a JSON row"):
+    with pytest.raises(InputError, match=r"test.rank0.jsonl.part:2: malformed JSON, value 'not json'"):
         read_jsonl_prefix(part)
 
 
