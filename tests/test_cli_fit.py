@@ -18,7 +18,7 @@ def test_quickstart_fit_and_test_with_tiny_models(tmp_path, capsys):
     run = tmp_path / "runs" / "quickstart" / "version_0"
     assert (run / "config.yaml").is_file()
     checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert "last.ckpt" in checkpoints and len(checkpoints) == 2
+    assert "last.ckpt" in checkpoints and "latest.ckpt" in checkpoints and len(checkpoints) == 3  # + the best
     rows = [json.loads(line) for line in (run / "predictions" / "test.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and len({r["sample_id"] for r in rows}) == 4
     assert set(rows[0]) == {"sample_id", "user_id", "item_id", "category", "reference", "prediction", "history",

@@ -107,7 +107,7 @@ def test_test_on_a_deepspeed_folder_predicts_what_the_file_predicts(tmp_path):
     override = tiny_override(tmp_path / "tiny.yaml", tmp_path / "embeddings", save_dir=tmp_path / "runs")
     configs = ["--config", str(ROOT / "configs" / "quickstart.yaml"), "--config", str(override)]
     main(["fit", *configs, "--run_dir", str(tmp_path / "fit")])
-    best = next(p for p in (tmp_path / "fit" / "checkpoints").iterdir() if p.name != "last.ckpt")
+    best = next(p for p in (tmp_path / "fit" / "checkpoints").iterdir() if p.name not in ("last.ckpt", "latest.ckpt"))
     folder = deepspeed_folder(torch.load(best, weights_only=True), tmp_path / "deepspeed" / "best.ckpt")
 
     main(["test", *configs, "--ckpt_path", str(best), "--run_dir", str(tmp_path / "from_file")])

@@ -1,7 +1,8 @@
-"""The study's checkpoint and early-stopping callbacks (configs/study/v2.yaml), run on a tiny
-model whose validation metric is scripted: ``last.ckpt`` follows every validation, new best
-or not, so an interrupted point resumes where it stopped while the tested checkpoint stays
-the best; a point rerun after early stopping ended its fit trains nothing again."""
+"""The checkpoint and early-stopping callbacks of the shipped fit configs (the study's
+configs/study/v2.yaml and every config that resumes long fits), run on a tiny model whose
+validation metric is scripted: ``last.ckpt`` follows every validation, new best or not, so
+an interrupted fit resumes where it stopped while the tested checkpoint stays the best; a
+point rerun after early stopping ended its fit trains nothing again."""
 
 from pathlib import Path
 
@@ -13,18 +14,23 @@ from torch.utils.data import DataLoader, TensorDataset
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def study_callbacks(dirpath):
-    """The ModelCheckpoint and EarlyStopping callbacks of configs/study/v2.yaml, checkpoints in ``dirpath``."""
+# Every shipped config that sets checkpoint callbacks (each keeps the best and resumes from last.ckpt).
+RESUMING = sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.yaml")
+                  if "callbacks.ModelCheckpoint" in p.read_text())
+
+
+def study_callbacks(dirpath, config="study/v2.yaml", kinds=(".ModelCheckpoint", ".EarlyStopping")):
+    """The callbacks of ``configs/<config>`` of the ``kinds`` named, checkpoints in ``dirpath``."""
     from jsonargparse import ArgumentParser
     from lightning.pytorch.callbacks import Callback
     from omegaconf import OmegaConf
 
-    specs = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "study" / "v2.yaml").trainer.callbacks)
+    specs = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / config).trainer.callbacks)
     parser = ArgumentParser()
     parser.add_argument("--callback", type=Callback)
     built = []
     for spec in specs:
-        if spec["class_path"].endswith((".ModelCheckpoint", ".EarlyStopping")):
+        if spec["class_path"].endswith(kinds):
             if spec["class_path"].endswith(".ModelCheckpoint"):
                 spec["init_args"]["dirpath"] = str(dirpath)
             built.append(parser.instantiate_classes(parser.parse_object({"callback": spec})).callback)
@@ -32,11 +38,11 @@ def study_callbacks(dirpath):
 
 
 class Scripted(LightningModule):
-    """val/nll at the N-th validation is ``script[N]``; counts its training steps."""
+    """``metric`` at the N-th validation is ``script[N]``; counts its training steps."""
 
-    def __init__(self, script):
+    def __init__(self, script, metric="val/nll"):
         super().__init__()
-        self.script = script
+        self.script, self.metric = script, metric
         self.layer = torch.nn.Linear(2, 1)
         self.validations = self.steps = 0
 
@@ -45,7 +51,7 @@ class Scripted(LightningModule):
         return self.layer(batch[0]).pow(2).mean()
 
     def validation_step(self, batch, batch_idx):
-        self.log("val/nll", self.script[self.validations])
+        self.log(self.metric, self.script[self.validations])
 
     def on_validation_epoch_end(self):
         self.validations += 1
@@ -54,8 +60,8 @@ class Scripted(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def fit(tmp_path, script, callbacks, max_steps, ckpt_path=None):
-    model = Scripted(script)
+def fit(tmp_path, script, callbacks, max_steps, ckpt_path=None, metric="val/nll"):
+    model = Scripted(script, metric)
     trainer = Trainer(max_steps=max_steps, val_check_interval=2, limit_val_batches=1, num_sanity_val_steps=0,
                       callbacks=callbacks, logger=False, enable_progress_bar=False, enable_model_summary=False,
                       accelerator="cpu", default_root_dir=tmp_path)
@@ -69,18 +75,23 @@ def step_of(path):
 
 
 @pytest.mark.filterwarnings("ignore")
-def test_last_follows_every_validation_and_best_stays_the_best(tmp_path):
-    callbacks = study_callbacks(tmp_path)
-    checkpoints = callbacks[:2]
-    # A best at the second validation, then two that do not improve (patience 3: no stop).
-    trainer, _ = fit(tmp_path, [3.0, 2.0, 2.5, 2.7], callbacks, max_steps=8)
+@pytest.mark.parametrize("config", RESUMING)
+def test_last_follows_every_validation_and_best_stays_the_best(tmp_path, config):
+    assert "study/v2.yaml" in RESUMING and "quickstart.yaml" in RESUMING
+    checkpoints = study_callbacks(tmp_path, config, kinds=(".ModelCheckpoint",))
+    assert len(checkpoints) == 2
+    monitored = checkpoints[0]
+    # A best at the second validation, then two that do not improve.
+    sign = 1.0 if monitored.mode == "min" else -1.0
+    script = [sign * value for value in (3.0, 2.0, 2.5, 2.7)]
+    trainer, _ = fit(tmp_path, script, checkpoints, max_steps=8, metric=monitored.monitor)
 
-    assert trainer.checkpoint_callback is checkpoints[0]  # what `ckpt_path="best"` tests and scores
-    assert step_of(checkpoints[0].best_model_path) == 4  # the second validation, the best
+    assert trainer.checkpoint_callback is monitored  # what `ckpt_path="best"` tests and scores
+    assert step_of(monitored.best_model_path) == 4  # the second validation, the best
     assert step_of(tmp_path / "last.ckpt") == 8  # the fourth, not a new best
     # Exactly the best, the newest and last: nothing left from earlier validations.
     assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == sorted(
-        {Path(checkpoints[0].best_model_path).name, "latest.ckpt", "last.ckpt"})
+        {Path(monitored.best_model_path).name, "latest.ckpt", "last.ckpt"})
 
 
 @pytest.mark.filterwarnings("ignore")
