@@ -5,7 +5,8 @@ A run resumed into its run directory reuses rows only when they came from the sa
 generated predictions (``callbacks/predictions.py``) are keyed on the run's config hash and
 :func:`weights_fingerprint`; scored batches (``scoring.ScoreCache``) on :func:`weights_digest`,
 which adds the method's hyperparameters (a scoring run's settings are not all in the
-config file of the fit that trained it).
+config file of the fit that trained it). Batches whose likelihood is the frozen backbone's
+alone are shared among runs keyed on :func:`backbone_digest`.
 
 The state hashed is what a checkpoint holds: the module's ``trainable_state_keys()`` (the
 trainable weights and the buffers outside the frozen backbone, whose weights its name fixes),
@@ -19,7 +20,7 @@ import json
 
 import torch
 
-__all__ = ["update_digest", "weights_digest", "weights_fingerprint"]
+__all__ = ["backbone_digest", "update_digest", "weights_digest", "weights_fingerprint"]
 
 
 def update_digest(digest, tensor: torch.Tensor | None) -> None:
@@ -60,4 +61,17 @@ def weights_digest(module: torch.nn.Module) -> str:
     hparams = dict(getattr(module, "hparams", {}))
     digest = hashlib.sha256(json.dumps(hparams, sort_keys=True, default=str).encode())
     _update_state(digest, module)
+    return digest.hexdigest()[:16]
+
+
+def backbone_digest(module: torch.nn.Module, context: str = "") -> str:
+    """sha256 (16 hex) of a method's frozen backbone: its class, its config and every weight and
+    buffer, bit for bit (dtype included), and ``context`` (what else decides its outputs, such
+    as the trainer's precision). Equal for two runs whose backbone computes the same."""
+    backbone = module.backbone
+    config = backbone.config.to_json_string(use_diff=False) if hasattr(backbone, "config") else ""
+    digest = hashlib.sha256(f"{type(backbone).__qualname__}\n{config}\n{context}".encode())
+    for name, tensor in backbone.state_dict(keep_vars=False).items():
+        digest.update(name.encode())
+        update_digest(digest, tensor)
     return digest.hexdigest()[:16]

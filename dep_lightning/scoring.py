@@ -15,11 +15,20 @@ other condition gets the same against ``true``.
 Files (``docs/runs.md``): ``scores/test.jsonl`` (one row per sample and condition:
 ``sample_id``, ``user_id``, ``category``, ``condition``, ``nll``, ``tokens``) and a
 ``likelihood`` block merged into the run's ``metrics.json``.
+
+Work is not done twice: a batch whose inputs equal an earlier condition's is scored once;
+the batches scored so far are kept (:class:`ScoreCache`) so that a killed run resumes; and
+with a shared folder (``ScoreWriter(shared=...)``, by default ``$DEP_LIGHTNING_SHARED_SCORES``,
+which ``dep-lightning grid`` sets to ``<root>/.backbone-scores``) the batches the frozen
+backbone alone scores (a trained method's ``none`` condition, whose prompts hold no soft
+prompt) are computed once for all runs with the same backbone, precision and inputs.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,6 +41,9 @@ from dep_lightning.data.errors import required_field
 from dep_lightning.journal import append_jsonl, drop_torn_tail, read_jsonl_prefix
 
 DEFAULT_CONDITIONS = ("true", "swap", "none")
+#: A folder of scores shared among runs (``ScoreWriter(shared=...)``'s default); ``dep-lightning
+#: grid`` sets it to ``<root>/.backbone-scores`` for its points.
+SHARED_SCORES_ENV = "DEP_LIGHTNING_SHARED_SCORES"
 
 
 def _per_token(rows: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -135,13 +147,14 @@ class ScoreCache(dict):
     those batches again). The values read back are the ones computed, bit for bit.
     """
 
-    def __init__(self, folder: Path, weights: str, rank: int = 0):
+    def __init__(self, folder: Path, weights: str, rank: int | str = 0):
         import torch
 
         super().__init__()
         self.folder = Path(folder)
-        self.path = self.folder / f"partial-{weights}-rank{rank}.jsonl"
-        for path in sorted(self.folder.glob(f"partial-{weights}-rank*.jsonl")):
+        writer = rank if isinstance(rank, str) else f"rank{rank}"
+        self.path = self.folder / f"partial-{weights}-{writer}.jsonl"
+        for path in sorted(self.folder.glob(f"partial-{weights}-*.jsonl")):
             for number, row in enumerate(read_jsonl_prefix(path), 1):
                 where = f"{path}:{number}"
                 key = required_field(row, "inputs", where)
@@ -149,7 +162,11 @@ class ScoreCache(dict):
                 super().__setitem__(key, (torch.tensor(nll, dtype=torch.float64),
                                           torch.tensor(tokens, dtype=torch.int64)))
         drop_torn_tail(self.path)  # this process appends here: start after its last complete line
-        self.restored, self.computed = len(self), 0
+        self.restored, self.computed, self.hits = len(self), 0, 0
+
+    def __getitem__(self, key: str):
+        self.hits += 1
+        return super().__getitem__(key)
 
     def __setitem__(self, key: str, value) -> None:
         super().__setitem__(key, value)
@@ -173,8 +190,9 @@ class ScoreWriter(L.Callback):
         seed: bootstrap seed.
     """
 
-    def __init__(self, resamples: int = 1000, seed: int = 0):
+    def __init__(self, resamples: int = 1000, seed: int = 0, shared: str | None = None):
         self.resamples, self.seed = resamples, seed
+        self.shared = shared if shared is not None else os.environ.get(SHARED_SCORES_ENV) or None
         self._buffer: list[dict[str, Any]] = []
         self.summary: dict[str, Any] | None = None
         self.folder: Path | None = None
@@ -194,6 +212,15 @@ class ScoreWriter(L.Callback):
         if cache.restored:
             print(f"[score] {cache.restored} batch(es) scored by an interrupted run of these weights restored from "
                   f"{cache.folder}", flush=True)
+        pl_module.shared_scores = None
+        if self.shared and hasattr(pl_module, "backbone"):
+            from dep_lightning.fingerprints import backbone_digest
+
+            backbone = backbone_digest(pl_module, context=str(trainer.precision))
+            writer = f"{socket.gethostname()}-{os.getpid()}-rank{trainer.global_rank}"
+            pl_module.shared_scores = ScoreCache(Path(self.shared), f"backbone-{backbone}", writer)
+            print(f"[score] batches the frozen backbone alone scores are shared in {self.shared} "
+                  f"({pl_module.shared_scores.restored} there)", flush=True)
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self._buffer = []

@@ -104,8 +104,11 @@ class RunClock(L.Callback):
         cache = getattr(pl_module, "scored_inputs", None)
         if run["stage"] == "score" and hasattr(cache, "restored"):
             # Batches this command ran, and those an interrupted run of the same weights had
-            # computed (scoring.ScoreCache): the seconds are the first's alone.
+            # computed (scoring.ScoreCache) or other runs had (shared): the seconds are the first's alone.
             run |= {"batches_computed": cache.computed, "batches_restored": cache.restored}
+            shared = getattr(pl_module, "shared_scores", None)
+            if hasattr(shared, "hits"):  # taken from the scores runs share (scoring.ScoreWriter)
+                run["batches_shared"] = shared.hits
         self._write(trainer, pl_module, {"stage": run.pop("stage"), "seconds": round(seconds, 3),
                                          "cpu_seconds": round(cpu, 3), **run})
 

@@ -304,6 +304,21 @@ class GenerativeModule(MethodMixin, GenerationMixin, L.LightningModule):
     scored_inputs: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
     #: Slot inputs (``SLOT_INPUTS``) the method's likelihood does not depend on.
     score_ignores: frozenset[str] = frozenset()
+    #: Set by ``ScoreWriter`` when runs share a folder of scores (``scoring.ScoreWriter``):
+    #: inputs digest -> (nll, tokens) of batches whose likelihood is the frozen backbone's alone.
+    shared_scores: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def backbone_only(self, batch: Batch) -> bool:
+        """Whether the batch's likelihood is the frozen backbone's alone (no weight or rule of the
+        method's own reaches it), so that any run with the same backbone scores it the same.
+
+        True for this class's :meth:`score_batch` over its :meth:`input_embeddings` (the
+        backbone's token embeddings) without trainable parameters; a subclass that changes
+        either says itself when its own parts are not used (DEP: a batch without slots)."""
+        cls = type(self)
+        return (cls.score_batch is GenerativeModule.score_batch
+                and cls.input_embeddings is GenerativeModule.input_embeddings
+                and not any(p.requires_grad for p in self.parameters()))
 
     def score_rows(self, batch: Batch, condition: str) -> list[dict[str, Any]]:
         """``scores/test.jsonl`` rows of one teacher-forced batch (docs/runs.md).
@@ -312,18 +327,26 @@ class GenerativeModule(MethodMixin, GenerationMixin, L.LightningModule):
         model reads, equal bit for bit; slot inputs in ``score_ignores`` left out) is not run
         again: its scores are those of the earlier batch. Where a condition changes nothing a
         method sees (Non-Perso's prompt has no history; the no-user control without text or
-        metadata takes no user input under ``swap``), this scores it once. Batches with sample
+        metadata takes no user input under ``swap``), this scores it once. A batch the frozen
+        backbone alone scores (:meth:`backbone_only`: DEP's under ``none``) is looked up in the
+        scores runs share (``shared_scores``), when there are any. Batches with sample
         contexts (PAG, DPL: the stages read the reviews themselves) are looked up by their
         final inputs in their own ``score_batch``.
         """
         scoring = self.scored_inputs is not None and batch.context is None
         key = inputs_digest(batch, self.score_ignores) if scoring else None
+        shared = self.shared_scores if scoring and self.backbone_only(batch) else None
         if key is not None and key in self.scored_inputs:
             nll, tokens = self.scored_inputs[key]
+        # Shared among methods: every input, whatever this method ignores.
+        elif shared is not None and (shared_key := inputs_digest(batch)) in shared:
+            nll, tokens = shared[shared_key]
         else:
             nll, tokens = self.score_batch(batch)
             if key is not None:
                 self.scored_inputs[key] = (nll, tokens)
+            if shared is not None:
+                shared[shared_key] = (nll, tokens)
         return [{"sample_id": batch.sample_id[i], "user_id": batch.user_id[i],
                  "category": batch.category[i], "condition": condition,
                  "nll": float(nll[i]), "tokens": int(tokens[i])} for i in range(len(batch.sample_id))]

@@ -279,6 +279,11 @@ class DEPModule(GenerativeModule):
         prompts, losses = self.soft_prompts(slots)
         return splice_soft_prompts(embeds, slots.positions, prompts), losses
 
+    def backbone_only(self, batch: Batch) -> bool:
+        """A batch without slots (every sample without history: the ``none`` condition) gets the
+        backbone's own token embeddings (:meth:`input_embeddings`): no weight of DEP's reaches it."""
+        return batch.slots.positions.numel() == 0
+
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         embeds, aux = self.input_embeddings(batch.input_ids, batch.slots)
         gen = self.lm_loss(embeds, batch.attention_mask, batch.labels, batch.input_ids, batch.prefix_length)

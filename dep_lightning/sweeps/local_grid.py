@@ -129,7 +129,11 @@ def run_grids(spec_paths: Sequence[str], root: str = "runs/sweeps", dry_run: boo
         if jobs > 1:
             print(f"[grid] {jobs} points at once, {threads or 'default'} CPU thread(s) each; each point's output "
                   f"in <run dir>/grid.log", flush=True)
-        Scheduler(counts, completed_anywhere(root, exported), jobs, threads).run(queue)
+        from dep_lightning.scoring import SHARED_SCORES_ENV
+
+        # The points' scoring shares the batches the frozen backbone alone scores (scoring.py).
+        shared = {SHARED_SCORES_ENV: str(Path(root).resolve() / ".backbone-scores")}
+        Scheduler(counts, completed_anywhere(root, exported), jobs, threads, shared).run(queue)
     for name, count in counts.items():
         print(f"[grid {name}] {count}", flush=True)
     return counts
@@ -145,8 +149,9 @@ class Scheduler:
     leaves (an interrupt) are stopped and their locks released.
     """
 
-    def __init__(self, counts: dict[str, dict[str, int]], done: dict[str, Path], jobs: int, threads: int | None):
-        self.counts, self.done, self.jobs, self.threads = counts, done, jobs, threads
+    def __init__(self, counts: dict[str, dict[str, int]], done: dict[str, Path], jobs: int, threads: int | None,
+                 env: dict[str, str] | None = None):
+        self.counts, self.done, self.jobs, self.threads, self.env = counts, done, jobs, threads, env
         self.running: dict[subprocess.Popen, tuple[Point, float, Any]] = {}
 
     def run(self, queue: deque[Point]) -> None:
@@ -202,7 +207,8 @@ class Scheduler:
         if self.jobs > 1:
             point.run_dir.mkdir(parents=True, exist_ok=True)
             log = (point.run_dir / "grid.log").open("a")
-        self.running[start_child(point.args, threads=self.threads, output=log)] = (point, time.monotonic(), log)
+        self.running[start_child(point.args, threads=self.threads, output=log, defaults=self.env)] = (
+            point, time.monotonic(), log)
 
     def finish(self, process: subprocess.Popen) -> None:
         """Settle a point whose child exited: done (``point.json`` written) or failed."""

@@ -90,11 +90,13 @@ DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SI
                    "NODE_RANK", "GROUP_RANK", "TORCHELASTIC_RUN_ID")
 
 
-def child_env(devices: str | None = None, threads: int | None = None) -> dict[str, str]:
+def child_env(devices: str | None = None, threads: int | None = None,
+              defaults: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment for a run child: no rendezvous variables; with ``devices``
     (a ``CUDA_VISIBLE_DEVICES`` value) the child sees only those GPUs; with ``threads`` its
-    CPU thread pools (OpenMP, MKL, torch's intra-op) get that many threads."""
-    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
+    CPU thread pools (OpenMP, MKL, torch's intra-op) get that many threads; ``defaults``: variables
+    set where this process's environment does not set them."""
+    env = {**(defaults or {}), **{k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}}
     if devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = devices
     if threads is not None:
@@ -112,10 +114,12 @@ _LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
 
 
 def start_child(args: list[str], devices: str | None = None, threads: int | None = None,
-                output=None) -> subprocess.Popen:
+                output=None, defaults: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``python -m dep_lightning <args>`` as a child process (see :func:`run_child`);
-    ``output``: a file its stdout and stderr go to (default: this process's)."""
-    return subprocess.Popen([sys.executable, "-m", "dep_lightning", *args], env=child_env(devices, threads),
+    ``output``: a file its stdout and stderr go to (default: this process's); ``defaults``: as
+    :func:`child_env`."""
+    return subprocess.Popen([sys.executable, "-m", "dep_lightning", *args],
+                            env=child_env(devices, threads, defaults),
                             start_new_session=True, stdout=output, stderr=subprocess.STDOUT if output else None,
                             preexec_fn=_die_with_parent if _LIBC is not None else None)
 

@@ -171,6 +171,59 @@ class CountedDEP(DEPModule):
         return super().score_batch(batch)
 
 
+class CountedControl(NoUserControl):
+    """The no-user control, counting the batches it actually runs."""
+
+    runs = 0
+
+    def score_batch(self, batch):
+        type(self).runs += 1
+        return super().score_batch(batch)
+
+
+def score_rows(folder: Path) -> dict[tuple[str, str], dict]:
+    return {(r["sample_id"], r["condition"]): r for r in map(json.loads, (folder / "scores" / "test.jsonl").open())}
+
+
+def test_batches_the_backbone_alone_scores_are_shared_among_runs(tmp_path):
+    """Under ``none`` a trained method's prompts hold no soft prompt, so the frozen backbone alone
+    scores them: with a shared folder a second run (another method, other weights) takes those
+    batches from the first and writes the rows it would have computed; batches with slots are
+    never shared, nor are those of a method that scores by its own rule."""
+    dm = small_datamodule(tmp_path / "embeddings", prompt=SLOTS_ONLY, score_limit=24)
+    dm.setup("fit")
+    batches = len(dm.score_loader("true"))
+    shared = tmp_path / "shared"
+
+    CountedDEP.runs = CountedControl.runs = 0
+    torch.manual_seed(0)
+    dep = CountedDEP(backbone="tiny", embedding_dim=dm.embedding_dim, latent_dim=16)
+    trainer(tmp_path / "dep", callbacks=[ScoreWriter(resamples=50, shared=str(shared))]).score(
+        dep, dm, conditions=["true", "none"])
+    assert CountedDEP.runs == 2 * batches
+    assert len(list(shared.glob("partial-backbone-*.jsonl"))) == 1
+
+    torch.manual_seed(1)
+    control = CountedControl(backbone="tiny", embedding_dim=dm.embedding_dim, latent_dim=16)
+    trainer(tmp_path / "control", callbacks=[ScoreWriter(resamples=50, shared=str(shared)), RunClock()]).score(
+        control, dm, conditions=["true", "none"])
+    assert CountedControl.runs == batches  # its own "true" only
+    (line,) = [json.loads(t) for t in (tmp_path / "control" / "timing.jsonl").read_text().splitlines()]
+    assert (line["batches_computed"], line["batches_shared"]) == (batches, batches)
+    # What it would have computed itself (no shared folder), bit for bit.
+    trainer(tmp_path / "alone", callbacks=[ScoreWriter(resamples=50)]).score(control, dm, conditions=["true", "none"])
+    assert CountedControl.runs == 3 * batches
+    assert score_rows(tmp_path / "control") == score_rows(tmp_path / "alone")
+    # The slots' batches were not shared: the two methods' "true" rows differ.
+    dep_rows, control_rows = score_rows(tmp_path / "dep"), score_rows(tmp_path / "control")
+    assert all(dep_rows[k]["nll"] != control_rows[k]["nll"] for k in dep_rows if k[1] == "true")
+    assert all(dep_rows[k] == control_rows[k] for k in dep_rows if k[1] == "none")
+
+    # A method with its own scoring rule (no trainable weight, but not the backbone's NLL) shares nothing.
+    copier = CopyUserWords(backbone="tiny")
+    assert not copier.backbone_only(next(iter(dm.score_loader("none"))))
+
+
 def test_a_condition_with_identical_inputs_is_scored_once(tmp_path):
     """The no-user control without text sees nothing of the user under ``swap``: its batches
     are bit-identical to ``true``'s and are not run again, with the same rows as a run that
@@ -179,13 +232,7 @@ def test_a_condition_with_identical_inputs_is_scored_once(tmp_path):
     dm.setup("fit")
     batches = len(dm.score_loader("true"))
 
-    class CountedControl(NoUserControl):
-        runs = 0
-
-        def score_batch(self, batch):
-            type(self).runs += 1
-            return super().score_batch(batch)
-
+    CountedControl.runs = 0
     torch.manual_seed(0)
     control = CountedControl(backbone="tiny", embedding_dim=dm.embedding_dim, latent_dim=16)
     once = tmp_path / "once"
@@ -201,6 +248,7 @@ def test_a_condition_with_identical_inputs_is_scored_once(tmp_path):
     reused = {(r["sample_id"], r["condition"]): r for r in map(json.loads, (once / "scores" / "test.jsonl").open())}
     assert reused == rows
 
+    CountedDEP.runs = 0
     torch.manual_seed(0)
     dep = CountedDEP(backbone="tiny", embedding_dim=dm.embedding_dim, latent_dim=16)
     trainer(tmp_path / "dep", callbacks=[ScoreWriter(resamples=50)]).score(dep, dm, conditions=["true", "swap"])

@@ -194,3 +194,23 @@ def test_sigterm_stops_a_grid_and_its_point_and_releases_the_lock(tmp_path):
     assert "[grid tiny] {'done': 0, 'skipped': 0, 'failed': 0}" not in output  # stopped, not finished
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
+
+
+@pytest.mark.slow
+def test_a_grids_points_share_the_batches_the_backbone_alone_scores(tmp_path):
+    """Two DEP points (another loss weight, so other weights; the same seed, so the same tiny
+    backbone) scored after their fit under ``true`` and ``none``: the second takes every ``none``
+    batch from the first (``<root>/.backbone-scores``) and computes its own ``true``."""
+    from dep_lightning.sweeps.local_grid import run_grid
+
+    scoring = tmp_path / "scoring.yaml"
+    scoring.write_text("score_after_fit: [true, none]\n")
+    path = write_sweep(tmp_path, "  model.init_args.lam:\n    values: [1.0, 10.0]", configs=(scoring,))
+    root = tmp_path / "runs"
+    assert run_grid(str(path), root=str(root)) == {"done": 2, "skipped": 0, "failed": 0}
+    lines = [[json.loads(t) for t in (run / "timing.jsonl").read_text().splitlines() if '"score"' in t][0]
+             for run in sorted(completed_points(root).values(), key=lambda p: (p / "point.json").stat().st_mtime_ns)]
+    half = lines[0]["batches_computed"] // 2
+    assert half > 0 and lines[0]["batches_shared"] == 0
+    assert (lines[1]["batches_computed"], lines[1]["batches_shared"]) == (half, half)
+    assert len(list((root / ".backbone-scores").glob("partial-backbone-*.jsonl"))) == 1
