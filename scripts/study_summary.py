@@ -101,9 +101,11 @@ def timing(lines: list[dict]) -> dict | None:
             seconds, samples = sum(t["seconds"] for t in found), sum(t["samples"] for t in found)
             out[f"{stage}_seconds"] = round(seconds, 1)
             out[f"{stage}_seconds_per_sample"] = round(seconds / samples, 3) if samples else None
-            restored = sum(t.get("batches_restored", 0) for t in found)
-            if restored:  # scored by an interrupted run: its seconds are not in these
-                out[f"{stage}_batches_restored"] = restored
+            # Batches scored by an interrupted run or by another run (shared): their seconds are not in these.
+            for field in ("batches_restored", "batches_shared"):
+                count = sum(t.get(field, 0) for t in found)
+                if count:
+                    out[f"{stage}_{field}"] = count
     out["threads"] = sorted({t["threads"] for t in lines})
     out["cpu"] = sorted({t["cpu"] for t in lines})
     return out

@@ -96,6 +96,10 @@ def test_timing_sums_the_commands_of_a_resumed_run(summary, tmp_path):
         "steps_timed": 162, "seconds_per_step": round(3600 / 162, 3), "validations": 3, "seconds_per_validation": 100.0,
         "test_seconds": 300.0, "test_seconds_per_sample": 3.125, "score_seconds": 2607.0,
         "score_seconds_per_sample": 1.0, "threads": [1], "cpu": ["AMD EPYC"]}
+    # Batches another run had scored (shared) or an interrupted one had: counted, not in the seconds.
+    lines[3] |= {"batches_computed": 200, "batches_restored": 18, "batches_shared": 109}
+    (folder / "timing.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert (timed()["score_batches_restored"], timed()["score_batches_shared"]) == (18, 109)
 
 
 def test_segments_a_resume_trained_again_are_counted_once(summary, tmp_path):
