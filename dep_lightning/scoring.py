@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import platform
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -217,7 +217,7 @@ class ScoreWriter(L.Callback):
             from dep_lightning.fingerprints import backbone_digest
 
             backbone = backbone_digest(pl_module, context=str(trainer.precision))
-            writer = f"{socket.gethostname()}-{os.getpid()}-rank{trainer.global_rank}"
+            writer = f"{platform.node()}-{os.getpid()}-rank{trainer.global_rank}"
             pl_module.shared_scores = ScoreCache(Path(self.shared), f"backbone-{backbone}", writer)
             print(f"[score] batches the frozen backbone alone scores are shared in {self.shared} "
                   f"({pl_module.shared_scores.restored} there)", flush=True)

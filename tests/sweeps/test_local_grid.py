@@ -179,14 +179,15 @@ def test_sigterm_stops_a_grid_and_its_point_and_releases_the_lock(tmp_path):
     grid = subprocess.Popen([sys.executable, "-m", "dep_lightning", "grid", str(path), "--root", str(root),
                              "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-    locks = []
-    for _ in range(600):  # the point has started once its lock is there
+    locks, children = [], []
+    for _ in range(600):  # the point has started once its lock is there and its process runs
         locks = list((root / "tiny").glob(".*.running")) if (root / "tiny").is_dir() else []
-        if locks or grid.poll() is not None:
+        children = subprocess.run(["pgrep", "-P", str(grid.pid)], capture_output=True, text=True).stdout.split()
+        if (locks and children) or grid.poll() is not None:
             break
         time.sleep(0.05)
-    assert len(locks) == 1 and grid.poll() is None
-    child = int(subprocess.run(["pgrep", "-P", str(grid.pid)], capture_output=True, text=True).stdout.split()[0])
+    assert len(locks) == 1 and len(children) == 1 and grid.poll() is None
+    child = int(children[0])
     grid.send_signal(signal.SIGTERM)
     output, _ = grid.communicate(timeout=60)
     assert grid.returncode == 128 + signal.SIGTERM
