@@ -24,7 +24,12 @@ from typing import Any
 
 from dep_lightning.data.errors import InputError
 
-__all__ = ["append_jsonl", "drop_torn_tail", "read_jsonl_prefix"]
+__all__ = ["SHARED_SCORES_ENV", "append_jsonl", "drop_torn_tail", "read_jsonl_prefix"]
+
+#: A folder of score journals shared among runs (``scoring.ScoreWriter(shared=...)``'s default):
+#: ``dep-lightning grid`` sets it to ``<root>/.backbone-scores`` for its points. Here, not in
+#: ``scoring``, so that the grid reads it without importing torch and Lightning.
+SHARED_SCORES_ENV = "DEP_LIGHTNING_SHARED_SCORES"
 
 
 def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -38,12 +38,9 @@ import numpy as np
 
 from dep_lightning.data.conditions import CONDITIONS, check_conditions
 from dep_lightning.data.errors import required_field
-from dep_lightning.journal import append_jsonl, drop_torn_tail, read_jsonl_prefix
+from dep_lightning.journal import SHARED_SCORES_ENV, append_jsonl, drop_torn_tail, read_jsonl_prefix
 
 DEFAULT_CONDITIONS = ("true", "swap", "none")
-#: A folder of scores shared among runs (``ScoreWriter(shared=...)``'s default); ``dep-lightning
-#: grid`` sets it to ``<root>/.backbone-scores`` for its points.
-SHARED_SCORES_ENV = "DEP_LIGHTNING_SHARED_SCORES"
 
 
 def _per_token(rows: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -141,18 +138,18 @@ class ScoreCache(dict):
 
     :class:`ScoreWriter` opens it in the run's ``scores/`` folder when the test loop starts
     (the checkpoint is loaded by then) and deletes its files once ``scores/test.jsonl`` is
-    written. One file per weights and process, ``partial-<weights digest>-rank<r>.jsonl``;
-    every process reads all of them. A last line cut short by the kill is ignored; any other
+    written. One file per weights and writer, ``partial-<weights digest>-<writer>.jsonl``
+    (``rank<r>`` for a run's processes; host, pid and rank in a folder runs share); every
+    process reads all of them. A last line cut short by the kill is ignored; any other
     line that is not JSON is an error naming the file and line (delete the file to score
     those batches again). The values read back are the ones computed, bit for bit.
     """
 
-    def __init__(self, folder: Path, weights: str, rank: int | str = 0):
+    def __init__(self, folder: Path, weights: str, writer: str = "rank0"):
         import torch
 
         super().__init__()
         self.folder = Path(folder)
-        writer = rank if isinstance(rank, str) else f"rank{rank}"
         self.path = self.folder / f"partial-{weights}-{writer}.jsonl"
         for path in sorted(self.folder.glob(f"partial-{weights}-*.jsonl")):
             for number, row in enumerate(read_jsonl_prefix(path), 1):
@@ -207,7 +204,7 @@ class ScoreWriter(L.Callback):
         from dep_lightning.callbacks.predictions import run_dir
         from dep_lightning.fingerprints import weights_digest
 
-        cache = ScoreCache(run_dir(trainer) / "scores", weights_digest(pl_module), trainer.global_rank)
+        cache = ScoreCache(run_dir(trainer) / "scores", weights_digest(pl_module), f"rank{trainer.global_rank}")
         pl_module.scored_inputs = cache
         if cache.restored:
             print(f"[score] {cache.restored} batch(es) scored by an interrupted run of these weights restored from "

@@ -13,6 +13,12 @@ against a reference run's (None where that run is missing or is the run itself):
 * ``p_vs_dep``: DEP as the study trains it (his+diff, SAE) with the same seed and ``with_text``,
   for the table 2 / 3 variants and PPlug.
 
+and the paired difference of the per-sample swap gains against the same references,
+``gain_vs_no_user`` and ``gain_vs_dep``: ``{"delta", "ci95", "p_value"}``, where ``delta`` is the
+mean over samples of (the run's NLL(swap) - NLL(true)) - (the reference's), i.e. how much more
+(positive) of the swap gain the run shows than the reference, with its 95 % bootstrap interval
+and paired p-value (None where the reference is missing or is the run itself).
+
 Then the training steps, from the run's logged metrics (Lightning labels a row with the
 optimizer steps done before it, so a validation after N steps reads N - 1): ``steps``, the
 optimizer steps trained (the step of the rows the test after fit logs; else the last
@@ -37,17 +43,30 @@ import numpy as np
 import yaml
 
 from dep_lightning.callbacks.clock import read_timing
-from dep_lightning.results.stats import MetricSamples, paired_bootstrap
+from dep_lightning.results.stats import MetricSamples, bootstrap_ci, paired_bootstrap
 from dep_lightning.scoring import aligned
 
 RESAMPLES, SEED = 1000, 0
 
 
-def per_token_true(folder: Path) -> dict[str, float]:
-    """sample id -> NLL per target token under ``true`` (scores/test.jsonl)."""
+def per_token(folder: Path, condition: str) -> dict[str, float]:
+    """sample id -> NLL per target token under ``condition`` (scores/test.jsonl)."""
     rows = [json.loads(line) for line in (folder / "scores" / "test.jsonl").read_text().splitlines() if line.strip()]
-    ids, by = aligned(rows, ["true"])
-    return {i: r["nll"] / max(1, r["tokens"]) for i, r in zip(ids, by["true"])}
+    ids, by = aligned(rows, [condition])
+    return {i: r["nll"] / max(1, r["tokens"]) for i, r in zip(ids, by[condition])}
+
+
+def per_token_true(folder: Path) -> dict[str, float]:
+    """sample id -> NLL per target token under ``true``."""
+    return per_token(folder, "true")
+
+
+def per_sample_gain(folder: Path) -> dict[str, float]:
+    """sample id -> NLL(swap) - NLL(true), per target token."""
+    true, swap = per_token(folder, "true"), per_token(folder, "swap")
+    if sorted(true) != sorted(swap):
+        raise ValueError(f"{folder}: 'swap' and 'true' scored different samples")
+    return {i: swap[i] - true[i] for i in true}
 
 
 def training_steps(folder: Path, lines: list[dict]) -> dict:
@@ -145,6 +164,21 @@ def paired_against(entry: dict, reference: dict | None) -> float | None:
     return test.p_value
 
 
+def gain_against(entry: dict, reference: dict | None) -> dict | None:
+    """The run's per-sample swap gain minus ``reference``'s: mean, 95 % bootstrap interval and
+    paired bootstrap p-value (None where either run has no swap scores)."""
+    if reference is None or reference is entry or "swap" not in entry["gains"] or "swap" not in reference["gains"]:
+        return None
+    mine, theirs = per_sample_gain(Path(entry["run"])), per_sample_gain(Path(reference["run"]))
+    if sorted(mine) != sorted(theirs):
+        raise ValueError(f"{entry['run']} and {reference['run']} scored different samples")
+    ids = sorted(mine)
+    a, b = np.array([mine[i] for i in ids]), np.array([theirs[i] for i in ids])
+    interval = bootstrap_ci(MetricSamples("gain", a - b), RESAMPLES, SEED)
+    test = paired_bootstrap(MetricSamples("gain", a), MetricSamples("gain", b), RESAMPLES, SEED)
+    return {"delta": float(np.mean(a - b)), "ci95": [interval.low, interval.high], "p_value": test.p_value}
+
+
 def is_study_dep(entry: dict) -> bool:
     """DEP as the study trains it: his+diff slots, SAE refinement."""
     ablation = entry["ablation"]
@@ -183,6 +217,8 @@ def summarize(root: Path) -> dict:
         entry["p_vs_no_user"] = paired_against(entry, controls.get(key))
         entry["p_vs_rag"] = paired_against(entry, rag)
         entry["p_vs_dep"] = paired_against(entry, dep.get(key)) if entry["method"] in ("dep", "pplug") else None
+        entry["gain_vs_no_user"] = gain_against(entry, controls.get(key))
+        entry["gain_vs_dep"] = gain_against(entry, dep.get(key)) if entry["method"] in ("dep", "pplug") else None
     for entry in entries:
         entry["run"] = str(Path(entry["run"]).relative_to(root))
     return {"unit": "nats per target token", "resamples": RESAMPLES, "bootstrap_seed": SEED, "runs": entries}

@@ -152,6 +152,36 @@ def test_p_vs_no_user_separates_a_clear_difference_from_none(summary, tmp_path):
     runs = {r["run"]: r for r in summary.summarize(tmp_path / "runs")["runs"]}
     assert runs["same"]["p_vs_no_user"] == 1.0
     assert runs["dep"]["p_vs_no_user"] == pytest.approx(1 / 1001)  # the smallest p of 1,000 resamples
+    # Worse by the same 0.1 under every condition: the swap gain is the control's.
+    for name in ("same", "dep"):
+        assert runs[name]["gain_vs_no_user"]["delta"] == pytest.approx(0, abs=1e-12)
+        assert runs[name]["gain_vs_no_user"]["p_value"] == 1.0
+    assert runs["no_user"]["gain_vs_no_user"] is None
+
+
+def test_gain_vs_no_user_measures_the_extra_swap_gain(summary, tmp_path):
+    shutil.copytree(SCORED, tmp_path / "runs")
+    control = {}
+    for line in (SCORED / "no_user" / "scores" / "test.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        control[(row["sample_id"], row["condition"])] = row
+    # DEP scored as the control, except that the other user's history costs 0.05 nats/token more
+    # on every even-numbered sample: a swap gain larger by 0.025 on average.
+    order = {sid: k for k, sid in enumerate(sorted({sid for sid, _ in control}))}
+
+    def planted(row):
+        extra = 0.05 * row["tokens"] if row["condition"] == "swap" and order[row["sample_id"]] % 2 == 0 else 0.0
+        return {**row, "nll": control[row["sample_id"], row["condition"]]["nll"] + extra}
+
+    rewrite_scores(tmp_path / "runs" / "dep", planted)
+    runs = {r["run"]: r for r in summary.summarize(tmp_path / "runs")["runs"]}
+    plus = runs["dep"]["gain_vs_no_user"]
+    n = len(order)
+    assert plus["delta"] == pytest.approx(0.05 * ((n + 1) // 2) / n, rel=1e-9)
+    assert plus["ci95"][0] < plus["delta"] < plus["ci95"][1]
+    assert plus["ci95"][0] > 0.02 and plus["ci95"][1] < 0.03  # binomial half-width ~ 0.05 * 1.96 * 0.5 / sqrt(n)
+    assert plus["p_value"] == pytest.approx(1 / 1001)
+    # (metrics.json is not rewritten: its gains are the committed runs', not the planted ones.)
 
 
 def test_two_controls_of_one_seed_and_text_setting_are_refused(summary, tmp_path):

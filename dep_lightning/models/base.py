@@ -314,11 +314,16 @@ class GenerativeModule(MethodMixin, GenerationMixin, L.LightningModule):
 
         True for this class's :meth:`score_batch` over its :meth:`input_embeddings` (the
         backbone's token embeddings) without trainable parameters; a subclass that changes
-        either says itself when its own parts are not used (DEP: a batch without slots)."""
+        either says itself when its own parts are not used (DEP: a batch without slots), and is
+        never shared once a further subclass changes them again (:meth:`scores_as`)."""
+        return self.scores_as(GenerativeModule) and not any(p.requires_grad for p in self.parameters())
+
+    def scores_as(self, owner: type) -> bool:
+        """Whether this object's likelihood is computed as ``owner``'s: this class's
+        :meth:`score_batch` over ``owner``'s :meth:`input_embeddings`, neither overridden below
+        (a subclass with its own rule is then never taken for the backbone alone)."""
         cls = type(self)
-        return (cls.score_batch is GenerativeModule.score_batch
-                and cls.input_embeddings is GenerativeModule.input_embeddings
-                and not any(p.requires_grad for p in self.parameters()))
+        return cls.score_batch is GenerativeModule.score_batch and cls.input_embeddings is owner.input_embeddings
 
     def score_rows(self, batch: Batch, condition: str) -> list[dict[str, Any]]:
         """``scores/test.jsonl`` rows of one teacher-forced batch (docs/runs.md).

@@ -281,8 +281,9 @@ class DEPModule(GenerativeModule):
 
     def backbone_only(self, batch: Batch) -> bool:
         """A batch without slots (every sample without history: the ``none`` condition) gets the
-        backbone's own token embeddings (:meth:`input_embeddings`): no weight of DEP's reaches it."""
-        return batch.slots.positions.numel() == 0
+        backbone's own token embeddings (:meth:`input_embeddings`): no weight of DEP's reaches it
+        (unless a subclass scores another way: :meth:`scores_as`)."""
+        return self.scores_as(DEPModule) and batch.slots.positions.numel() == 0
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         embeds, aux = self.input_embeddings(batch.input_ids, batch.slots)

@@ -8,14 +8,23 @@ analysis files (SAE latents), the grid point record and the stages' wall times
 W&B folders and anything else stay behind; the copy is laid out like the source (the
 path of each run relative to its ``--runs`` root), so tables regenerate from the copy
 exactly as from the originals.
+
+A run not finished yet is left out, with a note: one a live ``dep-lightning grid`` holds (its
+point's lock), and one whose configuration scores after the fit (``score_after_fit``) and
+whose ``metrics.json`` has no likelihood block yet (the test wrote it; scoring was under way
+or was interrupted).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import yaml
+
 from dep_lightning.results.registry import find_run_dirs
+from dep_lightning.sweeps.local_grid import lock_owner
 
 # Files of a run directory that are exported (relative paths; folders take the listed suffixes).
 FILES = ("manifest.json", "metrics.json", "config.yaml", "hparams.yaml", "metrics.csv", "metrics-fit.csv", "point.json",
@@ -33,6 +42,18 @@ def run_files(run: Path) -> list[Path]:
     return files
 
 
+def unfinished(run: Path) -> str | None:
+    """Why ``run`` is not finished (see the module's docstring), else None."""
+    owner = lock_owner(run)
+    if owner is not None:
+        return f"a grid (pid {owner}) is running it now"
+    config = run / "config.yaml"
+    conditions = (yaml.safe_load(config.read_text()) or {}).get("score_after_fit") if config.is_file() else None
+    if conditions and "likelihood" not in json.loads((run / "metrics.json").read_text()):
+        return "scores after its fit and has no likelihood block yet (scoring under way or interrupted)"
+    return None
+
+
 def export_runs(roots: list[str], out: str) -> list[Path]:
     """Copy every run under ``roots`` to ``out`` (relative layout kept); returns the copies' folders."""
     target_root = Path(out)
@@ -43,6 +64,10 @@ def export_runs(roots: list[str], out: str) -> list[Path]:
             print(f"export: {note}")
         base = Path(root) if Path(root).is_dir() else Path(root).parent
         for run in runs:
+            reason = unfinished(run)
+            if reason is not None:
+                print(f"export: {run}: not finished, {reason}; skipped")
+                continue
             relative = run.relative_to(base)
             if relative == Path("."):
                 relative = Path(run.resolve().name)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dep_lightning.data.errors import ConfigError
+from dep_lightning.journal import SHARED_SCORES_ENV
 from dep_lightning.sweeps.runner import (
     is_complete,
     point_key,
@@ -129,8 +130,6 @@ def run_grids(spec_paths: Sequence[str], root: str = "runs/sweeps", dry_run: boo
         if jobs > 1:
             print(f"[grid] {jobs} points at once, {threads or 'default'} CPU thread(s) each; each point's output "
                   f"in <run dir>/grid.log", flush=True)
-        from dep_lightning.scoring import SHARED_SCORES_ENV
-
         # The points' scoring shares the batches the frozen backbone alone scores (scoring.py).
         shared = {SHARED_SCORES_ENV: str(Path(root).resolve() / ".backbone-scores")}
         Scheduler(counts, completed_anywhere(root, exported), jobs, threads, shared).run(queue)

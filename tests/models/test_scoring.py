@@ -166,9 +166,9 @@ class CountedDEP(DEPModule):
 
     runs = 0
 
-    def score_batch(self, batch):
+    def lm_nll(self, *args, **kwargs):  # once per scored batch (score_batch), not overriding it
         type(self).runs += 1
-        return super().score_batch(batch)
+        return super().lm_nll(*args, **kwargs)
 
 
 class CountedControl(NoUserControl):
@@ -176,9 +176,9 @@ class CountedControl(NoUserControl):
 
     runs = 0
 
-    def score_batch(self, batch):
+    def lm_nll(self, *args, **kwargs):  # once per scored batch (score_batch), not overriding it
         type(self).runs += 1
-        return super().score_batch(batch)
+        return super().lm_nll(*args, **kwargs)
 
 
 def score_rows(folder: Path) -> dict[tuple[str, str], dict]:
@@ -220,8 +220,25 @@ def test_batches_the_backbone_alone_scores_are_shared_among_runs(tmp_path):
     assert all(dep_rows[k] == control_rows[k] for k in dep_rows if k[1] == "none")
 
     # A method with its own scoring rule (no trainable weight, but not the backbone's NLL) shares nothing.
+    none = next(iter(dm.score_loader("none")))
     copier = CopyUserWords(backbone="tiny")
-    assert not copier.backbone_only(next(iter(dm.score_loader("none"))))
+    assert not copier.backbone_only(none)
+    # Nor does a DEP subclass that scores another way or builds other embeddings: without slots
+    # its batches are DEP's only while DEP's own rule computes them.
+    assert dep.backbone_only(none) and control.backbone_only(none)
+
+    class OwnRule(DEPModule):
+        def score_batch(self, batch):
+            nll, tokens = super().score_batch(batch)
+            return nll * 2, tokens
+
+    class OwnEmbeddings(NoUserControl):
+        def input_embeddings(self, input_ids, slots):
+            embeds, losses = super().input_embeddings(input_ids, slots)
+            return embeds * 2, losses
+
+    for cls in (OwnRule, OwnEmbeddings):
+        assert not cls(backbone="tiny", embedding_dim=dm.embedding_dim, latent_dim=16).backbone_only(none)
 
 
 def test_a_condition_with_identical_inputs_is_scored_once(tmp_path):

@@ -50,3 +50,27 @@ def test_tables_from_the_export_equal_tables_from_the_runs(tmp_path):
     for name in first:
         assert (tmp_path / "t1" / name).read_text().replace(str(runs), "") == \
             (tmp_path / "t2" / name).read_text().replace(str(out), "")
+
+
+def test_export_leaves_out_runs_not_finished(tmp_path, capsys):
+    """A run a live grid holds, and one that scores after its fit without a likelihood block yet,
+    are skipped with a note; once scored and released, the same run is exported."""
+    import json
+    import os
+
+    runs = _runs(tmp_path / "runs")
+    sae, rag = runs / "table3" / "sae", runs / "methods" / "rag"
+    (sae / "config.yaml").write_text("seed_everything: 0\nscore_after_fit: [true, swap, none]\n")
+    (rag.parent / f".{rag.name}.running").write_text(f"{os.getpid()}\n")  # held by this live process
+    out = tmp_path / "shared"
+    main(["export", "--runs", str(runs), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert f"export: {sae}: not finished, scores after its fit and has no likelihood block yet" in printed
+    assert f"export: {rag}: not finished, a grid (pid {os.getpid()}) is running it now; skipped" in printed
+    assert not out.exists() or not any(out.rglob("*.json"))
+
+    metrics = json.loads((sae / "metrics.json").read_text())
+    (sae / "metrics.json").write_text(json.dumps({**metrics, "likelihood": {"conditions": ["true"]}}))
+    (rag.parent / f".{rag.name}.running").unlink()
+    main(["export", "--runs", str(runs), "--out", str(out)])
+    assert (out / "table3" / "sae" / "metrics.json").is_file() and (out / "methods" / "rag" / "metrics.json").is_file()
