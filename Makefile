@@ -82,7 +82,7 @@ study: setup
 	$(BIN)/dep-lightning export --runs runs/study_v2 --out docs/results/v2/runs && \
 	$(BIN)/dep-lightning tables --runs docs/results/v2/runs --out docs/results/v2/tables --reference no_user && \
 	$(BIN)/python scripts/study_summary.py docs/results/v2/runs --out docs/results/v2/summary.json \
-	    --figure docs/results/v2/figure_learning_curve.png && \
+	    --figure docs/results/v2/figure_learning_curve.png --table docs/results/v2/comparisons.md && \
 	$(BIN)/python scripts/results_doc.py docs/results.md --write; \
 	exit $$(( status || $$? ))
 

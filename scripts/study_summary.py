@@ -28,8 +28,13 @@ and ``val_curve``, every validation as [steps, val/nll]. ``timing`` sums the run
 validation, and the test (generation) and scoring seconds per sample, with the threads and CPU;
 where recorded, the fit's wall and CPU seconds side by side (a pause shows as a gap).
 
+``comparisons`` pairs the study's runs of one seed and text setting (:data:`COMPARISONS`: DEP
+against the no-user control, RAG, its table 2 / 3 variants and PPlug; his against diff): the
+difference A - B of NLL(true) and of the swap gain, each with its interval and p-value;
+``--table`` writes them as Markdown (docs/results/v2/comparisons.md).
+
     python scripts/study_summary.py docs/results/v2/runs --out docs/results/v2/summary.json \
-        --figure docs/results/v2/figure_learning_curve.png
+        --figure docs/results/v2/figure_learning_curve.png --table docs/results/v2/comparisons.md
 """
 
 from __future__ import annotations
@@ -151,32 +156,110 @@ def summarize_run(folder: Path) -> dict:
     return entry
 
 
+def paired_difference(entry: dict, reference: dict, values) -> dict:
+    """Mean over samples of ``values(entry's run) - values(reference's run)`` (per-sample dicts),
+    its 95 % bootstrap interval and paired bootstrap p-value."""
+    mine, theirs = values(Path(entry["run"])), values(Path(reference["run"]))
+    if sorted(mine) != sorted(theirs):
+        raise ValueError(f"{entry['run']} and {reference['run']} scored different samples")
+    ids = sorted(mine)
+    a, b = np.array([mine[i] for i in ids]), np.array([theirs[i] for i in ids])
+    interval = bootstrap_ci(MetricSamples("delta", a - b), RESAMPLES, SEED)
+    test = paired_bootstrap(MetricSamples("value", a), MetricSamples("value", b), RESAMPLES, SEED)
+    return {"delta": float(np.mean(a - b)), "ci95": [interval.low, interval.high], "p_value": test.p_value}
+
+
 def paired_against(entry: dict, reference: dict | None) -> float | None:
     """Paired bootstrap p-value of the run's per-sample NLL(true) against ``reference``'s."""
     if reference is None or reference is entry:
         return None
-    mine, theirs = per_token_true(Path(entry["run"])), per_token_true(Path(reference["run"]))
-    if sorted(mine) != sorted(theirs):
-        raise ValueError(f"{entry['run']} and {reference['run']} scored different samples")
-    ids = sorted(mine)
-    test = paired_bootstrap(MetricSamples("nll", np.array([mine[i] for i in ids])),
-                            MetricSamples("nll", np.array([theirs[i] for i in ids])), RESAMPLES, SEED)
-    return test.p_value
+    return paired_difference(entry, reference, per_token_true)["p_value"]
+
+
+def has_swap(entry: dict) -> bool:
+    return "swap" in entry["gains"]
 
 
 def gain_against(entry: dict, reference: dict | None) -> dict | None:
     """The run's per-sample swap gain minus ``reference``'s: mean, 95 % bootstrap interval and
     paired bootstrap p-value (None where either run has no swap scores)."""
-    if reference is None or reference is entry or "swap" not in entry["gains"] or "swap" not in reference["gains"]:
+    if reference is None or reference is entry or not has_swap(entry) or not has_swap(reference):
         return None
-    mine, theirs = per_sample_gain(Path(entry["run"])), per_sample_gain(Path(reference["run"]))
-    if sorted(mine) != sorted(theirs):
-        raise ValueError(f"{entry['run']} and {reference['run']} scored different samples")
-    ids = sorted(mine)
-    a, b = np.array([mine[i] for i in ids]), np.array([theirs[i] for i in ids])
-    interval = bootstrap_ci(MetricSamples("gain", a - b), RESAMPLES, SEED)
-    test = paired_bootstrap(MetricSamples("gain", a), MetricSamples("gain", b), RESAMPLES, SEED)
-    return {"delta": float(np.mean(a - b)), "ci95": [interval.low, interval.high], "p_value": test.p_value}
+    return paired_difference(entry, reference, per_sample_gain)
+
+
+#: The study's paired comparisons (docs/results.md), A against B: the role names of :func:`role`.
+COMPARISONS = [("dep", "no_user"), ("dep", "rag"), ("dep", "his"), ("dep", "diff"), ("his", "diff"),
+               ("dep", "ae"), ("dep", "no_refinement"), ("dep", "pplug")]
+ROLE_LABELS = {"dep": "DEP (his+diff, SAE)", "no_user": "no-user control", "rag": "RAG", "his": "DEP his (SAE)",
+               "diff": "DEP diff (SAE)", "ae": "DEP AE (his+diff)", "no_refinement": "DEP no refinement (his+diff)",
+               "pplug": "PPlug"}
+
+
+def role(entry: dict) -> str | None:
+    """The run's part in :data:`COMPARISONS`: DEP and its table 2 / 3 variants, the no-user
+    control, RAG, PPlug; None for any other run."""
+    method, ablation = entry["method"], entry["ablation"]
+    if method == "dep":
+        embeddings, refinement = ablation.get("embeddings"), ablation.get("refinement")
+        if refinement == "sae":
+            return {"his+diff": "dep", "his": "his", "diff": "diff"}.get(embeddings)
+        if embeddings == "his+diff":
+            return {"ae": "ae", "none": "no_refinement"}.get(refinement)
+        return None
+    return method if method in ("no_user", "rag", "pplug") else None
+
+
+def comparisons(entries: list[dict]) -> list[dict]:
+    """Every comparison of :data:`COMPARISONS` whose two runs exist, per seed and text setting
+    (RAG, untrained and shown the reviews' text, has one run: it is B for every setting):
+    NLL(true) of A minus B and swap gain of A minus B, each with its interval and p-value."""
+    roles: dict[tuple, dict[str, dict]] = {}
+    rag = [e for e in entries if role(e) == "rag"]
+    if len(rag) > 1:
+        raise ValueError(f"two RAG runs: {', '.join(e['run'] for e in rag)}")
+    for entry in entries:
+        name = role(entry)
+        if name is None or name == "rag":
+            continue
+        key = (entry["seed"], entry["ablation"].get("with_text"))
+        if name in roles.setdefault(key, {}):
+            raise ValueError(f"two runs of {ROLE_LABELS[name]} with seed {key[0]} and with_text {key[1]}: "
+                             f"{roles[key][name]['run']}, {entry['run']}")
+        roles[key][name] = entry
+    out = []
+    for key in sorted(roles, key=lambda k: (k[0] if k[0] is not None else -1, bool(k[1]))):
+        found = {**roles[key], **({"rag": rag[0]} if rag else {})}
+        for a, b in COMPARISONS:
+            if a in found and b in found:
+                out.append({"seed": key[0], "with_text": key[1], "a": a, "b": b,
+                            "a_run": found[a]["run"], "b_run": found[b]["run"], "n": found[a]["n"],
+                            "nll_true": paired_difference(found[a], found[b], per_token_true),
+                            "gain": gain_against(found[a], found[b])})
+    return out
+
+
+def comparisons_table(summary: dict) -> str:
+    """Markdown table of the summary's ``comparisons``."""
+    def cell(block):
+        if block is None:
+            return "—"
+        return f"{block['delta']:+.4f} [{block['ci95'][0]:+.4f}, {block['ci95'][1]:+.4f}], p = {block['p_value']:.3f}"
+
+    lines = ["| seed | review text | A | B | n | NLL(true), A − B | swap gain, A − B |",
+             "|---:|---|---|---|---:|---|---|"]
+    for c in summary["comparisons"]:
+        text = {True: "with", False: "without", None: "—"}[c["with_text"]]
+        lines.append(f"| {c['seed']} | {text} | {ROLE_LABELS[c['a']]} | {ROLE_LABELS[c['b']]} | {c['n']} | "
+                     f"{cell(c['nll_true'])} | {cell(c['gain'])} |")
+    lines.append("")
+    lines.append(f"Nats per target token, mean over the paired test samples; 95 % bootstrap intervals and "
+                 f"two-sided paired bootstrap p-values ({summary['resamples']} resamples, seed "
+                 f"{summary['bootstrap_seed']}; the smallest p they can give is "
+                 f"1/{summary['resamples'] + 1} = {1 / (summary['resamples'] + 1):.3f}). NLL(true) below 0: A fits "
+                 f"the references better; swap gain above 0: A depends more on the user's own history. "
+                 f"Written by scripts/study_summary.py.")
+    return "\n".join(lines) + "\n"
 
 
 def is_study_dep(entry: dict) -> bool:
@@ -219,9 +302,13 @@ def summarize(root: Path) -> dict:
         entry["p_vs_dep"] = paired_against(entry, dep.get(key)) if entry["method"] in ("dep", "pplug") else None
         entry["gain_vs_no_user"] = gain_against(entry, controls.get(key))
         entry["gain_vs_dep"] = gain_against(entry, dep.get(key)) if entry["method"] in ("dep", "pplug") else None
+    pairs = comparisons(entries)
     for entry in entries:
         entry["run"] = str(Path(entry["run"]).relative_to(root))
-    return {"unit": "nats per target token", "resamples": RESAMPLES, "bootstrap_seed": SEED, "runs": entries}
+    for pair in pairs:
+        pair["a_run"], pair["b_run"] = (str(Path(pair[k]).relative_to(root)) for k in ("a_run", "b_run"))
+    return {"unit": "nats per target token", "resamples": RESAMPLES, "bootstrap_seed": SEED, "runs": entries,
+            "comparisons": pairs}
 
 
 def learning_curve_figure(summary: dict, path: Path) -> None:
@@ -268,12 +355,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", help="folder searched for run directories (metrics.json with a likelihood block)")
     parser.add_argument("--out", help="write the summary JSON here (else print it)")
     parser.add_argument("--figure", help="draw the validation NLL of DEP and the no-user control here (PNG)")
+    parser.add_argument("--table", help="write the paired comparisons here (Markdown)")
     args = parser.parse_args(argv)
     summary = summarize(Path(args.runs))
     text = json.dumps(summary, indent=2) + "\n"
     if args.figure:
         learning_curve_figure(summary, Path(args.figure))
         print(f"wrote {args.figure}")
+    if args.table:
+        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.table).write_text(comparisons_table(summary))
+        print(f"wrote {args.table}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)

@@ -189,3 +189,46 @@ def test_two_controls_of_one_seed_and_text_setting_are_refused(summary, tmp_path
     shutil.copytree(tmp_path / "runs" / "no_user", tmp_path / "runs" / "no_user_again")
     with pytest.raises(ValueError, match="two no-user runs with seed 0"):
         summary.summarize(tmp_path / "runs")
+
+
+def test_comparisons_pair_the_study_roles_per_seed_and_text_setting(summary, tmp_path):
+    """DEP against the control, RAG and its table 2 variants, his against diff: each pair once,
+    from the same per-sample values as the runs' own fields; an exact copy differs by 0."""
+    shutil.copytree(SCORED, tmp_path / "runs")
+    runs = tmp_path / "runs"
+    shutil.copytree(runs / "dep", runs / "his")
+    relabel(runs / "his", ablation={"embeddings": "his"})
+    shutil.copytree(runs / "dep", runs / "diff")
+    relabel(runs / "diff", ablation={"embeddings": "diff"})
+    rewrite_scores(runs / "diff", lambda r: {**r, "nll": r["nll"] + (0.02 * r["tokens"] if r["condition"] == "true"
+                                                                      else 0.0)})
+    shutil.copytree(runs / "no_user", runs / "rag")
+    relabel(runs / "rag", method="rag", ablation={"with_text": True})
+    result = summary.summarize(runs)
+    pairs = {(c["a"], c["b"]): c for c in result["comparisons"]}
+    assert sorted(pairs) == sorted([("dep", "no_user"), ("dep", "rag"), ("dep", "his"), ("dep", "diff"),
+                                    ("his", "diff")])
+    entries = {r["run"]: r for r in result["runs"]}
+    assert pairs["dep", "no_user"]["gain"] == entries["dep"]["gain_vs_no_user"]
+    assert pairs["dep", "no_user"]["nll_true"]["p_value"] == entries["dep"]["p_vs_no_user"]
+    # RAG (another text setting, its one run) is B for every setting; its copy is the control's.
+    assert pairs["dep", "rag"]["gain"] == pairs["dep", "no_user"]["gain"]
+    assert (pairs["dep", "his"]["nll_true"]["delta"], pairs["dep", "his"]["nll_true"]["p_value"]) == (0.0, 1.0)
+    # diff: NLL(true) 0.02 worse on every sample, so its swap gain is 0.02 smaller.
+    assert pairs["his", "diff"]["nll_true"]["delta"] == pytest.approx(-0.02, rel=1e-6)
+    assert pairs["his", "diff"]["nll_true"]["ci95"] == pytest.approx([-0.02, -0.02], rel=1e-6)
+    assert pairs["his", "diff"]["gain"]["delta"] == pytest.approx(0.02, rel=1e-6)
+    assert pairs["his", "diff"]["gain"]["p_value"] == pytest.approx(1 / 1001)
+    assert all(c["n"] == 869 and c["seed"] == 0 and c["with_text"] is False for c in result["comparisons"])
+    table = summary.comparisons_table(result)
+    assert table.count("\n| 0 | without |") == 5
+    assert "| DEP his (SAE) | DEP diff (SAE) | 869 | -0.0200 [-0.0200, -0.0200], p = 0.001 | +0.0200" in table
+
+
+def test_two_runs_of_one_role_are_refused(summary, tmp_path):
+    shutil.copytree(SCORED, tmp_path / "runs")
+    for name in ("his", "his_again"):
+        shutil.copytree(tmp_path / "runs" / "dep", tmp_path / "runs" / name)
+        relabel(tmp_path / "runs" / name, ablation={"embeddings": "his"})
+    with pytest.raises(ValueError, match=r"two runs of DEP his \(SAE\) with seed 0"):
+        summary.summarize(tmp_path / "runs")

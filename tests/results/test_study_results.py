@@ -90,4 +90,6 @@ def test_the_second_editions_summary_regenerates_from_its_committed_runs():
     committed = json.loads((RESULTS / "v2" / "summary.json").read_text())
     fresh = json.loads(json.dumps(module.summarize(RESULTS / "v2" / "runs")))  # tuples as lists, like the file
     assert fresh == _approx(committed)
+    # The comparisons table, from the committed summary (its numbers are checked just above).
+    assert module.comparisons_table(committed) == (RESULTS / "v2" / "comparisons.md").read_text()
     assert committed["runs"] and all(run["n"] == 869 and run["whole_split"] for run in committed["runs"])
