@@ -54,24 +54,12 @@ from dep_lightning.scoring import aligned
 RESAMPLES, SEED = 1000, 0
 
 
-def per_token(folder: Path, condition: str) -> dict[str, float]:
-    """sample id -> NLL per target token under ``condition`` (scores/test.jsonl)."""
+def per_token(folder: Path) -> dict[str, dict[str, float]]:
+    """condition -> sample id -> NLL per target token (scores/test.jsonl, read once)."""
     rows = [json.loads(line) for line in (folder / "scores" / "test.jsonl").read_text().splitlines() if line.strip()]
-    ids, by = aligned(rows, [condition])
-    return {i: r["nll"] / max(1, r["tokens"]) for i, r in zip(ids, by[condition])}
-
-
-def per_token_true(folder: Path) -> dict[str, float]:
-    """sample id -> NLL per target token under ``true``."""
-    return per_token(folder, "true")
-
-
-def per_sample_gain(folder: Path) -> dict[str, float]:
-    """sample id -> NLL(swap) - NLL(true), per target token."""
-    true, swap = per_token(folder, "true"), per_token(folder, "swap")
-    if sorted(true) != sorted(swap):
-        raise ValueError(f"{folder}: 'swap' and 'true' scored different samples")
-    return {i: swap[i] - true[i] for i in true}
+    conditions = sorted({r["condition"] for r in rows})
+    ids, by = aligned(rows, conditions)
+    return {c: {i: r["nll"] / max(1, r["tokens"]) for i, r in zip(ids, by[c])} for c in conditions}
 
 
 def training_steps(folder: Path, lines: list[dict]) -> dict:
@@ -156,36 +144,51 @@ def summarize_run(folder: Path) -> dict:
     return entry
 
 
-def paired_difference(entry: dict, reference: dict, values) -> dict:
-    """Mean over samples of ``values(entry's run) - values(reference's run)`` (per-sample dicts),
-    its 95 % bootstrap interval and paired bootstrap p-value."""
-    mine, theirs = values(Path(entry["run"])), values(Path(reference["run"]))
-    if sorted(mine) != sorted(theirs):
-        raise ValueError(f"{entry['run']} and {reference['run']} scored different samples")
-    ids = sorted(mine)
-    a, b = np.array([mine[i] for i in ids]), np.array([theirs[i] for i in ids])
-    interval = bootstrap_ci(MetricSamples("delta", a - b), RESAMPLES, SEED)
-    test = paired_bootstrap(MetricSamples("value", a), MetricSamples("value", b), RESAMPLES, SEED)
-    return {"delta": float(np.mean(a - b)), "ci95": [interval.low, interval.high], "p_value": test.p_value}
+class Paired:
+    """Paired differences between runs on the same samples, for one summary: each run's scores
+    are read once and each (run, reference, quantity) is computed once.
 
+    Quantities: ``nll_true`` (per-token NLL under ``true``) and ``gain`` (NLL(swap) - NLL(true));
+    a difference is the mean over samples of the run's value minus the reference's, its 95 %
+    bootstrap interval and paired bootstrap p-value."""
 
-def paired_against(entry: dict, reference: dict | None) -> float | None:
-    """Paired bootstrap p-value of the run's per-sample NLL(true) against ``reference``'s."""
-    if reference is None or reference is entry:
-        return None
-    return paired_difference(entry, reference, per_token_true)["p_value"]
+    def __init__(self):
+        self._scores: dict[str, dict[str, dict[str, float]]] = {}
+        self._done: dict[tuple[str, str, str], dict] = {}
 
+    def values(self, run: str, quantity: str) -> dict[str, float]:
+        if run not in self._scores:
+            self._scores[run] = per_token(Path(run))
+        scores = self._scores[run]
+        if quantity == "nll_true":
+            return scores["true"]
+        return {i: scores["swap"][i] - nll for i, nll in scores["true"].items()}
 
-def has_swap(entry: dict) -> bool:
-    return "swap" in entry["gains"]
+    def difference(self, entry: dict, reference: dict, quantity: str) -> dict:
+        key = (entry["run"], reference["run"], quantity)
+        if key not in self._done:
+            mine, theirs = self.values(entry["run"], quantity), self.values(reference["run"], quantity)
+            if sorted(mine) != sorted(theirs):
+                raise ValueError(f"{entry['run']} and {reference['run']} scored different samples")
+            ids = sorted(mine)
+            x, y = np.array([mine[i] for i in ids]), np.array([theirs[i] for i in ids])
+            interval = bootstrap_ci(MetricSamples("delta", x - y), RESAMPLES, SEED)
+            test = paired_bootstrap(MetricSamples("value", x), MetricSamples("value", y), RESAMPLES, SEED)
+            self._done[key] = {"delta": float(np.mean(x - y)), "ci95": [interval.low, interval.high],
+                               "p_value": test.p_value}
+        return self._done[key]
 
+    def p_value(self, entry: dict, reference: dict | None) -> float | None:
+        """Paired p-value of the run's NLL(true) against ``reference``'s (None: no reference, or itself)."""
+        if reference is None or reference is entry:
+            return None
+        return self.difference(entry, reference, "nll_true")["p_value"]
 
-def gain_against(entry: dict, reference: dict | None) -> dict | None:
-    """The run's per-sample swap gain minus ``reference``'s: mean, 95 % bootstrap interval and
-    paired bootstrap p-value (None where either run has no swap scores)."""
-    if reference is None or reference is entry or not has_swap(entry) or not has_swap(reference):
-        return None
-    return paired_difference(entry, reference, per_sample_gain)
+    def gain(self, entry: dict, reference: dict | None) -> dict | None:
+        """The run's swap gain minus ``reference``'s (None: no reference, itself, or no swap scores)."""
+        if reference is None or reference is entry or "swap" not in entry["gains"] or "swap" not in reference["gains"]:
+            return None
+        return self.difference(entry, reference, "gain")
 
 
 #: The study's paired comparisons (docs/results.md), A against B: the role names of :func:`role`.
@@ -210,32 +213,24 @@ def role(entry: dict) -> str | None:
     return method if method in ("no_user", "rag", "pplug") else None
 
 
-def comparisons(entries: list[dict]) -> list[dict]:
+def comparisons(by_role: dict[str, dict[tuple, dict]], rag: dict | None, paired: Paired) -> list[dict]:
     """Every comparison of :data:`COMPARISONS` whose two runs exist, per seed and text setting
-    (RAG, untrained and shown the reviews' text, has one run: it is B for every setting):
-    NLL(true) of A minus B and swap gain of A minus B, each with its interval and p-value."""
-    roles: dict[tuple, dict[str, dict]] = {}
-    rag = [e for e in entries if role(e) == "rag"]
-    if len(rag) > 1:
-        raise ValueError(f"two RAG runs: {', '.join(e['run'] for e in rag)}")
-    for entry in entries:
-        name = role(entry)
-        if name is None or name == "rag":
-            continue
-        key = (entry["seed"], entry["ablation"].get("with_text"))
-        if name in roles.setdefault(key, {}):
-            raise ValueError(f"two runs of {ROLE_LABELS[name]} with seed {key[0]} and with_text {key[1]}: "
-                             f"{roles[key][name]['run']}, {entry['run']}")
-        roles[key][name] = entry
+    (``by_role``: role -> (seed, with_text) -> run; RAG, untrained and shown the reviews' text,
+    has one run: it is B for every setting): NLL(true) of A minus B and swap gain of A minus B,
+    each with its interval and p-value."""
+    keys = sorted({key for runs in by_role.values() for key in runs},
+                  key=lambda k: (k[0] if k[0] is not None else -1, bool(k[1])))
     out = []
-    for key in sorted(roles, key=lambda k: (k[0] if k[0] is not None else -1, bool(k[1]))):
-        found = {**roles[key], **({"rag": rag[0]} if rag else {})}
+    for key in keys:
+        found = {name: runs[key] for name, runs in by_role.items() if key in runs}
+        if rag is not None:
+            found["rag"] = rag
         for a, b in COMPARISONS:
             if a in found and b in found:
                 out.append({"seed": key[0], "with_text": key[1], "a": a, "b": b,
                             "a_run": found[a]["run"], "b_run": found[b]["run"], "n": found[a]["n"],
-                            "nll_true": paired_difference(found[a], found[b], per_token_true),
-                            "gain": gain_against(found[a], found[b])})
+                            "nll_true": paired.difference(found[a], found[b], "nll_true"),
+                            "gain": paired.gain(found[a], found[b])})
     return out
 
 
@@ -264,8 +259,7 @@ def comparisons_table(summary: dict) -> str:
 
 def is_study_dep(entry: dict) -> bool:
     """DEP as the study trains it: his+diff slots, SAE refinement."""
-    ablation = entry["ablation"]
-    return entry["method"] == "dep" and (ablation.get("embeddings"), ablation.get("refinement")) == ("his+diff", "sae")
+    return role(entry) == "dep"
 
 
 def by_seed_and_text(entries: list[dict], chosen, what: str) -> dict[tuple, dict]:
@@ -289,20 +283,26 @@ def summarize(root: Path) -> dict:
     whole = {e["n"] for e in entries if e["whole_split"]}
     if len(whole) > 1:
         raise ValueError(f"runs that scored the whole test split scored different numbers of samples: {sorted(whole)}")
-    controls = by_seed_and_text(entries, lambda e: e["method"] == "no_user", "no-user runs")
-    dep = by_seed_and_text(entries, is_study_dep, "DEP (his+diff, SAE) runs")
+    # role -> (seed, with_text) -> its one run (RAG has one run in all, below).
+    what = {"no_user": "no-user runs", "dep": "DEP (his+diff, SAE) runs"}
+    by_role = {name: by_seed_and_text(entries, lambda e, name=name: role(e) == name,
+                                      what.get(name, f"runs of {ROLE_LABELS[name]}"))
+               for name in ROLE_LABELS if name != "rag"}
+    controls, dep = by_role["no_user"], by_role["dep"]
     rag = [e for e in entries if e["method"] == "rag"]
     if len(rag) > 1:
         raise ValueError(f"two RAG runs: {', '.join(e['run'] for e in rag)}")
     rag = rag[0] if rag else None
+    paired = Paired()
     for entry in entries:
         key = (entry["seed"], entry["ablation"].get("with_text"))
-        entry["p_vs_no_user"] = paired_against(entry, controls.get(key))
-        entry["p_vs_rag"] = paired_against(entry, rag)
-        entry["p_vs_dep"] = paired_against(entry, dep.get(key)) if entry["method"] in ("dep", "pplug") else None
-        entry["gain_vs_no_user"] = gain_against(entry, controls.get(key))
-        entry["gain_vs_dep"] = gain_against(entry, dep.get(key)) if entry["method"] in ("dep", "pplug") else None
-    pairs = comparisons(entries)
+        against_dep = entry["method"] in ("dep", "pplug")
+        entry["p_vs_no_user"] = paired.p_value(entry, controls.get(key))
+        entry["p_vs_rag"] = paired.p_value(entry, rag)
+        entry["p_vs_dep"] = paired.p_value(entry, dep.get(key)) if against_dep else None
+        entry["gain_vs_no_user"] = paired.gain(entry, controls.get(key))
+        entry["gain_vs_dep"] = paired.gain(entry, dep.get(key)) if against_dep else None
+    pairs = comparisons(by_role, rag, paired)
     for entry in entries:
         entry["run"] = str(Path(entry["run"]).relative_to(root))
     for pair in pairs:
