@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from dep_lightning.results.registry import find_run_dirs
-from dep_lightning.sweeps.local_grid import lock_owner
+from dep_lightning.runlock import lock_owner
 
 # Files of a run directory that are exported (relative paths; folders take the listed suffixes).
 FILES = ("manifest.json", "metrics.json", "config.yaml", "hparams.yaml", "metrics.csv", "metrics-fit.csv", "point.json",

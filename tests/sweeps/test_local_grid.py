@@ -64,7 +64,7 @@ def test_local_grid_runs_points_side_by_side_with_jobs(tmp_path, capsys):
 
 
 def test_a_point_another_live_grid_runs_is_left_to_it(tmp_path):
-    from dep_lightning.sweeps.local_grid import claim, release
+    from dep_lightning.runlock import claim, release
 
     run_dir = tmp_path / "sweep" / "point"
     assert claim(run_dir)
@@ -89,7 +89,7 @@ def test_a_point_another_live_grid_runs_is_left_to_it(tmp_path):
 def test_a_lock_whose_pid_now_belongs_to_another_process_is_stale(tmp_path):
     """After a reboot the pid of a grid that died can belong to another process: the boot id
     and start time recorded beside it tell them apart."""
-    from dep_lightning.sweeps.local_grid import claim, lock_owner, release
+    from dep_lightning.runlock import claim, lock_owner, release
 
     run_dir = tmp_path / "sweep" / "point"
     lock = tmp_path / "sweep" / ".point.running"
