@@ -47,8 +47,8 @@ def test_fit_time_is_written_per_validation_and_after_the_last_one(tmp_path):
     args, run = fit_args(tmp_path)
     main(["fit", *args, "--trainer.max_steps=3"])
     timing = [json.loads(line) for line in (run / "timing.jsonl").read_text().splitlines()]
-    assert [(t["stage"], t.get("steps"), t.get("validations"), t.get("global_step")) for t in timing] == \
-        [("fit", 2, 1, 2), ("fit", 1, 0, 3), ("test", None, None, None)]
+    assert [(t["stage"], t.get("steps"), t.get("validations"), t.get("global_step"), t.get("step_limit"))
+            for t in timing] == [("fit", 2, 1, 2, 3), ("fit", 1, 0, 3, 3), ("test", None, None, None, None)]
 
 
 def test_a_resumed_fit_keeps_the_history_up_to_its_checkpoint(tmp_path, capsys):

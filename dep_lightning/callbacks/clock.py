@@ -4,7 +4,8 @@ A study's cost is stated per optimizer step, per validation and per scored or ge
 sample (docs/results.md); the numbers come from here, measured by the run itself:
 
     {"stage": "fit", "steps": 54, "seconds": 1291.0, "train_seconds": 1190.2, "seconds_per_step": 22.04,
-     "validations": 1, "validation_seconds": 100.8, "threads": 1, "device": "cpu", "cpu": "AMD EPYC", ...}
+     "validations": 1, "validation_seconds": 100.8, "global_step": 108, "step_limit": 872,
+     "threads": 1, "device": "cpu", "cpu": "AMD EPYC", ...}
     {"stage": "test", "seconds": 277.0, "batches": 12, "samples": 96, ...}
     {"stage": "score", "seconds": 1800.5, "batches": 2607, "samples": 2607, ...}
 
@@ -51,6 +52,14 @@ def read_timing(run_dir: str | Path) -> list[dict]:
     return kept
 
 
+def step_limit(trainer) -> dict:
+    """``{"step_limit": N}``: the optimizer steps the fit runs at most (``max_steps``, else
+    ``max_epochs`` of the training batches, accumulation counted), so a reader of the file knows
+    how far the run has to go; ``{}`` when the fit has no such limit."""
+    limit = trainer.estimated_stepping_batches
+    return {"step_limit": int(limit)} if limit != float("inf") else {}
+
+
 class RunClock(L.Callback):
     def __init__(self):
         self._fit: dict | None = None
@@ -82,7 +91,8 @@ class RunClock(L.Callback):
             "stage": "fit", "steps": steps, "seconds": round(seconds, 3), "train_seconds": round(train, 3),
             "seconds_per_step": round(train / steps, 4) if steps else None,
             "validations": int(validation is not None), "validation_seconds": round(validation or 0.0, 3),
-            "cpu_seconds": round(cpu - self._fit["cpu"], 3), "global_step": trainer.global_step})
+            "cpu_seconds": round(cpu - self._fit["cpu"], 3), "global_step": trainer.global_step,
+            **step_limit(trainer)})
         self._fit = {"start": now, "cpu": cpu, "step": trainer.global_step}
 
     # -- test and score -------------------------------------------------------------------

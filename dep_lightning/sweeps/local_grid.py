@@ -255,15 +255,32 @@ def completed_anywhere(root: str | Path, exported: Sequence[str | Path] = ()) ->
     return done
 
 
-def checkpoint_step(path: Path) -> int | None:
-    """The optimizer step a Lightning checkpoint file holds (its ``global_step``); None when
-    there is no such file (a DeepSpeed checkpoint is a folder: its step is not read here)."""
+def checkpoint_step(path: Path) -> tuple[int, int | None] | None:
+    """The optimizer step a Lightning checkpoint file holds (its ``global_step``) and the
+    step its learning-rate schedule ends at (a schedule's ``total_steps``, as
+    ``WarmupLinearDecay`` keeps it; None for a schedule without one); None when there is no
+    such file (a DeepSpeed checkpoint is a folder: its step is not read here)."""
     if not path.is_file():
         return None
     import torch
 
     # mmap: only the few bytes of the step are read, not the weights.
-    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    totals = [s.get("total_steps") for s in state.get("lr_schedulers", []) if isinstance(s, dict)]
+    return int(state["global_step"]), next((int(t) for t in totals if t), None)
+
+
+def remaining_cost(fit_lines: list[dict], step: int, limit: int | None) -> str:
+    """The CPU time a fit has left to ``limit`` at the pace its ``timing.jsonl`` lines show
+    (CPU seconds per optimizer step, validations included); empty without a limit or a pace.
+    An upper bound: early stopping may end the fit before its step limit."""
+    timed = [line for line in fit_lines if line.get("cpu_seconds") is not None and line.get("steps")]
+    steps = sum(line["steps"] for line in timed)
+    if limit is None or not steps or step >= limit:
+        return ""
+    pace = sum(line["cpu_seconds"] for line in timed) / steps
+    return (f"at most {(limit - step) * pace / 3600:.1f} CPU-hours to go "
+            f"({pace:.1f} CPU-s per step over {steps} steps, validations included)")
 
 
 def point_progress(run_dir: Path, checkpoint: bool = True) -> str:
@@ -279,14 +296,16 @@ def point_progress(run_dir: Path, checkpoint: bool = True) -> str:
     from dep_lightning.callbacks.history import HISTORY_ASIDE
 
     parts = []
-    saved = checkpoint_step(run_dir / "checkpoints" / "last.ckpt") if checkpoint else None
-    steps = [line["global_step"] for line in read_timing(run_dir) if line["stage"] == "fit" and "global_step" in line]
-    validated = max(steps) if steps else None
+    saved, limit = (checkpoint_step(run_dir / "checkpoints" / "last.ckpt") if checkpoint else None) or (None, None)
+    fit = [line for line in read_timing(run_dir) if line["stage"] == "fit" and "global_step" in line]
+    validated = max((line["global_step"] for line in fit), default=None)
+    limit = next((line["step_limit"] for line in reversed(fit) if line.get("step_limit")), limit)
+    of = f" of {limit}" if limit else ""
     if saved is not None:
-        parts.append(f"step {saved}" + (f" (validated to step {validated})"
-                                        if validated is not None and validated > saved else ""))
+        parts.append(f"step {saved}{of}" + (f" (validated to step {validated})"
+                                            if validated is not None and validated > saved else ""))
     elif validated is not None:
-        parts.append(f"step {validated}")
+        parts.append(f"step {validated}{of}")
     values = {}
     for name in (HISTORY_ASIDE, "metrics.csv"):
         if (run_dir / name).is_file():
@@ -296,6 +315,9 @@ def point_progress(run_dir: Path, checkpoint: bool = True) -> str:
                         values[(row["step"], row["val/nll"])] = float(row["val/nll"])
     if values:
         parts.append(f"{len(values)} validation(s), best val/nll {min(values.values()):.4f}")
+    step = saved if saved is not None else validated
+    if step is not None and (cost := remaining_cost(fit, step, limit)):
+        parts.append(cost)
     # Batches an unfinished scoring run computed (scoring.ScoreCache): a rerun keeps them.
     kept = sum(len(path.read_text().splitlines()) for path in (run_dir / "scores").glob("partial-*-rank*.jsonl"))
     if kept:

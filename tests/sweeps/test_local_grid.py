@@ -140,9 +140,13 @@ def test_grid_status_tells_where_each_point_stands(tmp_path, capsys):
     assert claim(running)
     (interrupted / "checkpoints").mkdir(parents=True)
     # Saved at the first validation; the second (step 108) was not a new best and wrote none.
-    torch.save({"global_step": 54}, interrupted / "checkpoints" / "last.ckpt")
-    (interrupted / "timing.jsonl").write_text("".join(json.dumps({"stage": "fit", "global_step": step}) + "\n"
-                                                      for step in (54, 108)))
+    # Its schedule ends at step 300 (WarmupLinearDecay's total_steps in the checkpoint).
+    torch.save({"global_step": 54, "lr_schedulers": [{"total_steps": 300, "warmup_steps": 3}]},
+               interrupted / "checkpoints" / "last.ckpt")
+    # 100 CPU seconds per step, the validation included, over the 108 steps timed.
+    (interrupted / "timing.jsonl").write_text("".join(
+        json.dumps({"stage": "fit", "steps": 54, "global_step": step, "cpu_seconds": 5400.0}) + "\n"
+        for step in (54, 108)))
     (interrupted / "scores").mkdir()
     (interrupted / "scores" / "partial-0123456789abcdef-rank0.jsonl").write_text('{"inputs": "a"}\n{"inputs": "b"}\n')
     (interrupted / "metrics.csv").write_text("epoch,step,train/loss,val/nll\n0,53,4.1,\n0,53,,3.7\n0,107,,3.9\n")
@@ -156,8 +160,9 @@ def test_grid_status_tells_where_each_point_stands(tmp_path, capsys):
         f"[grid tiny] 1/6 complete: {complete}",
         f"[grid tiny] 2/6 complete in {exported / 'copied'}",
         f"[grid tiny] 3/6 running (grid pid {os.getpid()}): {running}",
-        f"[grid tiny] 4/6 interrupted at step 54 (validated to step 108), 2 validation(s), best val/nll 3.7000, "
-        f"2 scored batch(es) kept; "
+        f"[grid tiny] 4/6 interrupted at step 54 of 300 (validated to step 108), 2 validation(s), "
+        f"best val/nll 3.7000, at most 6.8 CPU-hours to go (100.0 CPU-s per step over 108 steps, validations "
+        f"included), 2 scored batch(es) kept; "
         f"resumes from "
         f"checkpoints/last.ckpt: {interrupted}",
         f"[grid tiny] 5/6 started, no checkpoint (runs again from the start): {started}",
@@ -215,3 +220,16 @@ def test_a_grids_points_share_the_batches_the_backbone_alone_scores(tmp_path):
     assert half > 0 and lines[0]["batches_shared"] == 0
     assert (lines[1]["batches_computed"], lines[1]["batches_shared"]) == (half, half)
     assert len(list((root / ".backbone-scores").glob("partial-backbone-*.jsonl"))) == 1
+
+
+def test_remaining_cost_is_the_measured_pace_times_the_steps_left():
+    """(limit − step) × CPU seconds per step over the timed lines; nothing without a limit, a
+    pace, or steps left; lines without CPU time (older runs) are left out of the pace."""
+    from dep_lightning.sweeps.local_grid import remaining_cost
+
+    lines = [{"steps": 50, "cpu_seconds": 1000.0}, {"steps": 50, "cpu_seconds": 3000.0}, {"steps": 10}]
+    assert remaining_cost(lines, 100, 280) == \
+        "at most 2.0 CPU-hours to go (40.0 CPU-s per step over 100 steps, validations included)"
+    assert remaining_cost(lines, 100, None) == ""
+    assert remaining_cost(lines, 280, 280) == ""
+    assert remaining_cost([{"steps": 10}], 10, 280) == ""
