@@ -65,15 +65,16 @@ ablation: setup
 
 # The real-data study, second edition (docs/results.md): every training user, early stopping on
 # val/nll, every test user scored under true / swap / none (DEP also his_only / diff_only),
-# seed 0 of DEP and the no-user control with and without text, the table 2 / 3 variants with
-# PPlug, seeds 1 and 2, then the prompting methods, PAG / DPL / the copy baselines and the copy
-# baselines under swap (sweeps/study_v2/, in that order: the trained points answer the study's questions 2 and 3). Days of CPU time on 2 cores: resumable across sessions, a finished point is
+# seed 0 of DEP and the no-user control with and without text, the prompting methods (PAG, the
+# last of them, is table 1's one empty untrained row and costs about 4 CPU-hours, against 4 to 10
+# for a trained point), the table 2 / 3 variants with PPlug, seeds 1 and 2, then DPL / the copy
+# baselines and the copy baselines under swap (sweeps/study_v2/, in that order). Days of CPU time on 2 cores: resumable across sessions, a finished point is
 # skipped and an interrupted one resumes from its last validation's checkpoint
 # (--ckpt_path last). Exported runs and tables land in docs/results/v2/. JOBS points run at once
 # (make study JOBS=2 on 2 cores: one CPU thread each).
 JOBS ?= 1
-STUDY_V2_SWEEPS := sweeps/study_v2/seed0.yaml sweeps/study_v2/ablations.yaml sweeps/study_v2/seeds.yaml \
-	sweeps/study_v2/prompting.yaml sweeps/study_v2/generation_only.yaml sweeps/study_v2/counterfactual_generation.yaml
+STUDY_V2_SWEEPS := sweeps/study_v2/seed0.yaml sweeps/study_v2/prompting.yaml sweeps/study_v2/ablations.yaml \
+	sweeps/study_v2/seeds.yaml sweeps/study_v2/generation_only.yaml sweeps/study_v2/counterfactual_generation.yaml
 
 study: setup
 	$(BIN)/dep-lightning prepare --config configs/prepare/musical_instruments.yaml
