@@ -69,7 +69,7 @@ ablation: setup
 # last of them, is table 1's one empty untrained row and costs about 4 CPU-hours, against 4 to 10
 # for a trained point), the table 2 / 3 variants with PPlug, seeds 1 and 2, then DPL / the copy
 # baselines and the copy baselines under swap (sweeps/study_v2/, in that order). Days of CPU time on 2 cores: resumable across sessions, a finished point is
-# skipped and an interrupted one resumes from its last validation's checkpoint
+# skipped and an interrupted one resumes from its newest checkpoint (every 10 steps and every validation)
 # (--ckpt_path last). Exported runs and tables land in docs/results/v2/. JOBS points run at once
 # (make study JOBS=2 on 2 cores: one CPU thread each).
 JOBS ?= 1

@@ -192,9 +192,11 @@ def test_the_second_edition_overlay_trains_on_every_user_and_stops_on_validation
     callbacks = {c.class_path.rsplit(".", 1)[1]: c.init_args for c in second.trainer.callbacks}
     assert (callbacks["EarlyStopping"].monitor, callbacks["EarlyStopping"].mode) == ("val/nll", "min")
     checkpoints = [c.init_args for c in second.trainer.callbacks if c.class_path.endswith(".ModelCheckpoint")]
-    # The first (the trainer's checkpoint_callback, tested after the fit) keeps the best by val/nll;
-    # the second writes last.ckpt at every validation (test_study_checkpoints.py runs both).
-    assert [(c.monitor, c.save_last) for c in checkpoints] == [("val/nll", False), (None, True)]
+    # The ModelCheckpoint (the trainer's checkpoint_callback, tested after the fit) keeps the best by
+    # val/nll; LastCheckpoint writes last.ckpt at every validation and every 10 steps between
+    # (test_study_checkpoints.py runs both).
+    assert [(c.monitor, c.save_last) for c in checkpoints] == [("val/nll", False)]
+    assert callbacks["LastCheckpoint"].every_n_train_steps == 10
     assert "GenerationEvaluator" not in callbacks  # no generation during validation
     assert second.model.init_args.backbone_options["generation_backend"] == "auto"
     assert second.model.init_args.backbone_dtype == "float32"  # one dtype across the study's machines

@@ -27,7 +27,8 @@ def test_a_directory_without_a_fit_is_left_alone(tmp_path):
 
 
 def fit_args(tmp_path) -> tuple[list[str], Path]:
-    """A tiny fit into one run directory: every step logged, validation and a checkpoint every 2 steps."""
+    """A tiny fit into one run directory: every step logged, validation every 2 steps and a
+    checkpoint at every validation (as the study saves last.ckpt)."""
     from tests.helpers import tiny_override
 
     root = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ def fit_args(tmp_path) -> tuple[list[str], Path]:
     steps = tmp_path / "steps.yaml"
     steps.write_text("trainer:\n  log_every_n_steps: 1\n  val_check_interval: 2\n  callbacks:\n"
                      "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
-                     "      init_args: {every_n_train_steps: 2, save_top_k: -1, save_last: true}\n")
+                     "      init_args: {save_top_k: -1, save_last: true}\n")
     run = tmp_path / "runs" / "study" / "point"
     return ["--config", str(root / "configs" / "quickstart.yaml"), "--config", str(tiny), "--config", str(steps),
             "--run_dir", str(run), "--data.init_args.batch_size=1", "--trainer.accumulate_grad_batches=1"], run
@@ -49,6 +50,23 @@ def test_fit_time_is_written_per_validation_and_after_the_last_one(tmp_path):
     timing = [json.loads(line) for line in (run / "timing.jsonl").read_text().splitlines()]
     assert [(t["stage"], t.get("steps"), t.get("validations"), t.get("global_step"), t.get("step_limit"))
             for t in timing] == [("fit", 2, 1, 2, 3), ("fit", 1, 0, 3, 3), ("test", None, None, None, None)]
+
+
+def test_a_checkpoint_between_validations_ends_a_timing_segment(tmp_path):
+    """``ModelCheckpoint(every_n_train_steps=1)`` with a validation every 2 steps: a line per
+    checkpoint (the steps a resume from it keeps), the validation after step 2 a line of its own
+    without steps, and no empty line for the checkpoint saved at that validation's end."""
+    from dep_lightning.cli import main
+
+    args, run = fit_args(tmp_path)
+    every = tmp_path / "every.yaml"
+    every.write_text("trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+                     "      init_args: {every_n_train_steps: 1, save_top_k: 1, save_last: true}\n")
+    main(["fit", *args, "--config", str(every), "--trainer.max_steps=3"])
+    timing = [json.loads(line) for line in (run / "timing.jsonl").read_text().splitlines()]
+    assert [(t["stage"], t.get("steps"), t.get("validations"), t.get("global_step")) for t in timing] == \
+        [("fit", 1, 0, 1), ("fit", 1, 0, 2), ("fit", 0, 1, 2), ("fit", 1, 0, 3), ("test", None, None, None)]
+    assert timing[2]["seconds_per_step"] is None and timing[2]["validation_seconds"] > 0
 
 
 def test_a_resumed_fit_keeps_the_history_up_to_its_checkpoint(tmp_path, capsys):

@@ -19,7 +19,7 @@ RESUMING = sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs
                   if "callbacks.ModelCheckpoint" in p.read_text())
 
 
-def study_callbacks(dirpath, config="study/v2.yaml", kinds=(".ModelCheckpoint", ".EarlyStopping")):
+def study_callbacks(dirpath, config="study/v2.yaml", kinds=(".ModelCheckpoint", ".LastCheckpoint", ".EarlyStopping")):
     """The callbacks of ``configs/<config>`` of the ``kinds`` named, checkpoints in ``dirpath``."""
     from jsonargparse import ArgumentParser
     from lightning.pytorch.callbacks import Callback
@@ -31,7 +31,7 @@ def study_callbacks(dirpath, config="study/v2.yaml", kinds=(".ModelCheckpoint", 
     built = []
     for spec in specs:
         if spec["class_path"].endswith(kinds):
-            if spec["class_path"].endswith(".ModelCheckpoint"):
+            if spec["class_path"].endswith(("ModelCheckpoint", "LastCheckpoint")):
                 spec["init_args"]["dirpath"] = str(dirpath)
             built.append(parser.instantiate_classes(parser.parse_object({"callback": spec})).callback)
     return built
@@ -78,7 +78,7 @@ def step_of(path):
 @pytest.mark.parametrize("config", RESUMING)
 def test_last_follows_every_validation_and_best_stays_the_best(tmp_path, config):
     assert "study/v2.yaml" in RESUMING and "quickstart.yaml" in RESUMING
-    checkpoints = study_callbacks(tmp_path, config, kinds=(".ModelCheckpoint",))
+    checkpoints = study_callbacks(tmp_path, config, kinds=(".ModelCheckpoint", ".LastCheckpoint"))
     assert len(checkpoints) == 2
     monitored = checkpoints[0]
     # A best at the second validation, then two that do not improve.
@@ -89,9 +89,11 @@ def test_last_follows_every_validation_and_best_stays_the_best(tmp_path, config)
     assert trainer.checkpoint_callback is monitored  # what `ckpt_path="best"` tests and scores
     assert step_of(monitored.best_model_path) == 4  # the second validation, the best
     assert step_of(tmp_path / "last.ckpt") == 8  # the fourth, not a new best
-    # Exactly the best, the newest and last: nothing left from earlier validations.
+    # Exactly the best, last and (an unmonitored ModelCheckpoint's top 1) the newest: nothing
+    # left from earlier validations.
+    newest = {"latest.ckpt" for cb in checkpoints if getattr(cb, "filename", None) == "latest"}
     assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == sorted(
-        {Path(monitored.best_model_path).name, "latest.ckpt", "last.ckpt"})
+        {Path(monitored.best_model_path).name, "last.ckpt"} | newest)
 
 
 @pytest.mark.filterwarnings("ignore")
@@ -111,3 +113,33 @@ def test_a_fit_that_early_stopping_ended_is_not_trained_again_when_resumed(tmp_p
                              ckpt_path=folder / "last.ckpt")
         # Lightning alone trains to the next validation and stops there; the callback trains nothing.
         assert (resumed.global_step, model.steps) == (steps, steps - 10), name
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_last_checkpoint_saves_between_validations_and_after_each(tmp_path):
+    """LastCheckpoint(every_n_train_steps=3), validating every 2 steps: last.ckpt after the
+    validation of step 8 and at step 9 between validations; at step 6, a step save and a
+    validation at once, the file holds that validation (early stopping's count of it)."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from dep_lightning.callbacks import LastCheckpoint
+
+    class Recorded(LastCheckpoint):
+        """Notes the step and early stopping's count of validations without a new best at each save."""
+
+        saves: list
+
+        def _save_checkpoint(self, trainer, filepath):
+            stopping = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))
+            self.saves.append((trainer.global_step, stopping.wait_count))
+            super()._save_checkpoint(trainer, filepath)
+
+    last = Recorded(dirpath=str(tmp_path), every_n_train_steps=3)
+    last.saves = []
+    stopping = EarlyStopping(monitor="val/nll", mode="min", patience=10)
+    # Validations at steps 2, 4, 6, 8: the first is the best, then no new best.
+    fit(tmp_path, [1.0, 2.0, 3.0, 4.0], [stopping, last], max_steps=9)
+    assert last.saves == [(2, 0), (3, 0), (4, 1), (6, 1), (6, 2), (8, 3), (9, 3)]
+    assert step_of(tmp_path / "last.ckpt") == 9 and sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["last.ckpt"]
+    state = torch.load(tmp_path / "last.ckpt", weights_only=False)["callbacks"]
+    assert next(v for k, v in state.items() if k.startswith("EarlyStopping"))["wait_count"] == 3

@@ -10,12 +10,14 @@ sample (docs/results.md); the numbers come from here, measured by the run itself
     {"stage": "score", "seconds": 1800.5, "batches": 2607, "samples": 2607, ...}
 
 Fit is written in segments: one line at the end of every validation (the steps and seconds
-since the previous line, that validation included) and one at the end of training for any
-steps after the last validation. A command killed mid-run loses only its last segment, whose
-steps are trained again after the resume (the checkpoint ``--ckpt_path last`` resumes from
-is saved at a validation). A resume from an older checkpoint (one not saved at every
-validation) trains recorded segments again; :func:`read_timing` drops the superseded lines,
-so summing what it returns counts every step once. The sanity check
+since the previous line, that validation included), one whenever a checkpoint is saved
+between validations (``ModelCheckpoint(every_n_train_steps=N)``), and one at the end of
+training for any steps after the last of those. A segment ends where a checkpoint can be:
+a command killed mid-run loses only the steps after its last line, and ``--ckpt_path last``
+resumes from a checkpoint saved where a line ended, so they are trained (and timed) again
+after the resume. A resume from an older checkpoint (one not saved at every line) trains
+recorded segments again; :func:`read_timing` drops the superseded lines, so summing what it
+returns counts every step once. The sanity check
 before training is in no line. Global rank zero writes; with several processes ``samples``
 counts rank zero's share. ``cpu_seconds`` is the process's CPU time over the same span (all
 its threads): a process that was paused (``kill -STOP``) or shared its cores shows wall
@@ -76,6 +78,15 @@ class RunClock(L.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if self._fit is not None and "validation_start" in self._fit:
             self._segment(trainer, pl_module, time.perf_counter() - self._fit.pop("validation_start"))
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        # A checkpoint saved between validations ends a segment, so that the steps a resume
+        # from it keeps are in the file. Lightning runs checkpoint callbacks after the others:
+        # at a validation this clock has already written its line, and the save finds no new
+        # steps (nor does the second file of one save, last.ckpt after latest.ckpt).
+        if self._fit is not None and "validation_start" not in self._fit \
+                and trainer.global_step > self._fit["step"]:
+            self._segment(trainer, pl_module, None)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self._fit is not None and trainer.global_step > self._fit["step"]:

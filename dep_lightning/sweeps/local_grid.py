@@ -71,9 +71,10 @@ def grid(spec: list[str], root: str = "runs/sweeps", dry_run: bool = False, extr
         threads: CPU threads of each point (OMP_NUM_THREADS / MKL_NUM_THREADS). Default: the
             environment's with one job; with several, the environment's OMP_NUM_THREADS if set,
             else the CPU count divided by jobs.
-        exported: folders of exported runs (``dep-lightning export``): a point whose
-            configuration completed in one of them is not run again. ``make study`` passes the
-            committed export, so a fresh clone resumes the study where its last export left it.
+        exported: folders of exported runs (``dep-lightning export``): a point complete in one
+            of them (its copy at ``<exported>/<sweep>/<point>``, or a run of the same
+            configuration, ``point_key``) is not run again. ``make study`` passes the committed
+            export, so a fresh clone resumes the study where its last export left it.
         status: print where each point stands and run nothing: complete (here or in an export),
             running (the grid command's pid), interrupted (the optimizer step and validations
             its last checkpoint holds, where it resumes), started without a checkpoint, or not
@@ -104,6 +105,8 @@ class Point:
     run_dir: Path
     args: list[str]
     key: str | None = None
+    #: The point's complete copy in an exported folder (:func:`exported_copy`), if any.
+    copy: Path | None = None
 
     @property
     def label(self) -> str:
@@ -123,7 +126,8 @@ def run_grids(spec_paths: Sequence[str], root: str = "runs/sweeps", dry_run: boo
         spec, points = expand(path, root, extra)
         counts[spec.name] = {"done": 0, "skipped": 0, "failed": 0}
         print(f"[grid {spec.name}] {len(points)} point(s) under {Path(root) / spec.name}", flush=True)
-        queue.extend(Point(spec.name, n, len(points), run_dir, args) for n, (run_dir, args) in enumerate(points, 1))
+        queue.extend(Point(spec.name, n, len(points), run_dir, args, copy=exported_copy(run_dir, root, exported))
+                     for n, (run_dir, args) in enumerate(points, 1))
         if dry_run:
             for point in points:
                 print("dep-lightning " + " ".join(point[1]))
@@ -191,9 +195,9 @@ class Scheduler:
             if point.key in {p.key for p, _, _ in self.running.values()}:
                 continue
             queue.remove(point)
-            if point_complete(point.run_dir) or point.key in self.done:
+            where = point.run_dir if point_complete(point.run_dir) else point.copy or self.done.get(point.key)
+            if where is not None:
                 self.counts[point.sweep]["skipped"] += 1
-                where = point.run_dir if point_complete(point.run_dir) else self.done[point.key]
                 print(f"{point.label} already complete: {where}", flush=True)
             elif not claim(point.run_dir):
                 self.counts[point.sweep]["skipped"] += 1
@@ -237,6 +241,22 @@ def point_complete(run_dir: Path) -> bool:
     return (run_dir / "point.json").is_file() and is_complete(run_dir)
 
 
+def exported_copy(run_dir: Path, root: str | Path, exported: Sequence[str | Path]) -> Path | None:
+    """The complete copy of the point ``run_dir`` in one of the ``exported`` folders, else None.
+
+    ``dep-lightning export`` keeps the layout under the root (``<exported>/<sweep>/<point>``), and
+    a point's directory name comes from its sweep parameters, so the copy is found by name, as
+    the point itself is under ``root``: a finished point counts as finished whether it lies here
+    or was exported, even where a code change since has changed its :func:`point_key` (the
+    resolved configuration holds every class's parameters, defaults included, so a parameter
+    added to any class changes every key)."""
+    relative = Path(run_dir).relative_to(root)
+    for folder in exported:
+        if point_complete(Path(folder) / relative):
+            return Path(folder) / relative
+    return None
+
+
 def completed_points(root: str | Path) -> dict[str, Path]:
     """Configuration identity -> run directory, for every complete run under ``root``."""
     found = {}
@@ -274,8 +294,8 @@ def remaining_cost(fit_lines: list[dict], step: int, limit: int | None) -> str:
     """The CPU time a fit has left to ``limit`` at the pace its ``timing.jsonl`` lines show
     (CPU seconds per optimizer step, validations included); empty without a limit or a pace.
     An upper bound: early stopping may end the fit before its step limit."""
-    timed = [line for line in fit_lines if line.get("cpu_seconds") is not None and line.get("steps")]
-    steps = sum(line["steps"] for line in timed)
+    timed = [line for line in fit_lines if line.get("cpu_seconds") is not None]
+    steps = sum(line.get("steps", 0) for line in timed)
     if limit is None or not steps or step >= limit:
         return ""
     pace = sum(line["cpu_seconds"] for line in timed) / steps
@@ -330,6 +350,8 @@ def point_state(point: Point, done: dict[str, Path]) -> str:
     run_dir = point.run_dir
     if point_complete(run_dir):
         return f"complete: {run_dir}"
+    if point.copy is not None:
+        return f"complete in {point.copy}"
     if point.key in done:
         return f"complete in {done[point.key]}"
     owner = lock_owner(run_dir)
@@ -353,7 +375,7 @@ def grid_status(spec_paths: Sequence[str], root: str = "runs/sweeps", extra: Seq
         spec, points = expand(path, root, extra)
         states[spec.name] = []
         for number, (run_dir, args) in enumerate(points, 1):
-            point = Point(spec.name, number, len(points), run_dir, args)
+            point = Point(spec.name, number, len(points), run_dir, args, copy=exported_copy(run_dir, root, exported))
             try:
                 point.key = point_key(args)
             except ValueError as error:

@@ -38,6 +38,23 @@ def test_local_grid_runs_each_point_once_and_resumes(tmp_path, capsys):
     assert not fresh.exists() or not list(fresh.rglob("manifest.json"))  # nothing ran there
     assert len(completed_points(exported)) == 2 and len(completed_points(fresh)) == 0
 
+    # A code change since the export (a parameter added to some class) changes every point's
+    # configuration key: the copies are still found by their place, <export>/<sweep>/<point>,
+    # as a finished point under the root is.
+    from dep_lightning.sweeps.local_grid import grid_status
+
+    for marker in exported.rglob("point.json"):
+        marker.write_text(json.dumps({**json.loads(marker.read_text()), "key": "from-older-code"}))
+    assert completed_points(exported).keys() == {"from-older-code"}
+    later = tmp_path / "later"
+    assert run_grid(str(path), root=str(later), exported=[str(exported)]) == {"done": 0, "skipped": 2, "failed": 0}
+    assert not later.exists() or not list(later.rglob("manifest.json"))
+    assert [state.split(" in ")[0] for state in grid_status([str(path)], root=str(later),
+                                                             exported=[str(exported)])["tiny"]] == ["complete"] * 2
+    # Elsewhere in the export (another sweep's folder) and under another key, they are not this sweep's points.
+    (exported / "tiny").rename(exported / "other")
+    assert grid_status([str(path)], root=str(later), exported=[str(exported)])["tiny"] == ["not started"] * 2
+
 
 @pytest.mark.slow
 def test_local_grid_runs_points_side_by_side_with_jobs(tmp_path, capsys):
@@ -227,7 +244,9 @@ def test_remaining_cost_is_the_measured_pace_times_the_steps_left():
     pace, or steps left; lines without CPU time (older runs) are left out of the pace."""
     from dep_lightning.sweeps.local_grid import remaining_cost
 
-    lines = [{"steps": 50, "cpu_seconds": 1000.0}, {"steps": 50, "cpu_seconds": 3000.0}, {"steps": 10}]
+    # A validation right after a checkpoint between validations is a line of its own, without steps.
+    lines = [{"steps": 50, "cpu_seconds": 1000.0}, {"steps": 50, "cpu_seconds": 2000.0},
+             {"steps": 0, "validations": 1, "cpu_seconds": 1000.0}, {"steps": 10}]
     assert remaining_cost(lines, 100, 280) == \
         "at most 2.0 CPU-hours to go (40.0 CPU-s per step over 100 steps, validations included)"
     assert remaining_cost(lines, 100, None) == ""
