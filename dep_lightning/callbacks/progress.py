@@ -33,14 +33,16 @@ class LogProgress(L.Callback):
         self.every, self.always = every_n_seconds, always
         self._start: dict[str, float] = {}
         self._last: dict[str, float] = {}
+        self._before: dict[str, int] = {}  # batches of the loop done before its clock started
 
     def _active(self, trainer: L.Trainer) -> bool:
         # The process's own stdout: progress bars may swap sys.stdout for a proxy while they draw.
         stream = sys.__stdout__ or sys.stdout
         return trainer.is_global_zero and (self.always or not stream.isatty())
 
-    def _begin(self, stage: str) -> None:
+    def _begin(self, stage: str, done: int = 0) -> None:
         self._start[stage] = self._last[stage] = time.monotonic()
+        self._before[stage] = done
 
     def _report(self, trainer: L.Trainer, stage: str, done: int, total, extra: str = "") -> None:
         now = time.monotonic()
@@ -49,7 +51,7 @@ class LogProgress(L.Callback):
             return
         self._last[stage] = now
         elapsed = now - self._start.get(stage, now)
-        rate = elapsed / max(done, 1)
+        rate = elapsed / max(done - self._before.get(stage, 0), 1)
         if isinstance(total, int) and total > 0:
             position = f"{done}/{total} ({done / total:.0%}) {rate:.1f} s/batch, eta {_duration(rate * (total - done))}"
         else:
@@ -61,6 +63,11 @@ class LogProgress(L.Callback):
         self._begin("train")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if "train" not in self._start:
+            # A fit resumed mid-epoch: Lightning does not call on_train_epoch_start for the
+            # epoch it resumes in, so the clock starts here, after the batches done before.
+            self._begin("train", batch_idx + 1)
+            return
         loss = trainer.callback_metrics.get("train/loss")
         extra = f", train/loss {float(loss):.4f}" if loss is not None else ""
         self._report(trainer, "train", batch_idx + 1, trainer.num_training_batches, extra)
