@@ -141,5 +141,5 @@ def test_last_checkpoint_saves_between_validations_and_after_each(tmp_path):
     fit(tmp_path, [1.0, 2.0, 3.0, 4.0], [stopping, last], max_steps=9)
     assert last.saves == [(2, 0), (3, 0), (4, 1), (6, 1), (6, 2), (8, 3), (9, 3)]
     assert step_of(tmp_path / "last.ckpt") == 9 and sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["last.ckpt"]
-    state = torch.load(tmp_path / "last.ckpt", weights_only=False)["callbacks"]
+    state = torch.load(tmp_path / "last.ckpt", weights_only=True)["callbacks"]
     assert next(v for k, v in state.items() if k.startswith("EarlyStopping"))["wait_count"] == 3
